@@ -1,0 +1,124 @@
+"""The ``autodistill`` command: a thin layer over the Python API.
+
+A user mistake (bad config, missing file) prints ``error: <one line>`` and exits with 2;
+no traceback, nothing written under ``results/``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ._errors import AutodistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Automated knowledge distillation: search students, get the Pareto front.")
+console = Console()
+if not console.is_terminal:  # logs and CI: wide enough that the front table is not truncated
+    console = Console(width=160)
+err_console = Console(stderr=True)
+
+
+def _user_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AutodistillError as err:
+            err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    keys = {
+        "trials": "search.trials",
+        "time_budget": "search.time_budget_s",
+        "max_concurrent": "search.max_concurrent",
+        "results": "execution.results",
+        "name": "name",
+        "address": "execution.address",
+    }
+    return {keys[k]: v for k, v in flags.items() if v is not None}
+
+
+@app.command()
+@_user_errors
+def search(
+    config_file: Path = typer.Argument(..., help="study YAML, e.g. search_spaces/digits.yaml"),
+    trials: Optional[int] = typer.Option(None, "--trials", help="number of trials (search.trials)"),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds (search.time_budget_s)"),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
+    results: Optional[str] = typer.Option(None, "--results", help="base directory of results (execution.results)"),
+    name: Optional[str] = typer.Option(None, "--name", help="study name and folder (name)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (execution.address)"),
+) -> None:
+    """Run a study: sample students and recipes, distill, measure, and report the Pareto front."""
+    from .config import load_config
+    from .report import front_table
+    from .tune.runner import run_study
+
+    config = load_config(config_file, _overrides(trials=trials, time_budget=time_budget, max_concurrent=max_concurrent,
+                                                 results=results, name=name, address=address))
+    result = run_study(config, log=lambda msg: console.print(msg, markup=False, highlight=False))
+    summary = result.summary
+    console.print(front_table(result.front, config.objectives, summary["teacher"], title=f"Pareto front of {config.name}"))
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in summary["trials"].items() if v)
+    console.print(
+        f"{counts}; normalised hypervolume {summary['hypervolume']:.4f}; wall time {result.wall_s:.0f} s; results in {result.results_dir}",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
+@_user_errors
+def validate(config_file: Path = typer.Argument(..., help="study YAML")) -> None:
+    """Check a study file and print its resolved search space."""
+    from .config import load_config
+    from .space import describe, search_space
+
+    config = load_config(config_file)
+    rows = describe(search_space(config))
+    table = Table(title=f"search space of {config.name}: {len(rows)} dimension(s)", title_justify="left")
+    for col in ("dimension", "distribution", "when"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["dimension"], row["distribution"], row["when"])
+    console.print(table)
+    objectives = ", ".join(f"{k} ({v})" for k, v in config.objectives.items())
+    console.print(f"objectives: {objectives}; {config.search.trials} trials with {config.search.sampler}; results in {config.results_dir}",
+                  markup=False, highlight=False)
+
+
+@app.command()
+@_user_errors
+def show(results_dir: Path = typer.Argument(..., help="a study's results directory, e.g. results/digits")) -> None:
+    """Print a study's Pareto front."""
+    from .results import load_front, load_summary
+    from .report import front_table
+
+    summary = load_summary(results_dir)
+    front = load_front(results_dir)
+    objectives = summary["objectives"]
+    console.print(front_table(front, objectives, summary.get("teacher"), title=f"Pareto front of {summary['name']}"))
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in summary["trials"].items() if v)
+    console.print(f"{counts}; normalised hypervolume {summary['hypervolume']:.4f}", markup=False, highlight=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""The study file: pydantic models of every YAML section.
+
+Validation happens once, in the driver, before Ray starts. Errors are turned into one line
+that names the field path and the offending value (:func:`load_config`). Unknown keys are
+errors everywhere. ``yaml.safe_load`` only: a config never runs code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from ._errors import ConfigError
+from ._tunable import fixed_only, is_distribution, tunable
+from .students import get_family, list_families
+
+METRICS = ("accuracy", "params", "macs", "size_mb", "latency_ms")
+"""Metric names used everywhere: validation accuracy (0-1), parameters, multiply-accumulates
+per image, state-dict size in MB, and latency in ms per batch of ``latency.batch_size``."""
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine", "step")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
+    """digits (bundled with scikit-learn), mnist, fashion_mnist, cifar10, cifar100, imagefolder"""
+    root: str | None = None
+    """directory of a torchvision dataset or of the imagefolder class folders"""
+    download: bool = False
+    """let torchvision download the dataset into ``root`` (needs internet)"""
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    """share of the training data held out for validation (what the search optimises)"""
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    """share held out for test, for datasets without an official test split (digits, imagefolder)"""
+    image_size: int | None = Field(None, ge=4, le=1024)
+    """imagefolder only: images are resized to this square size (default 64)"""
+    split_seed: int = 0
+    """seed of the stratified splits: fixed, so every trial sees the same splits"""
+    max_train_samples: int | None = Field(None, ge=10)
+    """use at most this many training samples (stratified), for quick studies"""
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"val_fraction + test_fraction must leave at least 10% for training, got {self.val_fraction} + {self.test_fraction}"
+            )
+        if self.dataset != "digits" and self.root is None:
+            raise ValueError(f"dataset {self.dataset!r} needs data.root (the directory holding it)")
+        if self.image_size is not None and self.dataset != "imagefolder":
+            raise ValueError("image_size applies to imagefolder only (other datasets keep their native size)")
+        return self
+
+
+Optimizer = tunable("str", choices=("adamw", "sgd"))
+
+
+class TrainConfig(_Section):
+    epochs: tunable("int", ge=1, le=10000) = 15
+    """epochs of one trial's training"""
+    lr: tunable("float", gt=0, le=10) = 3e-3
+    """peak learning rate; decays with a cosine to 0 over the trial"""
+    batch_size: tunable("int", ge=1, le=65536) = 64
+    optimizer: Optimizer = "adamw"
+    """adamw, or sgd (momentum, nesterov)"""
+    weight_decay: tunable("float", ge=0, le=1) = 5e-4
+    momentum: tunable("float", ge=0, lt=1) = 0.9
+    """sgd only"""
+    warmup_epochs: tunable("float", ge=0) = 0.0
+    """linear learning-rate warm-up, in epochs (fractions allowed)"""
+
+
+class TeacherTrainConfig(_Section):
+    """How a teacher is trained when no checkpoint is given (fixed values only)."""
+
+    epochs: fixed_only("int", ge=1) = 30
+    lr: fixed_only("float", gt=0) = 3e-3
+    batch_size: fixed_only("int", ge=1) = 64
+    optimizer: fixed_only("str", choices=("adamw", "sgd")) = "adamw"
+    weight_decay: fixed_only("float", ge=0) = 5e-4
+    momentum: fixed_only("float", ge=0, lt=1) = 0.9
+    warmup_epochs: fixed_only("float", ge=0) = 0.0
+    seed: int = 0
+
+
+class TeacherConfig(_Section):
+    arch: str | dict[str, Any] = Field(default_factory=lambda: {"family": "resnet", "widths": [32, 64, 128], "depths": [2, 2, 2]})
+    """a student family with fixed dims ({family: resnet, widths: [...], ...}) or 'torchvision:<model name>'"""
+    checkpoint: str | None = None
+    """a state dict (.pt) for ``arch``; without one the teacher is trained once and cached"""
+    train: TeacherTrainConfig = TeacherTrainConfig()
+
+    @field_validator("arch")
+    @classmethod
+    def _check_arch(cls, arch: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(arch, str):
+            if not arch.startswith("torchvision:"):
+                raise ValueError(f"expected {{family: ..., <dims>}} or 'torchvision:<model>', got {arch!r}")
+            from .students.torchvision_models import check_torchvision_name
+
+            check_torchvision_name(arch.split(":", 1)[1])
+            return arch
+        if "family" not in arch:
+            raise ValueError(f"needs a 'family' key (one of {', '.join(list_families())})")
+        dims = {k: v for k, v in arch.items() if k != "family"}
+        family = get_family(arch["family"])
+        validated = family.dims.model_validate(dims)
+        if _has_distribution(validated):
+            raise ValueError("a teacher architecture is fixed: it cannot hold distributions")
+        return {"family": arch["family"], **validated.model_dump(mode="json")}
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _check_checkpoint(cls, path: str | None) -> str | None:
+        if path is None:
+            return None
+        p = Path(os.path.expanduser(path))
+        if not p.exists():
+            raise ValueError(f"file not found: {path}")
+        if not p.is_file():
+            raise ValueError(f"not a file: {path}")
+        return str(p)
+
+
+def _student_section() -> type[BaseModel]:
+    """``student:`` has ``family`` plus one block of dimensions per registered family."""
+    fields: dict[str, Any] = {
+        "family": (tunable("str", choices=list_families), "cnn"),
+    }
+    for name in list_families():
+        dims_model = get_family(name).dims
+        fields[name] = (dims_model, Field(default_factory=dims_model))
+    return create_model("StudentConfig", __base__=_Section, __module__=__name__, **fields)
+
+
+StudentConfig = _student_section()
+
+
+class TemperatureConfig(_Section):
+    schedule: tunable("str", choices=TEMPERATURE_SCHEDULES) = "constant"
+    """constant (start), or linear / cosine / step from start to end over the training"""
+    start: tunable("float", gt=0, le=100) = 4.0
+    end: tunable("float", gt=0, le=100) = 1.0
+    """ignored by the constant schedule"""
+    steps: tunable("int", ge=2, le=100) = 2
+    """step schedule: number of plateaus between start and end"""
+
+
+class DistillConfig(_Section):
+    alpha: tunable("float", ge=0, le=1) = 0.7
+    """weight of the soft-label KD term; the hard-label CE term gets 1 - alpha"""
+    temperature: TemperatureConfig = TemperatureConfig()
+
+
+class SearchResources(_Section):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SearchConfig(_Section):
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    """tpe (multivariate, constant liar), nsga2, or random; all seeded"""
+    trials: int = Field(20, ge=1)
+    """number of finished trials the study aims for"""
+    time_budget_s: float | None = Field(None, gt=0)
+    """stop starting trials after this many seconds (running ones are stopped too)"""
+    max_concurrent: int = Field(2, ge=1)
+    seed: int = 0
+    resources: SearchResources = SearchResources()
+    """per trial"""
+
+
+class LatencyConfig(_Section):
+    device: Literal["cpu", "cuda"] = "cpu"
+    batch_size: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1)
+    """torch intra-op threads while timing (1 = a phone / a shared server core)"""
+    warmup: int = Field(10, ge=0)
+    repeats: int = Field(30, ge=1)
+    """timed runs in a trial; the median is reported"""
+    final_repeats: int = Field(200, ge=1)
+    """timed runs when the front is re-measured alone at the end of the study"""
+
+
+class ExecutionConfig(_Section):
+    address: str | None = None
+    """Ray cluster address (auto, ray://host:port); None starts a local Ray"""
+    storage: str | None = None
+    """SQLAlchemy URL of the Optuna storage; default sqlite:///<results>/<name>/study.db"""
+    results: str = "results"
+    """directory under which the study's folder <name> is created"""
+
+
+class StudyConfig(_Section):
+    name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$")
+    """the study's folder under execution.results and its Optuna study name"""
+    data: DataConfig = DataConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = Field(default_factory=StudentConfig)  # type: ignore[valid-type]
+    distill: DistillConfig = DistillConfig()
+    train: TrainConfig = TrainConfig()
+    objectives: dict[str, Literal["max", "min"]] = Field(
+        default_factory=lambda: {"accuracy": "max", "params": "min", "latency_ms": "min"}
+    )
+    """metric -> direction; metrics: accuracy, params, macs, size_mb, latency_ms"""
+    search: SearchConfig = SearchConfig()
+    latency: LatencyConfig = LatencyConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+
+    @field_validator("objectives")
+    @classmethod
+    def _check_objectives(cls, objectives: dict[str, str]) -> dict[str, str]:
+        if not objectives:
+            raise ValueError("at least one objective is needed, e.g. {accuracy: max}")
+        for metric in objectives:
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+        return objectives
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.execution.results) / self.name
+
+
+def _has_distribution(model: Any) -> bool:
+    if is_distribution(model):
+        return True
+    if isinstance(model, BaseModel):
+        return any(_has_distribution(getattr(model, f)) for f in type(model).model_fields)
+    if isinstance(model, (list, tuple)):
+        return any(_has_distribution(v) for v in model)
+    if isinstance(model, dict):
+        return any(_has_distribution(v) for v in model.values())
+    return False
+
+
+def format_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The keys allowed at ``loc`` (the parent of an unknown key), for the error message."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
+    errors = err.errors()
+    first = errors[0]
+    loc = tuple(first["loc"])
+    path = format_loc(loc) or "<top level>"
+    if first["type"] == "extra_forbidden":
+        valid = _valid_keys(model, loc[:-1])
+        hint = f"; valid keys: {', '.join(valid)}" if valid else ""
+        msg = f"{path}: unknown key{hint}"
+    else:
+        text = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        value = first.get("input")
+        shown = "" if isinstance(value, (dict, list)) or str(value) in text else f" (got {value!r})"
+        msg = f"{path}: {text}{shown}"
+    if len(errors) > 1:
+        msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return msg
+
+
+def parse_config(raw: Any, source: str = "config") -> StudyConfig:
+    """Validate a dict (as read from YAML) into a :class:`StudyConfig` or raise :class:`ConfigError`."""
+    if raw is None:
+        raise ConfigError(f"{source}: the file is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_one_line(err, StudyConfig)}") from None
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read and validate a study file. ``overrides`` are dotted keys set before validation,
+    e.g. ``{"search.trials": 8}`` (what the CLI flags do)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{path}: file not found")
+    if p.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file") from None
+    if overrides and isinstance(raw, dict):
+        for key, value in overrides.items():
+            node = raw
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return parse_config(raw, str(path))
+
+
+def dump_config(config: StudyConfig) -> str:
+    """The resolved config as YAML (distributions written back in their YAML form)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,208 @@
+"""Datasets as in-memory tensors with fixed stratified splits.
+
+Images stay ``uint8`` (N, C, H, W) and are normalised per batch, so CIFAR-10's 50,000
+training images take 150 MB rather than 600 MB. A :class:`Dataset` is loaded once by the
+driver and handed to every trial through the Ray object store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ._errors import DataError
+from .config import DataConfig
+
+MAX_IN_MEMORY_BYTES = 8 * 2**30
+DEFAULT_IMAGEFOLDER_SIZE = 64
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # (N, C, H, W) uint8
+    y_train: torch.Tensor  # (N,) int64
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    scale: float  # raw value of full intensity: 16 for digits, 255 for 8-bit images
+    mean: tuple[float, ...] = field(default=())
+    std: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.mean:
+            x = self.x_train.float() / self.scale  # (N, C, H, W)
+            self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
+            self.std = tuple(max(s, 1e-6) for s in x.std(dim=(0, 2, 3)).tolist())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.x_train.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.x_train.shape[-1]
+
+    def normalize(self, xb: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> float, scaled to [0, 1] then standardised per channel."""
+        mean = torch.tensor(self.mean, device=xb.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=xb.device).view(1, -1, 1, 1)
+        return (xb.float() / self.scale - mean) / std
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
+
+    def summary(self) -> str:
+        c, h, w = self.x_train.shape[1:]
+        return (
+            f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test, "
+            f"{c}x{h}x{w}, {self.num_classes} classes"
+        )
+
+
+def batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (indices, x, y) batches by indexing the tensors (no DataLoader, no workers)."""
+    n = len(y)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, x[idx], y[idx]
+
+
+def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    keep, held = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+    return np.sort(keep), np.sort(held)
+
+
+def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if n is None or n >= len(y):
+        return x, y
+    keep, _ = _stratified_split(y.numpy(), 1 - n / len(y), seed)
+    return x[keep], y[keep]
+
+
+def _from_pool(
+    name: str, x: torch.Tensor, y: torch.Tensor, classes: list[str], scale: float, cfg: DataConfig
+) -> Dataset:
+    """train/val/test from one pool (datasets without an official test split)."""
+    rest, test = _stratified_split(y.numpy(), cfg.test_fraction, cfg.split_seed)
+    val_share = cfg.val_fraction / (1 - cfg.test_fraction)
+    train, val = _stratified_split(y[rest].numpy(), val_share, cfg.split_seed)
+    train, val = rest[train], rest[val]
+    x_tr, y_tr = _subsample(x[train], y[train], cfg.max_train_samples, cfg.split_seed)
+    return Dataset(name, x_tr, y_tr, x[val], y[val], x[test], y[test], classes, scale)
+
+
+def _with_official_test(
+    name: str,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    classes: list[str],
+    cfg: DataConfig,
+) -> Dataset:
+    train, val = _stratified_split(y.numpy(), cfg.val_fraction, cfg.split_seed)
+    x_tr, y_tr = _subsample(x[train], y[train], cfg.max_train_samples, cfg.split_seed)
+    return Dataset(name, x_tr, y_tr, x[val], y[val], x_test, y_test, classes, 255.0)
+
+
+def load_digits(cfg: DataConfig) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 16 grey levels): no download."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    x = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
+    y = torch.from_numpy(bunch.target.astype(np.int64))
+    return _from_pool("digits", x, y, [str(c) for c in bunch.target_names], 16.0, cfg)
+
+
+def _torchvision_split(cls: type, root: str, train: bool, download: bool, dataset: str):
+    try:
+        return cls(root=root, train=train, download=download)
+    except RuntimeError as err:
+        if "not found" in str(err).lower() or "corrupted" in str(err).lower():
+            raise DataError(
+                f"data.root: {dataset} not found or corrupt under {root!r} "
+                f"(place the torchvision files there, or set data.download: true with internet access)"
+            ) from None
+        raise DataError(f"data.root: cannot read {dataset} under {root!r}: {err}") from None
+    except OSError as err:
+        raise DataError(f"data.root: cannot read {dataset} under {root!r}: {err}") from None
+
+
+def _as_nchw(data) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(data))
+    if x.dim() == 3:  # (N, H, W) grey
+        return x.unsqueeze(1).contiguous()
+    return x.permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+
+
+def load_torchvision(cfg: DataConfig) -> Dataset:
+    import torchvision.datasets as tvd
+
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[
+        cfg.dataset
+    ]
+    root = str(Path(cfg.root).expanduser())
+    if not cfg.download and not Path(root).is_dir():
+        raise DataError(f"data.root: directory not found: {cfg.root}")
+    train = _torchvision_split(cls, root, True, cfg.download, cfg.dataset)
+    test = _torchvision_split(cls, root, False, cfg.download, cfg.dataset)
+    x, y = _as_nchw(train.data), torch.as_tensor(np.asarray(train.targets), dtype=torch.int64)
+    x_test, y_test = _as_nchw(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.int64)
+    return _with_official_test(cfg.dataset, x, y, x_test, y_test, list(train.classes), cfg)
+
+
+def load_imagefolder(cfg: DataConfig) -> Dataset:
+    """A directory of class folders (torchvision ImageFolder), resized to ``image_size``."""
+    import torchvision.datasets as tvd
+    from PIL import Image
+
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.root: directory not found: {cfg.root}")
+    try:
+        folder = tvd.ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise DataError(f"data.root: {err}") from None
+    size = cfg.image_size or DEFAULT_IMAGEFOLDER_SIZE
+    need = len(folder.samples) * 3 * size * size
+    if need > MAX_IN_MEMORY_BYTES:
+        raise DataError(
+            f"data.image_size: {len(folder.samples)} images at {size}px need {need / 2**30:.1f} GiB in memory "
+            f"(limit {MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB); lower image_size or set max_train_samples"
+        )
+    x = torch.empty(len(folder.samples), 3, size, size, dtype=torch.uint8)
+    for i, (path, _) in enumerate(folder.samples):
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+        except OSError as err:
+            raise DataError(f"data.root: cannot read image {path}: {err}") from None
+        x[i] = torch.from_numpy(arr).permute(2, 0, 1)
+    y = torch.tensor(folder.targets, dtype=torch.int64)
+    return _from_pool("imagefolder", x, y, list(folder.classes), 255.0, cfg)
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    if cfg.dataset == "digits":
+        return load_digits(cfg)
+    if cfg.dataset == "imagefolder":
+        return load_imagefolder(cfg)
+    return load_torchvision(cfg)

@@ -1,0 +1,126 @@
+"""One training run: the loop shared by a trial's student and a trained-from-scratch teacher."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from .._errors import TrialDiverged
+from ..config import DistillConfig, TrainConfig
+from ..data import Dataset, batches
+from .losses import FusedKDLoss
+from .schedules import lr_factor, temperature_at
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    accuracy: float  # validation
+    loss: float  # training, mean over the epoch
+    loss_ce: float
+    loss_kd: float | None
+    temperature: float | None
+    lr: float
+    epoch_s: float
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("extra")
+        out.update(self.extra)
+        return out
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm parameters (the usual practice).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: Dataset, split: str, batch_size: int = 512) -> torch.Tensor:
+    model.eval()
+    x, y = data.split(split)
+    out = [model(data.normalize(xb)) for _, xb, _ in batches(x, y, batch_size)]
+    return torch.cat(out)  # (N, K)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: int = 512) -> float:
+    """Top-1 accuracy on a split, in [0, 1]."""
+    logits = predict_logits(model, data, split, batch_size)
+    return (logits.argmax(dim=1) == data.split(split)[1]).float().mean().item()
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    train_cfg: TrainConfig,
+    distill_cfg: DistillConfig | None = None,
+    teacher_logits: torch.Tensor | None = None,
+    *,
+    seed: int = 0,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> list[EpochStats]:
+    """Train ``model`` on ``data.x_train``; with ``teacher_logits`` (N_train, K) and a distill
+    config, by the fused KD loss, else by cross-entropy alone. Raises :class:`TrialDiverged`
+    when the loss stops being finite."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    x, y = data.x_train, data.y_train
+    steps_per_epoch = math.ceil(len(y) / train_cfg.batch_size)
+    total_steps = steps_per_epoch * train_cfg.epochs
+    warmup_steps = round(train_cfg.warmup_epochs * steps_per_epoch)
+    optimizer = make_optimizer(model, train_cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
+    criterion = FusedKDLoss()
+    use_kd = teacher_logits is not None and distill_cfg is not None and distill_cfg.alpha > 0
+    history: list[EpochStats] = []
+    step = 0
+    for epoch in range(1, train_cfg.epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        sums: dict[str, float] = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
+        temperature = None
+        for idx, xb, yb in batches(x, y, train_cfg.batch_size, shuffle=True, generator=generator):
+            progress = step / max(total_steps - 1, 1)
+            temperature = temperature_at(distill_cfg.temperature, progress) if use_kd else None
+            logits = model(data.normalize(xb))  # (B, K)
+            loss, parts = criterion(
+                logits, yb, teacher_logits[idx] if use_kd else None, distill_cfg.alpha if use_kd else 0.0, temperature or 1.0
+            )
+            if not torch.isfinite(loss):
+                raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            n = len(yb)
+            sums["loss"] += loss.item() * n
+            for key, value in parts.items():
+                sums[key] += value.item() * n
+        lr = optimizer.param_groups[0]["lr"]
+        stats = EpochStats(
+            epoch=epoch,
+            accuracy=evaluate(model, data, "val"),
+            loss=sums["loss"] / len(y),
+            loss_ce=sums["ce"] / len(y),
+            loss_kd=sums["kd"] / len(y) if use_kd else None,
+            temperature=temperature,
+            lr=lr,
+            epoch_s=time.perf_counter() - started,
+        )
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    return history

@@ -1,0 +1,155 @@
+"""Views of a study: ``pareto.png`` (matplotlib, for slides), ``report.html`` (plotly,
+self-contained, opens offline) and the terminal table of the front."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import _io
+
+_LOG_SCALE = {"params", "macs", "size_mb"}
+_LABELS = {
+    "accuracy": "validation accuracy",
+    "params": "parameters",
+    "macs": "MACs / image",
+    "size_mb": "state dict (MB)",
+    "latency_ms": "latency (ms)",
+}
+
+
+def _pairs(objectives: dict[str, str]) -> list[tuple[str, str]]:
+    """(x, y) panels: accuracy against each cost; without accuracy, each pair of objectives."""
+    names = list(objectives)
+    if "accuracy" in names:
+        return [(m, "accuracy") for m in names if m != "accuracy"] or [("params", "accuracy")]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [(names[0], names[0])]
+
+
+def write_png(path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = _pairs(objectives)
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.2), squeeze=False)
+    for ax, (x, y) in zip(axes[0], pairs):
+        if len(complete) and x in complete and y in complete:
+            ax.scatter(complete[x], complete[y], s=18, c="#bbbbbb", label="completed trials")
+        if len(front) and x in front and y in front:
+            f = front.sort_values(x)
+            ax.scatter(f[x], f[y], s=36, c="#d62728", label="Pareto front", zorder=3)
+            for _, row in f.iterrows():
+                ax.annotate(str(int(row["number"])), (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        tm = teacher.get("metrics", {})
+        if x in tm and y in tm:
+            ax.scatter([tm[x]], [tm[y]], marker="*", s=160, c="#1f77b4", label="teacher", zorder=4)
+        if x in _LOG_SCALE:
+            ax.set_xscale("log")
+        ax.set_xlabel(_LABELS.get(x, x))
+        ax.set_ylabel(_LABELS.get(y, y))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("autodistill: accuracy vs cost (front latency re-measured alone)", fontsize=10)
+    fig.tight_layout()
+    _io.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    plt.close(fig)
+
+
+def _hover(frame: pd.DataFrame) -> list[str]:
+    params = [c for c in frame.columns if c.startswith("param.")]
+    out = []
+    for _, row in frame.iterrows():
+        bits = [f"trial {int(row['number'])}"]
+        bits += [f"{c[6:]}={row[c]}" for c in params if pd.notna(row[c])]
+        out.append("<br>".join(bits))
+    return out
+
+
+def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, study, summary: dict[str, Any]) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    objectives = config.objectives
+    complete = trials[trials["state"] == "COMPLETE"]
+    pairs = _pairs(objectives)
+    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[f"{y} vs {x}" for x, y in pairs])
+    for col, (x, y) in enumerate(pairs, start=1):
+        if len(complete):
+            fig.add_trace(go.Scatter(x=complete[x], y=complete[y], mode="markers", name="trials", marker={"color": "#aaaaaa"},
+                                     text=_hover(complete), hoverinfo="text+x+y", showlegend=col == 1), row=1, col=col)
+        if len(front):
+            f = front.sort_values(x)
+            fig.add_trace(go.Scatter(x=f[x], y=f[y], mode="markers+lines", name="Pareto front", marker={"color": "#d62728", "size": 9},
+                                     line={"shape": "hv", "dash": "dot"}, text=_hover(f), hoverinfo="text+x+y", showlegend=col == 1), row=1, col=col)
+        fig.update_xaxes(title_text=x, type="log" if x in _LOG_SCALE else "linear", row=1, col=col)
+        fig.update_yaxes(title_text=y, row=1, col=col)
+    fig.update_layout(height=450, title="Accuracy vs cost")
+    figures = [fig]
+
+    three = [m for m in objectives][:3]
+    if len(three) == 3 and len(complete):
+        fig3 = go.Figure()
+        fig3.add_trace(go.Scatter3d(x=complete[three[0]], y=complete[three[1]], z=complete[three[2]], mode="markers",
+                                    marker={"size": 3, "color": "#aaaaaa"}, name="trials", text=_hover(complete)))
+        if len(front):
+            fig3.add_trace(go.Scatter3d(x=front[three[0]], y=front[three[1]], z=front[three[2]], mode="markers",
+                                        marker={"size": 6, "color": "#d62728"}, name="Pareto front", text=_hover(front)))
+        fig3.update_layout(height=550, title="The front in 3-D", scene={"xaxis_title": three[0], "yaxis_title": three[1], "zaxis_title": three[2]})
+        figures.append(fig3)
+
+    curves = go.Figure()
+    for t in study.get_trials(deepcopy=False):
+        curve = t.user_attrs.get("accuracy_curve") or []
+        if curve:
+            curves.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines", name=f"{t.number} ({t.state.name.lower()})",
+                                        line={"width": 1, "dash": "solid" if t.state.name == "COMPLETE" else "dot"}))
+    curves.update_layout(height=400, title="Validation accuracy per epoch", xaxis_title="epoch", yaxis_title="accuracy")
+    figures.append(curves)
+
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
+    show_cols = ["number", *objectives, *[c for c in ("test_accuracy", "macs", "size_mb", "family") if c in front and c not in objectives]]
+    table = front[[c for c in show_cols if c in front]].to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(front) else "<p>no completed trial</p>"
+    teacher = summary["teacher"]
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in summary["trials"].items() if v)
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>autodistill: {html.escape(config.name)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}}</style>
+</head><body>
+<h1>autodistill study <code>{html.escape(config.name)}</code></h1>
+<p>Trials: {html.escape(counts)}. Objectives: {html.escape(", ".join(f"{k} ({v})" for k, v in objectives.items()))}.
+Normalised hypervolume: {summary['hypervolume']:.4f}.</p>
+<p>Teacher: {html.escape(str(teacher.get('arch')))}, {teacher['metrics']['params']:,} params, validation accuracy {teacher['metrics']['accuracy']:.4f}.</p>
+<h2>Pareto front</h2>
+{table}
+{''.join(parts)}
+</body></html>
+"""
+    _io.write_text(path, page)
+
+
+def front_table(front: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, Any] | None = None, title: str = "Pareto front"):
+    """A rich table of the front (what ``autodistill show`` prints)."""
+    from rich.table import Table
+
+    from .tune.progress import format_metric
+
+    extra = [c for c in ("test_accuracy", "params", "macs", "size_mb", "latency_ms") if c in front and c not in objectives]
+    cols = [*objectives, *extra]
+    table = Table(title=title, title_justify="left")
+    table.add_column("trial", justify="right")
+    table.add_column("family")
+    for c in cols:
+        table.add_column(c, justify="right")
+    if teacher:
+        tm = teacher["metrics"]
+        table.add_row("teacher", str(teacher.get("family", "")), *(format_metric(c, tm.get(c, np.nan)) for c in cols), style="dim")
+    for _, row in front.iterrows():
+        family = row.get("family", row.get("param.student.family", ""))
+        table.add_row(str(int(row["number"])), str(family) if pd.notna(family) else "", *(format_metric(c, row.get(c)) for c in cols))
+    return table

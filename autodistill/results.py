@@ -1,0 +1,198 @@
+"""A study's results: the trials table (from the Optuna storage, the source of truth), the
+Pareto front with latency re-measured alone, hypervolume, and the files of ``results/<name>/``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import _io
+from ._errors import AutodistillError, CheckpointError
+from .config import METRICS, LatencyConfig, StudyConfig, load_config
+from .pareto import as_minimization, hypervolume, non_dominated_mask
+
+TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "train_s", "trial_s", "fail_reason"]
+
+
+def open_study(storage: str, name: str, directions: list[str] | None = None, sampler=None):
+    """Create or load the Optuna study. Directions must agree with an existing study's."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if directions is None:
+        try:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        except KeyError:
+            raise AutodistillError(f"no Optuna study named {name!r} in {storage}") from None
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=["maximize" if d == "max" else "minimize" for d in directions],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    existing = ["max" if d.name == "MAXIMIZE" else "min" for d in study.directions]
+    if existing != list(directions):
+        raise AutodistillError(
+            f"study {name!r} in {storage} has objective directions {existing}, this config asks {list(directions)}; "
+            "use another name or results directory"
+        )
+    return study
+
+
+def storage_url(config: StudyConfig) -> str:
+    return config.execution.storage or f"sqlite:///{(config.results_dir / 'study.db').resolve()}"
+
+
+def trials_frame(study) -> pd.DataFrame:
+    """One row per Optuna trial: state, metrics, sampled parameters (``param.<name>``)."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        row: dict[str, Any] = {"number": t.number, "state": t.state.name}
+        for key in ("accuracy", "test_accuracy", *METRICS[1:], "train_s", "trial_s"):
+            row[key] = attrs.get(key, np.nan)
+        row["epochs_done"] = len(attrs.get("accuracy_curve", []))
+        row["fail_reason"] = attrs.get("fail_reason", "")
+        row["started"] = t.datetime_start
+        row["finished"] = t.datetime_complete
+        for key, value in t.params.items():
+            row[f"param.{key}"] = value
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=TRIAL_COLUMNS)
+    first = [c for c in TRIAL_COLUMNS if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def front_mask(frame: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
+    names = list(objectives)
+    values = frame[names].to_numpy(dtype=float)
+    return non_dominated_mask(as_minimization(values, [objectives[m] for m in names]))
+
+
+def normalized_hypervolume(frame: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, float]) -> float:
+    """Hypervolume of the front in normalised units: error = 1 - accuracy, each cost divided by
+    the teacher's. Reference point 1 in every objective: a model that is always wrong at the
+    teacher's cost. 1.0 would be a perfect, free student."""
+    if frame.empty:
+        return 0.0
+    cols = []
+    for metric in objectives:
+        values = frame[metric].to_numpy(dtype=float)
+        if metric == "accuracy":
+            cols.append(1.0 - values)
+        else:
+            cols.append(values / teacher[metric])
+    return hypervolume(np.stack(cols, axis=1), [1.0] * len(objectives))
+
+
+def _load_student(trial_path: Path):
+    import torch  # noqa: F401
+
+    from .students import build_student
+    from .teacher import load_state_dict, load_weights
+
+    spec_file = trial_path / "spec.json"
+    try:
+        spec = json.loads(spec_file.read_text())["spec"]
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{spec_file}: cannot read the student spec ({err})") from None
+    model = build_student(spec)
+    load_weights(model, load_state_dict(trial_path / "student.pt", str(trial_path / "student.pt")), str(trial_path), spec["family"])
+    return model, spec
+
+
+def remeasure_front(
+    frame: pd.DataFrame, results_dir: Path, latency: LatencyConfig, log: Callable[[str], None] = print
+) -> pd.DataFrame:
+    """Latency of each front member measured again, one at a time, with nothing else running
+    (``latency.final_repeats`` runs). In-trial latency is kept as ``latency_ms_in_trial``."""
+    from .measure import measure_latency
+    from .tune.progress import trial_dir
+
+    frame = frame.copy()
+    frame["latency_ms_in_trial"] = frame["latency_ms"]
+    for col in ("latency_ms_p10", "latency_ms_p90"):
+        frame[col] = np.nan
+    for i, row in frame.iterrows():
+        path = trial_dir(results_dir, int(row["number"]))
+        model, spec = _load_student(path)
+        lat = measure_latency(model, (spec["in_channels"], spec["image_size"], spec["image_size"]), latency, repeats=latency.final_repeats)
+        frame.loc[i, ["latency_ms", "latency_ms_p10", "latency_ms_p90"]] = [lat.median_ms, lat.p10_ms, lat.p90_ms]
+        frame.loc[i, "family"] = spec["family"]
+        frame.loc[i, "checkpoint"] = str(path / "student.pt")
+    log(f"re-measured the latency of {len(frame)} front member(s) alone ({latency.final_repeats} runs each)")
+    return frame
+
+
+def finalize(
+    config: StudyConfig, study, teacher: dict[str, Any], log: Callable[[str], None] = print, remeasure: bool = True
+) -> dict[str, Any]:
+    """Write trials.csv, pareto.csv, pareto.png, report.html and study.json; return the summary."""
+    from .report import write_html, write_png
+
+    results_dir = config.results_dir
+    objectives = config.objectives
+    trials = trials_frame(study)
+    _io.write_text(results_dir / "trials.csv", trials.to_csv(index=False))
+    complete = trials[trials["state"] == "COMPLETE"].reset_index(drop=True)
+    front = complete[front_mask(complete, objectives)] if len(complete) else complete
+    if remeasure and len(front) and "latency_ms" in front:
+        front = remeasure_front(front, results_dir, config.latency, log)
+        front = front[front_mask(front, objectives)]
+    front = front.sort_values(list(objectives)[0], ascending=objectives[list(objectives)[0]] == "min")
+    _io.write_text(results_dir / "pareto.csv", front.to_csv(index=False))
+    hv = normalized_hypervolume(front, objectives, teacher["metrics"])
+    counts = trials["state"].value_counts().to_dict() if len(trials) else {}
+    summary = {
+        "name": config.name,
+        "objectives": objectives,
+        "trials": {state: int(counts.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
+        "front": [int(n) for n in front["number"]],
+        "hypervolume": hv,
+        "teacher": teacher,
+    }
+    write_png(results_dir / "pareto.png", complete, front, objectives, teacher)
+    write_html(results_dir / "report.html", config, trials, front, study, summary)
+    return summary
+
+
+def read_study_file(results_dir: str | Path, name: str) -> Path:
+    path = Path(results_dir) / name
+    if not Path(results_dir).is_dir():
+        raise AutodistillError(f"{results_dir}: no such results directory")
+    if not path.exists():
+        raise AutodistillError(f"{path}: not found (has the study finished at least one trial?)")
+    return path
+
+
+def load_trials(results_dir: str | Path) -> pd.DataFrame:
+    """The trials table of a study (``trials.csv``) as a DataFrame."""
+    return pd.read_csv(read_study_file(results_dir, "trials.csv"))
+
+
+def load_front(results_dir: str | Path) -> pd.DataFrame:
+    """The Pareto front of a study (``pareto.csv``, re-measured latency) as a DataFrame."""
+    return pd.read_csv(read_study_file(results_dir, "pareto.csv"))
+
+
+def load_summary(results_dir: str | Path) -> dict[str, Any]:
+    return json.loads(read_study_file(results_dir, "study.json").read_text())
+
+
+def load_study_config(results_dir: str | Path) -> StudyConfig:
+    return load_config(read_study_file(results_dir, "config.yaml"))
+
+
+def is_finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

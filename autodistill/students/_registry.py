@@ -1,0 +1,65 @@
+"""Registry of student families.
+
+Each family module registers a builder and a pydantic model of its dimensions::
+
+    @register_family("cnn", dims=CNNDims)
+    def build_cnn(dims: CNNDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module: ...
+
+The registry feeds the config (one section per family), the CLI's error messages and the
+registry-driven smoke tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch.nn as nn
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    dims: type[BaseModel]
+    build: Callable[..., nn.Module]
+    doc: str
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, *, dims: type[BaseModel]) -> Callable:
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _FAMILIES:
+            raise ValueError(f"student family {name!r} is registered twice")
+        _FAMILIES[name] = Family(name, dims, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+
+    return decorator
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown student family {name!r}; valid: {', '.join(list_families())}") from None
+
+
+def build_student(spec: dict[str, Any]) -> nn.Module:
+    """Build a network from a spec: ``{family, dims, in_channels, num_classes, image_size}``.
+
+    ``dims`` hold fixed values only (a resolved trial, or a teacher architecture). A family
+    ``torchvision:<name>`` builds a torchvision model (teachers only).
+    """
+    if spec["family"].startswith("torchvision:"):
+        from .torchvision_models import build_torchvision
+
+        return build_torchvision(spec["family"].split(":", 1)[1], spec["in_channels"], spec["num_classes"])
+    family = get_family(spec["family"])
+    dims = family.dims.model_validate(spec["dims"])
+    return family.build(dims, spec["in_channels"], spec["num_classes"], spec["image_size"])

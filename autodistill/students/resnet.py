@@ -1,0 +1,46 @@
+"""ResNet-style: stages of basic residual blocks (He et al. 2016)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ._common import Classifier, StagedNet, Stem, make_divisible, stage_strides
+from ._dims import StageDims
+from ._registry import register_family
+
+
+class ResNetDims(StageDims):
+    pass
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+@register_family("resnet", dims=ResNetDims)
+def build_resnet(dims: ResNetDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """ResNet-style: per stage `depth` basic blocks, the first strided."""
+    widths = [make_divisible(w * dims.width_mult) for w in dims.widths]
+    strides = stage_strides(image_size, len(widths))
+    stem = Stem(in_channels, widths[0], image_size)
+    stages, cin = [], widths[0]
+    for width, depth, stride in zip(widths, dims.depths, strides):
+        blocks = [BasicBlock(cin if i == 0 else width, width, stride if i == 0 else 1) for i in range(depth)]
+        stages.append(nn.Sequential(*blocks))
+        cin = width
+    return StagedNet(stem, stages, Classifier(cin, num_classes, dims.dropout))

@@ -1,0 +1,158 @@
+"""The teacher: loaded from a checkpoint, or trained once and cached by a hash of what
+determines it (data, architecture, training config)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from . import _io
+from ._errors import CheckpointError
+from .config import StudyConfig, TrainConfig
+from .data import Dataset
+from .distill import evaluate, predict_logits, train
+from .measure import count_params
+from .students import build_student
+
+CACHE_VERSION = 1  # bump when the teacher training code changes what it produces
+
+
+@dataclass
+class TeacherInfo:
+    spec: dict[str, Any]
+    params: int
+    val_accuracy: float
+    test_accuracy: float
+    source: str  # "checkpoint <path>" or "trained" / "cache <path>"
+    path: str
+
+
+def teacher_spec(config: StudyConfig, data: Dataset) -> dict[str, Any]:
+    arch = config.teacher.arch
+    family = arch if isinstance(arch, str) else arch["family"]
+    dims = {} if isinstance(arch, str) else {k: v for k, v in arch.items() if k != "family"}
+    return {
+        "family": family,
+        "dims": dims,
+        "in_channels": data.in_channels,
+        "num_classes": data.num_classes,
+        "image_size": data.image_size,
+    }
+
+
+def cache_key(config: StudyConfig, spec: dict[str, Any]) -> str:
+    blob = json.dumps(
+        {
+            "version": CACHE_VERSION,
+            "data": config.data.model_dump(mode="json", exclude={"download"}),
+            "spec": spec,
+            "train": config.teacher.train.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """``torch.load(weights_only=True)``; accepts a bare state dict or one under
+    ``state_dict`` / ``model`` (common training-script formats)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{what}: file not found: {path}") from None
+    except Exception as err:  # truncated zip, pickle of code objects, not a torch file, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{what}: cannot read {path} as a state dict ({first[:200]})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{what}: {path} is not a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, arch: str) -> None:
+    """``load_state_dict(strict=True)`` with a one-line error naming what does not match."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} of other shape (e.g. {shapes[0]})")
+        raise CheckpointError(f"{what}: does not match the architecture {arch}: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def _arch_name(spec: dict[str, Any]) -> str:
+    dims = ", ".join(f"{k}={v}" for k, v in spec["dims"].items())
+    return f"{spec['family']}({dims})" if dims else spec["family"]
+
+
+def prepare_teacher(
+    config: StudyConfig, data: Dataset, log: Callable[[str], None] = print
+) -> tuple[nn.Module, TeacherInfo]:
+    spec = teacher_spec(config, data)
+    model = build_student(spec)
+    if config.teacher.checkpoint:
+        path = config.teacher.checkpoint
+        load_weights(model, load_state_dict(path, "teacher.checkpoint"), "teacher.checkpoint", _arch_name(spec))
+        source = f"checkpoint {path}"
+    else:
+        cache = Path(config.execution.results) / ".teachers" / cache_key(config, spec)
+        path = str(cache / "teacher.pt")
+        if (cache / "teacher.pt").exists():
+            load_weights(model, load_state_dict(path, "teacher cache"), "teacher cache", _arch_name(spec))
+            source = f"cache {path}"
+        else:
+            source = _train_teacher(config, data, model, spec, cache, log)
+    info = TeacherInfo(
+        spec=spec,
+        params=count_params(model),
+        val_accuracy=evaluate(model, data, "val"),
+        test_accuracy=evaluate(model, data, "test"),
+        source=source,
+        path=path,
+    )
+    return model.eval(), info
+
+
+def _train_teacher(
+    config: StudyConfig, data: Dataset, model: nn.Module, spec: dict[str, Any], cache: Path, log: Callable[[str], None]
+) -> str:
+    tcfg = config.teacher.train
+    train_cfg = TrainConfig.model_validate(tcfg.model_dump(exclude={"seed"}))
+    log(f"training teacher {_arch_name(spec)} ({count_params(model):,} params) for {tcfg.epochs} epochs")
+    started = time.perf_counter()
+
+    def progress(stats) -> None:
+        if stats.epoch == 1 or stats.epoch % 5 == 0 or stats.epoch == tcfg.epochs:
+            log(f"  teacher epoch {stats.epoch}/{tcfg.epochs}: loss {stats.loss:.4f}, val accuracy {stats.accuracy:.4f}")
+
+    train(model, data, train_cfg, seed=tcfg.seed, on_epoch=progress)
+    seconds = time.perf_counter() - started
+    _io.torch_save(cache / "teacher.pt", model.state_dict())
+    _io.write_json(cache / "teacher.json", {"spec": spec, "train": tcfg.model_dump(), "train_seconds": seconds})
+    return f"trained in {seconds:.1f} s, cached at {cache}"
+
+
+def teacher_outputs(model: nn.Module, data: Dataset) -> torch.Tensor:
+    """Teacher logits of the whole training split, computed once per study (N_train, K).
+    Valid because trials train on un-augmented inputs: the teacher sees what the student sees."""
+    return predict_logits(model, data, "train").contiguous()
+
+
+def info_dict(info: TeacherInfo) -> dict[str, Any]:
+    return asdict(info)

@@ -1,0 +1,172 @@
+"""The driver's Ray Tune callback: keeps the study's live view and copies each finished
+trial's checkpoint to ``trials/<number>/``."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray.tune import Callback
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from ..pareto import as_minimization, non_dominated_mask
+from .searcher import Outcome, OptunaSearcher
+
+
+def trial_dir(results_dir: Path, number: int) -> Path:
+    return results_dir / "trials" / f"{number:04d}"
+
+
+def format_metric(name: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if name in ("accuracy", "test_accuracy"):
+        return f"{value:.4f}"
+    if name in ("params", "macs"):
+        return f"{int(value):,}"
+    if name == "size_mb":
+        return f"{value:.3f}"
+    if name == "latency_ms":
+        return f"{value:.3f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class StudyProgress(Callback):
+    """Live terminal view (rich) when stdout is a terminal; one line per finished trial otherwise."""
+
+    def __init__(self, results_dir: Path, searcher: OptunaSearcher, objectives: dict[str, str], total: int, console: Console | None = None):
+        self.results_dir = results_dir
+        self.objectives = objectives
+        self.total = total
+        self.console = console or Console(stderr=False)
+        self.started_at = time.time()
+        self.running: dict[str, dict[str, Any]] = {}
+        self.counts = {"COMPLETE": 0, "FAIL": 0, "PRUNED": 0}
+        self.complete: list[dict[str, Any]] = []
+        self._searcher = searcher
+        self._outcomes: dict[str, Outcome] = {}
+        searcher._on_outcome = self._record_outcome
+        self._live: Live | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the run config (with its callbacks) into the experiment directory.
+        state = self.__dict__.copy()
+        state.update(console=None, _live=None, _searcher=None, _outcomes={})
+        return state
+
+    # --- view -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.console.is_terminal:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=2, transient=True)
+            self._live.start()
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def _front(self) -> list[dict[str, Any]]:
+        if not self.complete:
+            return []
+        names = list(self.objectives)
+        values = np.array([[row[m] for m in names] for row in self.complete], dtype=float)
+        mask = non_dominated_mask(as_minimization(values, [self.objectives[m] for m in names]))
+        front = [row for row, keep in zip(self.complete, mask) if keep]
+        return sorted(front, key=lambda r: -r["accuracy"] if "accuracy" in r else 0)
+
+    def _render(self) -> Group:
+        elapsed = time.time() - self.started_at
+        done = sum(self.counts.values())
+        status = Text(
+            f"trials {done}/{self.total} done ({self.counts['COMPLETE']} complete, {self.counts['FAIL']} failed, "
+            f"{self.counts['PRUNED']} stopped), {len(self.running)} running, {elapsed:.0f} s"
+        )
+        running = Table(title="running", title_justify="left", box=None)
+        for col in ("trial", "epoch", "accuracy", "params"):
+            running.add_column(col, justify="right")
+        for info in self.running.values():
+            running.add_row(str(info.get("number", "?")), f"{info.get('epoch', 0)}/{info.get('epochs', '?')}",
+                            format_metric("accuracy", info.get("accuracy")), format_metric("params", info.get("params")))
+        front = Table(title="Pareto front so far", title_justify="left")
+        front.add_column("trial", justify="right")
+        for metric in self.objectives:
+            front.add_column(metric, justify="right")
+        for row in self._front()[:12]:
+            front.add_row(str(row["number"]), *(format_metric(m, row.get(m)) for m in self.objectives))
+        return Group(status, running, front)
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    # --- Ray callback hooks -----------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._searcher.ray_trials[trial.trial_id] = trial
+        self.running[trial.trial_id] = {"number": trial.config.get("number"), "epoch": 0}
+        self._refresh()
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        entry = self.running.setdefault(trial.trial_id, {"number": trial.config.get("number")})
+        for key in ("epoch", "epochs", "accuracy", "params"):
+            if key in result:
+                entry[key] = result[key]
+        self._refresh()
+
+    def _record_outcome(self, trial_id: str, outcome: Outcome) -> None:
+        self._outcomes[trial_id] = outcome
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._finish(trial)
+
+    def _finish(self, trial) -> None:
+        self.running.pop(trial.trial_id, None)
+        self._searcher.ray_trials.pop(trial.trial_id, None)
+        outcome = self._outcomes.pop(trial.trial_id, None)
+        if outcome is None:
+            return
+        self.counts[outcome.state] += 1
+        if outcome.state == "COMPLETE":
+            self._copy_checkpoint(trial, outcome.number)
+            self.complete.append({"number": outcome.number, **outcome.metrics})
+        line = self._line(outcome)
+        if self._live is not None:
+            self._live.console.print(line)
+            self._refresh()
+        else:
+            print(line, file=sys.stdout, flush=True)
+
+    def _line(self, outcome: Outcome) -> str:
+        done = sum(self.counts.values())
+        head = f"[{done}/{self.total}] trial {outcome.number} {outcome.state.lower()}"
+        if outcome.state != "COMPLETE":
+            return f"{head}: {outcome.reason}"
+        m = outcome.metrics
+        parts = [f"{k} {format_metric(k, m.get(k))}" for k in ("accuracy", "params", "latency_ms") if k in m]
+        return f"{head}: " + ", ".join(parts) + f" ({m.get('trial_s', 0):.1f} s)"
+
+    def _copy_checkpoint(self, trial, number: int) -> None:
+        checkpoint = trial.checkpoint
+        if checkpoint is None:
+            return
+        dest = trial_dir(self.results_dir, number)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{number:04d}.", dir=dest.parent))
+        try:
+            checkpoint.to_directory(str(tmp))
+            if dest.exists():
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,147 @@
+"""A Ray Tune searcher backed by an Optuna study in persistent storage (ask/tell).
+
+Why not Ray's ``OptunaSearch``: it tells a stopped trial's last, low-fidelity result to Optuna
+as COMPLETE, and it has no place for a failure's reason. Here every outcome is mapped
+explicitly:
+
+- finished training with finite objectives -> COMPLETE with the objective values
+- the trial reported ``failed`` (raised, diverged), or its worker died -> FAIL, reason stored
+- stopped before its last epoch (time budget, scheduler) -> PRUNED
+
+Metrics, the per-epoch accuracy curve and the reason are stored as user attributes of the
+Optuna trial, so the study database alone is a full record (``optuna-dashboard`` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from ..space import Dimension, sample
+
+RECORDED_METRICS = ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "trial_s", "epoch")
+
+
+@dataclass
+class Outcome:
+    number: int
+    state: str  # COMPLETE, FAIL, PRUNED
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+class OptunaSearcher(Searcher):
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: list[Dimension],
+        objectives: dict[str, str],
+        max_trials: int,
+        on_outcome: Callable[[str, Outcome], None] | None = None,
+    ):
+        super().__init__(metric="accuracy", mode="max")
+        if max_trials < 0:
+            raise ValueError(f"max_trials must be at least 0 but got {max_trials}.")
+        self._study = study
+        self._space = space
+        self._objectives = objectives
+        self._max_trials = max_trials
+        self._started = 0
+        self._live: dict[str, optuna.Trial] = {}
+        self._curves: dict[str, list[float]] = {}
+        self._on_outcome = on_outcome
+        self.ray_trials: dict[str, Any] = {}  # trial_id -> ray Trial, filled by the study callback
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # objectives come from the study config, not from Tune
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self._started >= self._max_trials:
+            return Searcher.FINISHED
+        trial = self._study.ask()
+        params = sample(trial, self._space)
+        trial.set_user_attr("ray_trial_id", trial_id)
+        self._live[trial_id] = trial
+        self._curves[trial_id] = []
+        self._started += 1
+        return {"number": trial.number, "params": params}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if "accuracy" in result and trial_id in self._curves:
+            self._curves[trial_id].append(float(result["accuracy"]))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self._live.pop(trial_id, None)
+        if trial is None:
+            return
+        curve = self._curves.pop(trial_id, [])
+        if result and "accuracy" in result and result.get("finished") and (not curve or curve[-1] != result["accuracy"]):
+            curve.append(float(result["accuracy"]))
+        trial.set_user_attr("accuracy_curve", curve)
+        outcome = self._outcome(trial, trial_id, result, error)
+        for key, value in outcome.metrics.items():
+            trial.set_user_attr(key, value)
+        if outcome.reason:
+            trial.set_user_attr("fail_reason", outcome.reason)
+        if outcome.state == "COMPLETE":
+            self._study.tell(trial, [outcome.metrics[m] for m in self._objectives])
+        else:
+            self._study.tell(trial, state=TrialState[outcome.state])
+        if self._on_outcome is not None:
+            self._on_outcome(trial_id, outcome)
+
+    def _outcome(self, trial: optuna.Trial, trial_id: str, result: dict | None, error: bool) -> Outcome:
+        metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
+        if error or result is None:
+            reason = _ray_error_reason(self.ray_trials.get(trial_id))
+            return Outcome(trial.number, "FAIL", metrics, reason)
+        if result.get("failed"):
+            if result.get("fail_traceback"):
+                trial.set_user_attr("fail_traceback", result["fail_traceback"])
+            return Outcome(trial.number, "FAIL", metrics, result.get("fail_reason", "unknown error"))
+        if not result.get("finished"):
+            epoch = result.get("epoch", 0)
+            return Outcome(trial.number, "PRUNED", metrics, f"stopped after epoch {epoch}")
+        bad = [m for m in self._objectives if not math.isfinite(float(metrics.get(m, math.nan)))]
+        if bad:
+            return Outcome(trial.number, "FAIL", metrics, f"non-finite objective(s): {', '.join(bad)}")
+        return Outcome(trial.number, "COMPLETE", metrics)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray pickles the Tuner (with its searcher) into the experiment directory; the live
+        # Optuna objects hold locks and a database connection, and are rebuilt on resume.
+        state = self.__dict__.copy()
+        state.update(_study=None, _live={}, _curves={}, _on_outcome=None, ray_trials={})
+        return state
+
+    # Ray saves searcher state with the experiment; the Optuna storage holds the real state,
+    # so only the mapping of live Ray trials to Optuna trials is kept.
+    def save(self, checkpoint_path: str) -> None:
+        state = {"started": self._started, "live": {tid: t.number for tid, t in self._live.items()}}
+        with open(checkpoint_path, "w") as fh:
+            json.dump(state, fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as fh:
+            state = json.load(fh)
+        self._started = state["started"]
+
+
+def _ray_error_reason(ray_trial: Any) -> str:
+    """The last line of the error Ray recorded for a trial whose worker failed (e.g. killed)."""
+    fallback = "the trial's worker failed"
+    path = getattr(ray_trial, "error_file", None) if ray_trial is not None else None
+    if not path:
+        return fallback
+    try:
+        with open(path) as fh:
+            lines = [ln.strip() for ln in fh if ln.strip() and not ln.startswith("Failure #")]
+    except OSError:
+        return fallback
+    return f"{fallback}: {lines[-1][:500]}" if lines else fallback

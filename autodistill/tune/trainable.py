@@ -1,0 +1,107 @@
+"""One trial, run inside a Ray actor: resolve the sampled config, build the student,
+distill, measure, checkpoint.
+
+Every epoch reports the validation accuracy and each loss component; the costs known before
+training (params, MACs, size) are in every report, so a scheduler can rank by them from the
+first rung. A trial that raises or diverges reports ``failed`` with its reason and returns:
+the searcher records it as FAIL and the study goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import _io
+from ..config import StudyConfig
+from ..data import Dataset
+from ..distill import evaluate, train
+from ..measure import measure_latency, static_costs
+from ..space import resolve
+from ..students import build_student
+
+
+def student_spec(trial_cfg: StudyConfig, data: Dataset) -> dict[str, Any]:
+    """Everything needed to rebuild the student: family, its resolved dims, input and output sizes."""
+    family = trial_cfg.student.family
+    dims = getattr(trial_cfg.student, family).model_dump(mode="json")
+    return {
+        "family": family,
+        "dims": dims,
+        "in_channels": data.in_channels,
+        "num_classes": data.num_classes,
+        "image_size": data.image_size,
+    }
+
+
+def run_trial(
+    config: dict[str, Any],
+    *,
+    study: StudyConfig,
+    data: Dataset,
+    teacher_logits: torch.Tensor | None,
+) -> None:
+    """Ray Tune function trainable. ``config`` = {"number": optuna trial number, "params": {...}}."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(study.search.resources.cpu)))
+    number, params = config["number"], config["params"]
+    started = time.perf_counter()
+    base: dict[str, Any] = {"number": number}
+    try:
+        trial_cfg = resolve(study, params)
+        spec = student_spec(trial_cfg, data)
+        model = build_student(spec)
+        input_shape = tuple(data.x_train.shape[1:])
+        base.update(static_costs(model, input_shape))
+        epochs = trial_cfg.train.epochs
+
+        def report_epoch(stats) -> None:
+            if stats.epoch < epochs:  # the last epoch is reported below, with the checkpoint
+                tune.report({**base, **stats.as_dict(), "epochs": epochs})
+
+        history = train(
+            model,
+            data,
+            trial_cfg.train,
+            trial_cfg.distill,
+            teacher_logits,
+            seed=study.search.seed + number,
+            on_epoch=report_epoch,
+        )
+        train_s = time.perf_counter() - started
+        latency = measure_latency(model, input_shape, study.latency)
+        final = {
+            **base,
+            **history[-1].as_dict(),
+            "epochs": epochs,
+            "test_accuracy": evaluate(model, data, "test"),
+            "latency_ms": latency.median_ms,
+            "train_s": train_s,
+            "trial_s": time.perf_counter() - started,
+            "finished": True,
+        }
+        if not all(math.isfinite(final[k]) for k in ("accuracy", "params", "latency_ms")):
+            raise FloatingPointError(f"non-finite metrics: accuracy={final['accuracy']}, latency={final['latency_ms']}")
+        with tempfile.TemporaryDirectory(prefix="autodistill-ckpt-") as tmp:
+            _io.torch_save(Path(tmp) / "student.pt", model.state_dict())
+            _io.write_json(Path(tmp) / "spec.json", {"spec": spec, "number": number, "params": params})
+            _io.write_json(Path(tmp) / "metrics.json", {"final": final, "history": [h.as_dict() for h in history]})
+            tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+    except Exception as err:  # recorded as a failed trial with its reason; the study goes on
+        reason = f"{type(err).__name__}: {err}".strip()
+        tune.report(
+            {
+                **base,
+                "failed": True,
+                "fail_reason": reason[:1000],
+                "fail_traceback": "".join(traceback.format_exc(limit=-8))[-4000:],
+                "trial_s": time.perf_counter() - started,
+            }
+        )
