@@ -27,7 +27,7 @@ TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine", "step")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class DataConfig(_Section):
@@ -70,9 +70,11 @@ class TrainConfig(_Section):
     lr: tunable("float", gt=0, le=10) = 3e-3
     """peak learning rate; decays with a cosine to 0 over the trial"""
     batch_size: tunable("int", ge=1, le=65536) = 64
+    """images per optimisation step"""
     optimizer: Optimizer = "adamw"
     """adamw, or sgd (momentum, nesterov)"""
     weight_decay: tunable("float", ge=0, le=1) = 5e-4
+    """decoupled (AdamW) or L2 (SGD) weight decay; not on biases and norms"""
     momentum: tunable("float", ge=0, lt=1) = 0.9
     """sgd only"""
     warmup_epochs: tunable("float", ge=0) = 0.0
@@ -83,13 +85,19 @@ class TeacherTrainConfig(_Section):
     """How a teacher is trained when no checkpoint is given (fixed values only)."""
 
     epochs: fixed_only("int", ge=1) = 30
+    """epochs of the teacher's training (once per study config; cached)"""
     lr: fixed_only("float", gt=0) = 3e-3
+    """peak learning rate, cosine decay"""
     batch_size: fixed_only("int", ge=1) = 64
     optimizer: fixed_only("str", choices=("adamw", "sgd")) = "adamw"
+    """adamw or sgd"""
     weight_decay: fixed_only("float", ge=0) = 5e-4
     momentum: fixed_only("float", ge=0, lt=1) = 0.9
+    """sgd only"""
     warmup_epochs: fixed_only("float", ge=0) = 0.0
+    """linear learning-rate warm-up, in epochs"""
     seed: int = 0
+    """seed of the teacher's initialisation and batch order"""
 
 
 class TeacherConfig(_Section):
@@ -134,7 +142,7 @@ class TeacherConfig(_Section):
 def _student_section() -> type[BaseModel]:
     """``student:`` has ``family`` plus one block of dimensions per registered family."""
     fields: dict[str, Any] = {
-        "family": (tunable("str", choices=list_families), "cnn"),
+        "family": (tunable("str", choices=list_families), Field("cnn", description="student family: " + ", ".join(list_families()))),
     }
     for name in list_families():
         dims_model = get_family(name).dims
@@ -149,6 +157,7 @@ class TemperatureConfig(_Section):
     schedule: tunable("str", choices=TEMPERATURE_SCHEDULES) = "constant"
     """constant (start), or linear / cosine / step from start to end over the training"""
     start: tunable("float", gt=0, le=100) = 4.0
+    """temperature at the first step (the only one for constant)"""
     end: tunable("float", gt=0, le=100) = 1.0
     """ignored by the constant schedule"""
     steps: tunable("int", ge=2, le=100) = 2
@@ -163,7 +172,9 @@ class DistillConfig(_Section):
 
 class SearchResources(_Section):
     cpu: float = Field(1.0, gt=0)
+    """CPUs per trial (also its torch threads)"""
     gpu: float = Field(0.0, ge=0)
+    """GPUs per trial; fractions share a GPU"""
 
 
 class SearchConfig(_Section):
@@ -174,17 +185,22 @@ class SearchConfig(_Section):
     time_budget_s: float | None = Field(None, gt=0)
     """stop starting trials after this many seconds (running ones are stopped too)"""
     max_concurrent: int = Field(2, ge=1)
+    """trials running at once (each takes resources.cpu CPUs)"""
     seed: int = 0
+    """seed of the sampler; trial n trains with seed + n"""
     resources: SearchResources = SearchResources()
     """per trial"""
 
 
 class LatencyConfig(_Section):
     device: Literal["cpu", "cuda"] = "cpu"
+    """where latency is measured (cuda: CUDA events after synchronisation)"""
     batch_size: int = Field(1, ge=1)
+    """images per timed forward pass"""
     threads: int = Field(1, ge=1)
     """torch intra-op threads while timing (1 = a phone / a shared server core)"""
     warmup: int = Field(10, ge=0)
+    """untimed runs before timing"""
     repeats: int = Field(30, ge=1)
     """timed runs in a trial; the median is reported"""
     final_repeats: int = Field(200, ge=1)

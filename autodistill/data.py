@@ -85,14 +85,20 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
-    keep, held = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+    try:
+        keep, held = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+    except ValueError as err:  # e.g. a class with a single image
+        raise DataError(f"data: cannot make a stratified split of {len(labels)} samples: {err}") from None
     return np.sort(keep), np.sort(held)
 
 
 def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None or n >= len(y):
         return x, y
-    keep, _ = _stratified_split(y.numpy(), 1 - n / len(y), seed)
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y.numpy(), random_state=seed)
+    keep = np.sort(keep)
     return x[keep], y[keep]
 
 
@@ -192,7 +198,7 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
     for i, (path, _) in enumerate(folder.samples):
         try:
             with Image.open(path) as img:
-                arr = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+                arr = np.array(img.convert("RGB").resize((size, size), Image.BILINEAR))
         except OSError as err:
             raise DataError(f"data.root: cannot read image {path}: {err}") from None
         x[i] = torch.from_numpy(arr).permute(2, 0, 1)

@@ -13,7 +13,7 @@ Depth = tunable("int", ge=1, le=16)
 class StageDims(BaseModel):
     """Per-stage widths and depths, scaled by a width multiplier (each may be searched)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     widths: list[Width] = Field(default=[16, 32, 64], min_length=1, max_length=8)
     """channels of each stage before the width multiplier"""

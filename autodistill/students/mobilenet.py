@@ -20,6 +20,7 @@ class MobileNetDims(StageDims):
     se: tunable("bool") = False
     """squeeze-and-excitation in every block (MobileNetV3)"""
     activation: tunable("str", choices=sorted(_ACTIVATIONS)) = "relu6"
+    """relu, relu6 (MobileNetV2) or hardswish (MobileNetV3)"""
 
 
 class SqueezeExcite(nn.Module):

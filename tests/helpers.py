@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+import yaml
+
+
+def run_cli(*args, timeout=600, cwd=None):
+    return subprocess.run([sys.executable, "-m", "autodistill", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def small_study(tmp_path, name="tiny", **overrides):
+    """A digits study small enough for CI: a tiny teacher, 3-epoch students, 4 trials."""
+    raw = {
+        "name": name,
+        "data": {"dataset": "digits"},
+        "teacher": {"arch": {"family": "cnn", "widths": [16, 32], "depths": [1, 1]}, "train": {"epochs": 4}},
+        "student": {
+            "family": {"choice": ["cnn", "mobilenet"]},
+            "cnn": {"widths": [8, 16], "depths": [1, 1], "width_mult": {"low": 0.5, "high": 1.0, "step": 0.25}},
+            "mobilenet": {"widths": [8, 16], "depths": [1, 1], "expand_ratio": {"low": 2, "high": 3}},
+        },
+        "distill": {"alpha": {"low": 0.3, "high": 0.9}, "temperature": {"schedule": {"choice": ["constant", "cosine"]}, "start": 4.0}},
+        "train": {"epochs": 3, "lr": {"low": 3e-3, "high": 1e-2, "log": True}},
+        "search": {"trials": 4, "max_concurrent": 2, "seed": 0},
+        "latency": {"warmup": 2, "repeats": 5, "final_repeats": 10},
+        "execution": {"results": str(tmp_path / "results")},
+    }
+    for key, value in overrides.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -1,0 +1,45 @@
+import pytest
+
+from helpers import run_cli, small_study
+
+
+def test_validate_prints_the_search_space(tmp_path):
+    result = run_cli("validate", small_study(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "student.family" in result.stdout
+    assert "float [0.003, 0.01] log" in result.stdout
+    assert "student.family = mobilenet" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"train.lr": {"low": 1, "high": 0.1}}, "train.lr: low (1) is greater than high (0.1)"),
+        ({"student.cnn.kernel": 5}, "student.cnn.kernel: unknown key"),
+        ({"search.sampler": "grid"}, "search.sampler"),
+        ({"teacher.checkpoint": "/nope/teacher.pt"}, "teacher.checkpoint: file not found: /nope/teacher.pt"),
+    ],
+)
+@pytest.mark.parametrize("command", ["validate", "search"])
+def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, override, expected, command):
+    path = small_study(tmp_path, **override)
+    result = run_cli(command, path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_file_and_directory(tmp_path):
+    result = run_cli("search", tmp_path / "nope.yaml")
+    assert result.returncode == 2 and "nope.yaml: file not found" in result.stderr
+    result = run_cli("validate", tmp_path)
+    assert result.returncode == 2 and "is a directory" in result.stderr
+
+
+def test_show_on_missing_results_is_a_clear_error(tmp_path):
+    result = run_cli("show", tmp_path / "results" / "none")
+    assert result.returncode == 2
+    assert "no such results directory" in result.stderr

@@ -1,0 +1,109 @@
+from pathlib import Path
+
+import pytest
+
+from autodistill import ConfigError, load_config, parse_config
+from autodistill._tunable import Choice, FloatRange, IntRange
+from autodistill.config import dump_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_study_file_loads():
+    cfg = load_config(ROOT / "search_spaces" / "digits.yaml")
+    assert cfg.name == "digits"
+    assert cfg.train.lr == FloatRange(1e-3, 2e-2, log=True)
+    assert cfg.student.family == Choice(("cnn", "resnet", "mobilenet"))
+    assert cfg.student.cnn.depths[0] == IntRange(1, 2)
+    assert cfg.objectives == {"accuracy": "max", "params": "min", "latency_ms": "min"}
+
+
+def test_cifar10_study_file_loads():
+    cfg = load_config(ROOT / "search_spaces" / "cifar10.yaml")
+    assert cfg.data.dataset == "cifar10"
+
+
+def test_yaml_exponent_without_dot_is_a_number():
+    # PyYAML reads 1e-3 as a string; users write it that way.
+    cfg = parse_config({"train": {"lr": "1e-3", "weight_decay": {"low": "1e-5", "high": "1e-3", "log": True}}})
+    assert cfg.train.lr == pytest.approx(1e-3)
+    assert cfg.train.weight_decay == FloatRange(1e-5, 1e-3, log=True)
+
+
+def test_dump_then_parse_round_trips():
+    cfg = load_config(ROOT / "search_spaces" / "digits.yaml")
+    import yaml
+
+    again = parse_config(yaml.safe_load(dump_config(cfg)))
+    assert again == cfg
+
+
+def test_overrides_set_dotted_keys(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\n")
+    cfg = load_config(path, {"search.trials": 3, "execution.results": str(tmp_path)})
+    assert cfg.search.trials == 3
+    assert cfg.results_dir == tmp_path / "s"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"train": {"lr": {"low": 2, "high": 1}}}, "train.lr: low (2) is greater than high (1)"),
+        ({"train": {"lr": {"low": 0, "high": 1, "log": True}}}, "train.lr: must be > 0, got 0"),
+        ({"distill": {"alpha": {"low": 0, "high": 1, "log": True}}}, "distill.alpha: log: true needs low > 0"),
+        ({"distill": {"alpha": {"choice": []}}}, "distill.alpha: choice must be a non-empty list"),
+        ({"student": {"cnn": {"foo": 1}}}, "student.cnn.foo: unknown key; valid keys: widths, depths, width_mult, dropout"),
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"student": {"family": "vit"}}, "student.family: unknown value 'vit'"),
+        ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer, got 'ten'"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer, got 2.5"),
+        ({"objectives": {"acc": "max"}}, "objectives: unknown metric 'acc'"),
+        ({"objectives": {"accuracy": "up"}}, "objectives.accuracy"),
+        ({"search": {"sampler": "cmaes"}}, "search.sampler"),
+        ({"data": {"dataset": "svhn"}}, "data.dataset"),
+        ({"data": {"dataset": "mnist"}}, "needs data.root"),
+        ({"student": {"cnn": {"widths": [8, 16], "depths": [1]}}}, "widths has 2 stages but depths has 1"),
+        ({"teacher": {"arch": {"family": "cnn", "width_mult": {"low": 0.5, "high": 1}}}}, "teacher.arch"),
+        ({"teacher": {"arch": "resnet18"}}, "teacher.arch: expected {family: ..., <dims>} or 'torchvision:<model>'"),
+        ({"teacher": {"arch": "torchvision:resnet"}}, "unknown torchvision classification model 'resnet'"),
+        ({"teacher": {"checkpoint": "/does/not/exist.pt"}}, "teacher.checkpoint: file not found: /does/not/exist.pt"),
+        ({"train": {"optimizer": {"choice": ["adamw", "lion"]}}}, "train.optimizer: unknown value 'lion'"),
+        ({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "step": 1e-3}}}, "log and step cannot be used together"),
+        ({"train": {"lr": {"low": 1e-3}}}, "train.lr: expected a fixed value, {low, high[, log, step]} or {choice: [...]}"),
+        ({"name": "a b"}, "name"),
+    ],
+)
+def test_bad_values_give_one_line_naming_the_field(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "s.yaml")
+    message = str(info.value)
+    assert message.startswith("s.yaml: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="the file is empty"):
+        load_config(empty)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match="YAML syntax error at line"):
+        load_config(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(scalar)
+
+
+def test_yaml_cannot_run_code(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="YAML syntax error"):
+        load_config(evil)

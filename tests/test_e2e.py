@@ -1,0 +1,90 @@
+"""A real study on digits: real Ray, real Optuna sqlite storage, the real CLI."""
+
+import json
+
+import optuna
+import pandas as pd
+import plotly  # noqa: F401
+import pytest
+import torch
+
+from helpers import run_cli, small_study
+
+from autodistill import load_front, load_trials
+from autodistill.students import build_student
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("e2e")
+    result = run_cli("search", small_study(tmp_path), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tmp_path / "results" / "tiny", result
+
+
+def test_every_result_file_is_written(study):
+    results, _ = study
+    for name in ("config.yaml", "study.db", "trials.csv", "pareto.csv", "pareto.png", "report.html", "study.json"):
+        assert (results / name).is_file(), name
+    assert (results / "ray").is_dir()
+    assert (results / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (results / "report.html").read_text()
+    assert "<html>" in html and "plotly" in html.lower() and "Pareto front" in html
+
+
+def test_trials_table_and_optuna_storage_agree(study):
+    results, _ = study
+    trials = load_trials(results)
+    assert len(trials) == 4
+    assert set(trials["state"]) == {"COMPLETE"}
+    assert trials["accuracy"].between(0, 1).all()
+    assert (trials["epochs_done"] == 3).all()
+    stored = optuna.load_study(study_name="tiny", storage=f"sqlite:///{results / 'study.db'}")
+    assert len(stored.trials) == 4
+    assert sorted(t.number for t in stored.trials) == sorted(trials["number"])
+    for t in stored.trials:
+        assert t.values[0] == pytest.approx(t.user_attrs["accuracy"])
+        assert len(t.user_attrs["accuracy_curve"]) == 3
+
+
+def test_front_is_non_dominated_and_re_measured(study):
+    results, _ = study
+    front = load_front(results)
+    trials = load_trials(results)
+    assert 1 <= len(front) <= 4
+    assert {"latency_ms", "latency_ms_in_trial", "latency_ms_p10", "checkpoint"} <= set(front.columns)
+    for _, row in front.iterrows():
+        others = front[front["number"] != row["number"]]
+        dominated = (others["accuracy"] >= row["accuracy"]) & (others["params"] <= row["params"]) & (others["latency_ms"] <= row["latency_ms"])
+        strictly = (others["accuracy"] > row["accuracy"]) | (others["params"] < row["params"]) | (others["latency_ms"] < row["latency_ms"])
+        assert not (dominated & strictly).any()
+    assert set(front["number"]) <= set(trials["number"])
+    summary = json.loads((results / "study.json").read_text())
+    assert 0 < summary["hypervolume"] < 1
+    assert summary["teacher"]["metrics"]["params"] > 0
+    assert summary["trials"]["COMPLETE"] == 4
+
+
+def test_checkpoints_rebuild_the_student(study):
+    results, _ = study
+    trials = load_trials(results)
+    for number in trials["number"]:
+        folder = results / "trials" / f"{int(number):04d}"
+        spec = json.loads((folder / "spec.json").read_text())["spec"]
+        model = build_student(spec)
+        model.load_state_dict(torch.load(folder / "student.pt", weights_only=True))
+        row = trials[trials["number"] == number].iloc[0]
+        assert sum(p.numel() for p in model.parameters()) == row["params"]
+
+
+def test_terminal_output_and_show(study):
+    results, result = study
+    assert "teacher:" in result.stdout and "validation accuracy" in result.stdout
+    assert "Pareto front of tiny" in result.stdout
+    assert "[4/4] trial" in result.stdout
+    shown = run_cli("show", results)
+    assert shown.returncode == 0, shown.stderr
+    assert "Pareto front of tiny" in shown.stdout and "teacher" in shown.stdout
+    front = pd.read_csv(results / "pareto.csv")
+    for number in front["number"]:
+        assert f" {int(number)} " in shown.stdout

@@ -1,0 +1,48 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from autodistill.pareto import as_minimization, dominates, hypervolume, non_dominated_mask, non_dominated_ranks
+
+
+def brute_front(points):
+    return np.array([not any(dominates(q, p) for j, q in enumerate(points) if j != i) for i, p in enumerate(points)])
+
+
+def brute_hypervolume(points, ref):
+    """Count the unit cells of an integer grid that some point dominates."""
+    count = 0
+    for cell in itertools.product(*(range(0, r) for r in ref)):
+        corner = np.array(cell)  # cell [c, c+1): dominated if some point <= c in every objective
+        if any(np.all(p <= corner) for p in points):
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("dims", [2, 3, 4])
+@pytest.mark.parametrize("seed", range(5))
+def test_front_and_hypervolume_match_brute_force(dims, seed):
+    rng = np.random.default_rng(seed)
+    points = rng.integers(0, 6, size=(12, dims)).astype(float)
+    assert np.array_equal(non_dominated_mask(points), brute_front(points))
+    ref = [6] * dims
+    assert hypervolume(points, ref) == pytest.approx(brute_hypervolume(points, ref))
+
+
+def test_hypervolume_known_values():
+    assert hypervolume(np.array([[1.0, 1.0]]), [2, 2]) == pytest.approx(1.0)
+    assert hypervolume(np.array([[0.0, 1.0], [1.0, 0.0]]), [2, 2]) == pytest.approx(3.0)
+    assert hypervolume(np.array([[3.0, 3.0]]), [2, 2]) == 0.0  # beyond the reference
+    assert hypervolume(np.empty((0, 2)), [2, 2]) == 0.0
+
+
+def test_duplicates_stay_on_the_front_and_ranks():
+    points = np.array([[1, 2], [1, 2], [2, 1], [2, 2], [3, 3]], dtype=float)
+    assert non_dominated_mask(points).tolist() == [True, True, True, False, False]
+    assert non_dominated_ranks(points).tolist() == [0, 0, 0, 1, 2]
+
+
+def test_as_minimization_negates_maximised():
+    values = np.array([[0.9, 100.0]])
+    assert as_minimization(values, ["max", "min"]).tolist() == [[-0.9, 100.0]]

@@ -1,0 +1,80 @@
+"""The searcher's outcome mapping, on a real Optuna study in real sqlite storage."""
+
+import optuna
+import pytest
+
+from autodistill import parse_config
+from autodistill.space import search_space
+from autodistill.tune.searcher import OptunaSearcher
+
+OBJECTIVES = {"accuracy": "max", "params": "min"}
+
+
+@pytest.fixture
+def searcher(tmp_path):
+    cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    return OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=5), study
+
+
+def finished(**extra):
+    return {"accuracy": 0.9, "params": 1000, "latency_ms": 0.3, "epoch": 3, "finished": True, **extra}
+
+
+def test_completed_trial_is_told_its_objectives(searcher):
+    s, study = searcher
+    config = s.suggest("a")
+    assert set(config) == {"number", "params"} and "train.lr" in config["params"]
+    s.on_trial_result("a", {"accuracy": 0.5, "epoch": 1})
+    s.on_trial_complete("a", finished())
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.COMPLETE
+    assert t.values == [0.9, 1000]
+    assert t.user_attrs["accuracy_curve"] == [0.5, 0.9]
+    assert t.user_attrs["latency_ms"] == 0.3
+
+
+def test_failed_trial_keeps_its_reason(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_complete("a", {"failed": True, "fail_reason": "TrialDiverged: loss became nan at epoch 2, step 9"})
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.FAIL
+    assert t.user_attrs["fail_reason"].startswith("TrialDiverged: loss became nan")
+
+
+def test_worker_crash_is_a_failure(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_complete("a", None, error=True)
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.FAIL
+    assert t.user_attrs["fail_reason"].startswith("the trial's worker failed")
+
+
+def test_stopped_trial_is_pruned_not_complete(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_complete("a", {"accuracy": 0.4, "params": 1000, "epoch": 2})  # no "finished"
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.values is None
+
+
+def test_non_finite_objective_is_a_failure(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_complete("a", finished(accuracy=float("nan")))
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.FAIL
+    assert "accuracy" in t.user_attrs["fail_reason"]
+
+
+def test_finishes_after_max_trials_and_pickles(searcher):
+    import pickle
+
+    s, _ = searcher
+    configs = [s.suggest(str(i)) for i in range(6)]
+    assert configs[-1] == "FINISHED"
+    assert [c["number"] for c in configs[:5]] == [0, 1, 2, 3, 4]
+    pickle.dumps(s)  # Ray stores the searcher with the experiment

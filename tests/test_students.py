@@ -1,0 +1,74 @@
+import pytest
+import torch
+
+from autodistill import parse_config
+from autodistill.students import build_student, get_family, list_families
+from autodistill.students._common import make_divisible, stage_strides
+
+FAMILIES = list_families()
+
+
+def spec(family, image_size, in_channels=3, **dims):
+    return {"family": family, "dims": dims, "in_channels": in_channels, "num_classes": 7, "image_size": image_size}
+
+
+def test_registry_lists_three_families():
+    assert {"cnn", "resnet", "mobilenet"} <= set(FAMILIES)
+    with pytest.raises(ValueError, match="unknown student family 'vit'; valid: cnn"):
+        get_family("vit")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("image_size, channels", [(8, 1), (32, 3), (224, 3)])
+def test_every_family_runs_forward_and_backward_at_every_size(family, image_size, channels):
+    model = build_student(spec(family, image_size, channels, widths=[8, 16], depths=[1, 2], width_mult=0.5))
+    x = torch.randn(2, channels, image_size, image_size)
+    out = model(x)
+    assert out.shape == (2, 7)
+    out.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    feats = model.forward_features(x)
+    assert len(feats) == 2 and feats[-1].shape[1] == 8  # 16 * 0.5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dims_change_the_size(family):
+    small = build_student(spec(family, 32, widths=[16, 32], depths=[1, 1], width_mult=0.5))
+    big = build_student(spec(family, 32, widths=[16, 32], depths=[2, 2], width_mult=1.0))
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(big) > 2 * n(small)
+
+
+def test_spec_round_trip_gives_identical_outputs():
+    s = spec("mobilenet", 32, widths=[8, 16], depths=[1, 1], expand_ratio=3, se=True, activation="hardswish")
+    a = build_student(s).eval()
+    b = build_student(s).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(a(x), b(x))
+
+
+def test_strides_never_shrink_below_two_pixels():
+    assert stage_strides(8, 3) == [1, 2, 2]  # 8 -> 4 -> 2
+    assert stage_strides(8, 4) == [1, 2, 2, 1]  # stays at 2
+    assert stage_strides(224, 3) == [1, 2, 2]  # after a stride-4 stem: 56 -> 28 -> 14
+
+
+def test_make_divisible():
+    assert make_divisible(16 * 0.25) == 4
+    assert make_divisible(1) == 4
+    assert make_divisible(30) == 32
+    assert make_divisible(64 * 0.375) == 24
+
+
+def test_torchvision_teacher_adapts_channels():
+    from autodistill.students import build_student
+
+    model = build_student({"family": "torchvision:resnet18", "dims": {}, "in_channels": 1, "num_classes": 10, "image_size": 32})
+    assert model(torch.randn(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_config_dims_feed_the_builder():
+    cfg = parse_config({"student": {"family": "resnet", "resnet": {"widths": [8, 8], "depths": [1, 1]}}})
+    model = build_student({"family": "resnet", "dims": cfg.student.resnet.model_dump(), "in_channels": 1, "num_classes": 10, "image_size": 8})
+    assert model(torch.randn(1, 1, 8, 8)).shape == (1, 10)
