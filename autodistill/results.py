@@ -77,20 +77,28 @@ def front_mask(frame: pd.DataFrame, objectives: dict[str, str]) -> np.ndarray:
     return non_dominated_mask(as_minimization(values, [objectives[m] for m in names]))
 
 
+COST_REFERENCE = 2.0
+"""Reference point of the normalised hypervolume in each cost objective, in teacher units: a
+student that costs more than twice the teacher adds nothing."""
+
+
 def normalized_hypervolume(frame: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, float]) -> float:
-    """Hypervolume of the front in normalised units: error = 1 - accuracy, each cost divided by
-    the teacher's. Reference point 1 in every objective: a model that is always wrong at the
-    teacher's cost. 1.0 would be a perfect, free student."""
+    """Hypervolume of the front in normalised units, divided by that of the whole box so it
+    lies in [0, 1]. Units: error = 1 - accuracy, each cost divided by the teacher's. The
+    reference point is error 1 and :data:`COST_REFERENCE` times the teacher's cost; 1.0 would
+    be a perfect, free student."""
     if frame.empty:
         return 0.0
-    cols = []
+    cols, ref = [], []
     for metric in objectives:
         values = frame[metric].to_numpy(dtype=float)
         if metric == "accuracy":
             cols.append(1.0 - values)
+            ref.append(1.0)
         else:
             cols.append(values / teacher[metric])
-    return hypervolume(np.stack(cols, axis=1), [1.0] * len(objectives))
+            ref.append(COST_REFERENCE)
+    return hypervolume(np.stack(cols, axis=1), ref) / float(np.prod(ref))
 
 
 def _load_student(trial_path: Path):

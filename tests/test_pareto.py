@@ -46,3 +46,18 @@ def test_duplicates_stay_on_the_front_and_ranks():
 def test_as_minimization_negates_maximised():
     values = np.array([[0.9, 100.0]])
     assert as_minimization(values, ["max", "min"]).tolist() == [[-0.9, 100.0]]
+
+
+def test_normalized_hypervolume_in_teacher_units():
+    import pandas as pd
+
+    from autodistill.results import normalized_hypervolume
+
+    objectives = {"accuracy": "max", "params": "min"}
+    teacher = {"accuracy": 0.99, "params": 1000}
+    # error 0.1 at half the teacher's params: box (1 - 0.1) x (2 - 0.5) of the 1 x 2 reference box
+    frame = pd.DataFrame({"accuracy": [0.9], "params": [500]})
+    assert normalized_hypervolume(frame, objectives, teacher) == pytest.approx(0.9 * 1.5 / 2)
+    # more than twice the teacher's cost adds nothing
+    frame = pd.DataFrame({"accuracy": [0.9], "params": [2500]})
+    assert normalized_hypervolume(frame, objectives, teacher) == 0.0
