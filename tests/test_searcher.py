@@ -78,3 +78,18 @@ def test_finishes_after_max_trials_and_pickles(searcher):
     assert configs[-1] == "FINISHED"
     assert [c["number"] for c in configs[:5]] == [0, 1, 2, 3, 4]
     pickle.dumps(s)  # Ray stores the searcher with the experiment
+
+
+def test_trials_still_running_at_the_end_are_pruned_with_their_curve(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_result("a", {"accuracy": 0.3, "params": 1000, "epoch": 1})
+    s.on_trial_result("a", {"accuracy": 0.6, "params": 1000, "epoch": 2})
+    s.stop_reason = "stopped by the time budget"
+    (outcome,) = s.close_live()
+    assert outcome.state == "PRUNED"
+    assert outcome.reason == "stopped by the time budget after epoch 2"
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.PRUNED
+    assert t.user_attrs["accuracy_curve"] == [0.3, 0.6]
+    assert s.close_live() == []

@@ -129,16 +129,25 @@ class StudyProgress(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial)
 
+    def record_unreported(self, outcomes: list[Outcome]) -> None:
+        """Outcomes of trials Ray never reported as finished (still running at the end)."""
+        for outcome in outcomes:
+            self._count_and_print(outcome)
+        self._outcomes.clear()
+
     def _finish(self, trial) -> None:
         self.running.pop(trial.trial_id, None)
         self._searcher.ray_trials.pop(trial.trial_id, None)
         outcome = self._outcomes.pop(trial.trial_id, None)
         if outcome is None:
             return
-        self.counts[outcome.state] += 1
         if outcome.state == "COMPLETE":
             self._copy_checkpoint(trial, outcome.number)
             self.complete.append({"number": outcome.number, **outcome.metrics})
+        self._count_and_print(outcome)
+
+    def _count_and_print(self, outcome: Outcome) -> None:
+        self.counts[outcome.state] += 1
         line = self._line(outcome)
         if self._live is not None:
             self._live.console.print(line)

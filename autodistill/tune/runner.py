@@ -112,6 +112,8 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
     study.set_user_attr("teacher", teacher)
     done_before = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
     to_run = config.search.trials
+    if done_before:
+        log(f"study {config.name!r} in {storage_url(config)} already has {done_before} finished trial(s); adding {to_run} more")
     log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}), at most {config.search.max_concurrent} at once")
 
     searcher = OptunaSearcher(study, space, config.objectives, to_run)
@@ -143,6 +145,8 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
     try:
         tuner.fit()
     finally:
+        searcher.stop_reason = "stopped by the time budget" if config.search.time_budget_s else "stopped"
+        progress.record_unreported(searcher.close_live())
         progress.stop()
     search_s = time.perf_counter() - started
     summary = finalize(config, study, teacher, log)

@@ -55,7 +55,9 @@ class OptunaSearcher(Searcher):
         self._started = 0
         self._live: dict[str, optuna.Trial] = {}
         self._curves: dict[str, list[float]] = {}
+        self._last: dict[str, dict] = {}
         self._on_outcome = on_outcome
+        self.stop_reason = "stopped"  # what a PRUNED trial's reason says stopped it
         self.ray_trials: dict[str, Any] = {}  # trial_id -> ray Trial, filled by the study callback
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
@@ -75,12 +77,24 @@ class OptunaSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if "accuracy" in result and trial_id in self._curves:
             self._curves[trial_id].append(float(result["accuracy"]))
+            self._last[trial_id] = result
 
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+    def close_live(self) -> list[Outcome]:
+        """Record the trials still running when the Tuner returned (time budget hit,
+        interrupted): Ray does not report them to the searcher. They become PRUNED."""
+        outcomes = []
+        for trial_id in list(self._live):
+            last = dict(self._last.get(trial_id) or {"epoch": 0})
+            last.pop("finished", None)
+            outcomes.append(self.on_trial_complete(trial_id, last))
+        return outcomes
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> Outcome | None:
         trial = self._live.pop(trial_id, None)
         if trial is None:
-            return
+            return None
         curve = self._curves.pop(trial_id, [])
+        self._last.pop(trial_id, None)
         if result and "accuracy" in result and result.get("finished") and (not curve or curve[-1] != result["accuracy"]):
             curve.append(float(result["accuracy"]))
         trial.set_user_attr("accuracy_curve", curve)
@@ -95,6 +109,7 @@ class OptunaSearcher(Searcher):
             self._study.tell(trial, state=TrialState[outcome.state])
         if self._on_outcome is not None:
             self._on_outcome(trial_id, outcome)
+        return outcome
 
     def _outcome(self, trial: optuna.Trial, trial_id: str, result: dict | None, error: bool) -> Outcome:
         metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
@@ -107,7 +122,7 @@ class OptunaSearcher(Searcher):
             return Outcome(trial.number, "FAIL", metrics, result.get("fail_reason", "unknown error"))
         if not result.get("finished"):
             epoch = result.get("epoch", 0)
-            return Outcome(trial.number, "PRUNED", metrics, f"stopped after epoch {epoch}")
+            return Outcome(trial.number, "PRUNED", metrics, f"{self.stop_reason} after epoch {epoch}")
         bad = [m for m in self._objectives if not math.isfinite(float(metrics.get(m, math.nan)))]
         if bad:
             return Outcome(trial.number, "FAIL", metrics, f"non-finite objective(s): {', '.join(bad)}")
@@ -117,7 +132,7 @@ class OptunaSearcher(Searcher):
         # Ray pickles the Tuner (with its searcher) into the experiment directory; the live
         # Optuna objects hold locks and a database connection, and are rebuilt on resume.
         state = self.__dict__.copy()
-        state.update(_study=None, _live={}, _curves={}, _on_outcome=None, ray_trials={})
+        state.update(_study=None, _live={}, _curves={}, _last={}, _on_outcome=None, ray_trials={})
         return state
 
     # Ray saves searcher state with the experiment; the Optuna storage holds the real state,
