@@ -19,7 +19,7 @@ from .config import StudyConfig, TrainConfig
 from .data import Dataset
 from .distill import evaluate, predict_logits, train
 from .measure import count_params
-from .students import build_student
+from .students import build_student, make_spec
 
 CACHE_VERSION = 1  # bump when the teacher training code changes what it produces
 
@@ -38,13 +38,7 @@ def teacher_spec(config: StudyConfig, data: Dataset) -> dict[str, Any]:
     arch = config.teacher.arch
     family = arch if isinstance(arch, str) else arch["family"]
     dims = {} if isinstance(arch, str) else {k: v for k, v in arch.items() if k != "family"}
-    return {
-        "family": family,
-        "dims": dims,
-        "in_channels": data.in_channels,
-        "num_classes": data.num_classes,
-        "image_size": data.image_size,
-    }
+    return make_spec(family, dims, data)
 
 
 def cache_key(config: StudyConfig, spec: dict[str, Any]) -> str:

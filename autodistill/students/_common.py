@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -84,3 +86,23 @@ class StagedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x)[-1])
+
+
+def build_staged(
+    dims,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    block: Callable[[int, int, int], nn.Module],
+    act: type[nn.Module] = nn.ReLU,
+) -> StagedNet:
+    """stem -> per stage ``depth`` blocks ``block(cin, cout, stride)`` (the first strided)
+    -> classifier, with widths scaled by ``dims.width_mult``. Shared by the conv families."""
+    widths = [make_divisible(w * dims.width_mult) for w in dims.widths]
+    strides = stage_strides(image_size, len(widths))
+    stem = Stem(in_channels, widths[0], image_size, act=act)
+    stages, cin = [], widths[0]
+    for width, depth, stride in zip(widths, dims.depths, strides):
+        stages.append(nn.Sequential(*(block(cin if i == 0 else width, width, stride if i == 0 else 1) for i in range(depth))))
+        cin = width
+    return StagedNet(stem, stages, Classifier(cin, num_classes, dims.dropout))

@@ -50,6 +50,17 @@ def get_family(name: str) -> Family:
         raise ValueError(f"unknown student family {name!r}; valid: {', '.join(list_families())}") from None
 
 
+def make_spec(family: str, dims: dict[str, Any], data: Any) -> dict[str, Any]:
+    """A network spec for ``data`` (anything with in_channels, num_classes, image_size)."""
+    return {
+        "family": family,
+        "dims": dims,
+        "in_channels": data.in_channels,
+        "num_classes": data.num_classes,
+        "image_size": data.image_size,
+    }
+
+
 def build_student(spec: dict[str, Any]) -> nn.Module:
     """Build a network from a spec: ``{family, dims, in_channels, num_classes, image_size}``.
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .._tunable import tunable
-from ._common import Classifier, StagedNet, Stem, make_divisible, stage_strides
+from ._common import build_staged, make_divisible
 from ._dims import StageDims
 from ._registry import register_family
 
@@ -63,15 +63,8 @@ class InvertedResidual(nn.Module):
 def build_mobilenet(dims: MobileNetDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """MobileNetV2/V3-style: per stage `depth` inverted residual blocks (expansion, SE)."""
     act = _ACTIVATIONS[dims.activation]
-    widths = [make_divisible(w * dims.width_mult) for w in dims.widths]
-    strides = stage_strides(image_size, len(widths))
-    stem = Stem(in_channels, widths[0], image_size, act=act)
-    stages, cin = [], widths[0]
-    for width, depth, stride in zip(widths, dims.depths, strides):
-        blocks = [
-            InvertedResidual(cin if i == 0 else width, width, stride if i == 0 else 1, dims.expand_ratio, dims.se, act)
-            for i in range(depth)
-        ]
-        stages.append(nn.Sequential(*blocks))
-        cin = width
-    return StagedNet(stem, stages, Classifier(cin, num_classes, dims.dropout))
+
+    def block(cin: int, cout: int, stride: int) -> nn.Module:
+        return InvertedResidual(cin, cout, stride, dims.expand_ratio, dims.se, act)
+
+    return build_staged(dims, in_channels, num_classes, image_size, block, act)

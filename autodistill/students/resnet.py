@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ._common import Classifier, StagedNet, Stem, make_divisible, stage_strides
+from ._common import build_staged
 from ._dims import StageDims
 from ._registry import register_family
 
@@ -35,12 +35,4 @@ class BasicBlock(nn.Module):
 @register_family("resnet", dims=ResNetDims)
 def build_resnet(dims: ResNetDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """ResNet-style: per stage `depth` basic blocks, the first strided."""
-    widths = [make_divisible(w * dims.width_mult) for w in dims.widths]
-    strides = stage_strides(image_size, len(widths))
-    stem = Stem(in_channels, widths[0], image_size)
-    stages, cin = [], widths[0]
-    for width, depth, stride in zip(widths, dims.depths, strides):
-        blocks = [BasicBlock(cin if i == 0 else width, width, stride if i == 0 else 1) for i in range(depth)]
-        stages.append(nn.Sequential(*blocks))
-        cin = width
-    return StagedNet(stem, stages, Classifier(cin, num_classes, dims.dropout))
+    return build_staged(dims, in_channels, num_classes, image_size, BasicBlock)

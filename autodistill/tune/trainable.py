@@ -24,20 +24,13 @@ from ..data import Dataset
 from ..distill import evaluate, train
 from ..measure import measure_latency, static_costs
 from ..space import resolve
-from ..students import build_student
+from ..students import build_student, make_spec
 
 
 def student_spec(trial_cfg: StudyConfig, data: Dataset) -> dict[str, Any]:
     """Everything needed to rebuild the student: family, its resolved dims, input and output sizes."""
     family = trial_cfg.student.family
-    dims = getattr(trial_cfg.student, family).model_dump(mode="json")
-    return {
-        "family": family,
-        "dims": dims,
-        "in_channels": data.in_channels,
-        "num_classes": data.num_classes,
-        "image_size": data.image_size,
-    }
+    return make_spec(family, getattr(trial_cfg.student, family).model_dump(mode="json"), data)
 
 
 def run_trial(
