@@ -4,7 +4,6 @@ Pareto front with latency re-measured alone, hypervolume, and the files of ``res
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,7 +12,7 @@ import pandas as pd
 
 from . import _io
 from ._errors import AutodistillError, CheckpointError
-from .config import METRICS, LatencyConfig, StudyConfig, load_config
+from .config import METRICS, LatencyConfig, StudyConfig
 from .pareto import as_minimization, hypervolume, non_dominated_mask
 
 TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "train_s", "trial_s", "fail_reason"]
@@ -102,8 +101,6 @@ def normalized_hypervolume(frame: pd.DataFrame, objectives: dict[str, str], teac
 
 
 def _load_student(trial_path: Path):
-    import torch  # noqa: F401
-
     from .students import build_student
     from .teacher import load_state_dict, load_weights
 
@@ -194,13 +191,3 @@ def load_front(results_dir: str | Path) -> pd.DataFrame:
 def load_summary(results_dir: str | Path) -> dict[str, Any]:
     return json.loads(read_study_file(results_dir, "study.json").read_text())
 
-
-def load_study_config(results_dir: str | Path) -> StudyConfig:
-    return load_config(read_study_file(results_dir, "config.yaml"))
-
-
-def is_finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -147,6 +147,3 @@ def teacher_outputs(model: nn.Module, data: Dataset) -> torch.Tensor:
     Valid because trials train on un-augmented inputs: the teacher sees what the student sees."""
     return predict_logits(model, data, "train").contiguous()
 
-
-def info_dict(info: TeacherInfo) -> dict[str, Any]:
-    return asdict(info)

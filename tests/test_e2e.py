@@ -4,7 +4,6 @@ import json
 
 import optuna
 import pandas as pd
-import plotly  # noqa: F401
 import pytest
 import torch
 

@@ -52,6 +52,14 @@ def test_worker_crash_is_a_failure(searcher):
     assert t.user_attrs["fail_reason"].startswith("the trial's worker failed")
 
 
+def test_trial_stopped_before_reporting_is_pruned(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_complete("a", None)
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.PRUNED
+
+
 def test_stopped_trial_is_pruned_not_complete(searcher):
     s, study = searcher
     s.suggest("a")

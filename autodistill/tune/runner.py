@@ -14,7 +14,6 @@ from typing import Any, Callable
 import pandas as pd
 
 from .. import _io
-from .._errors import AutodistillError
 from ..config import StudyConfig, dump_config
 from ..data import load_dataset
 from ..measure import measure_latency, static_costs
@@ -160,7 +159,3 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
 
     return StudyResult(results_dir, summary, trials_frame(study), load_front(results_dir), summary["wall_s"])
 
-
-def ensure_no_results_conflict(config: StudyConfig) -> None:
-    if config.results_dir.exists() and not config.results_dir.is_dir():
-        raise AutodistillError(f"{config.results_dir}: exists and is not a directory")

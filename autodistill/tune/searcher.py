@@ -113,9 +113,10 @@ class OptunaSearcher(Searcher):
 
     def _outcome(self, trial: optuna.Trial, trial_id: str, result: dict | None, error: bool) -> Outcome:
         metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
-        if error or result is None:
-            reason = _ray_error_reason(self.ray_trials.get(trial_id))
-            return Outcome(trial.number, "FAIL", metrics, reason)
+        if error:
+            return Outcome(trial.number, "FAIL", metrics, _ray_error_reason(self.ray_trials.get(trial_id)))
+        if result is None:  # Ray stopped it before it reported anything
+            return Outcome(trial.number, "PRUNED", metrics, f"{self.stop_reason} before its first epoch")
         if result.get("failed"):
             if result.get("fail_traceback"):
                 trial.set_user_attr("fail_traceback", result["fail_traceback"])
