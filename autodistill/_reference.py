@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel
 
 
-
 def _searchable(annotation: Any) -> bool:
     # tunable fields are unions that admit a distribution (see _tunable.tunable)
     return "Choice" in repr(annotation)

@@ -81,12 +81,13 @@ def batches(
         yield idx, x[idx], y[idx]
 
 
-def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(labels: np.ndarray, held_out: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held-out) sorted indices; ``held_out`` is a fraction or a number of samples."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
     try:
-        keep, held = train_test_split(idx, test_size=fraction, stratify=labels, random_state=seed)
+        keep, held = train_test_split(idx, test_size=held_out, stratify=labels, random_state=seed)
     except ValueError as err:  # e.g. a class with a single image
         raise DataError(f"data: cannot make a stratified split of {len(labels)} samples: {err}") from None
     return np.sort(keep), np.sort(held)
@@ -95,10 +96,7 @@ def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[n
 def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None or n >= len(y):
         return x, y
-    from sklearn.model_selection import train_test_split
-
-    keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y.numpy(), random_state=seed)
-    keep = np.sort(keep)
+    keep, _ = _stratified_split(y.numpy(), len(y) - n, seed)
     return x[keep], y[keep]
 
 
