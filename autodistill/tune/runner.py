@@ -140,11 +140,13 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
             failure_config=tune.FailureConfig(max_failures=0),
         ),
     )
+    # Ray stops running trials only at the time budget (or on an interrupt): say which in
+    # the reason of every trial it stops, during the run and at its end alike.
+    searcher.stop_reason = "stopped by the time budget" if config.search.time_budget_s else "stopped"
     progress.start()
     try:
         tuner.fit()
     finally:
-        searcher.stop_reason = "stopped by the time budget" if config.search.time_budget_s else "stopped"
         progress.record_unreported(searcher.close_live())
         progress.stop()
     search_s = time.perf_counter() - started
