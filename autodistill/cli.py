@@ -30,6 +30,9 @@ def _user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except AutodistillError as err:
+            if type(err).__name__ == "StudyInterrupted":
+                err_console.print(str(err), markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
             err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -61,12 +64,20 @@ def search(
 ) -> None:
     """Run a study: sample students and recipes, distill, measure, and report the Pareto front."""
     from .config import load_config
-    from .report import front_table
     from .tune.runner import run_study
 
     config = load_config(config_file, _overrides(trials=trials, time_budget=time_budget, max_concurrent=max_concurrent,
                                                  results=results, name=name, address=address))
-    result = run_study(config, log=lambda msg: console.print(msg, markup=False, highlight=False))
+    _print_result(config, run_study(config, log=_log))
+
+
+def _log(message: str) -> None:
+    console.print(message, markup=False, highlight=False)
+
+
+def _print_result(config, result) -> None:
+    from .report import front_table
+
     summary = result.summary
     console.print(front_table(result.front, config.objectives, summary["teacher"], title=f"Pareto front of {config.name}"))
     counts = ", ".join(f"{k.lower()} {v}" for k, v in summary["trials"].items() if v)
@@ -75,6 +86,44 @@ def search(
         markup=False,
         highlight=False,
     )
+
+
+@app.command()
+@_user_errors
+def resume(
+    results_dir: Path = typer.Argument(..., help="the study's results directory, e.g. results/digits"),
+    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="add N trials to the study's request"),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds for this run (search.time_budget_s)"),
+    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (execution.address)"),
+) -> None:
+    """Finish an interrupted study (completed trials stay, interrupted ones continue from their
+    last epoch), or add trials to a finished one with --trials N."""
+    from .tune.runner import run_study
+
+    overrides = _overrides(time_budget=time_budget, max_concurrent=max_concurrent, address=address)
+    config = _study_config(results_dir, overrides)
+    if trials is not None:
+        overrides["search.trials"] = config.search.trials + trials
+        _log(f"request: {config.search.trials} + {trials} = {overrides['search.trials']} trials")
+        config = _study_config(results_dir, overrides)
+    _print_result(config, run_study(config, log=_log, resume=True))
+
+
+def _study_config(results_dir: Path, overrides: dict[str, Any]):
+    """The config a study was started with (``<results_dir>/config.yaml``), pointed at
+    ``results_dir`` wherever it now lies."""
+    from .config import load_config
+
+    path = results_dir / "config.yaml"
+    if not results_dir.is_dir():
+        raise AutodistillError(f"{results_dir}: no such results directory")
+    if not path.is_file():
+        raise AutodistillError(f"{path}: not found; is {results_dir} a study's results directory?")
+    config = load_config(path, overrides)
+    if config.name != results_dir.resolve().name:
+        raise AutodistillError(f"{results_dir}: the folder of study {config.name!r} must keep its name (the Optuna study is named after it)")
+    return load_config(path, {**overrides, "execution.results": str(results_dir.resolve().parent)})
 
 
 @app.command()

@@ -58,6 +58,8 @@ def trials_frame(study) -> pd.DataFrame:
             row[key] = attrs.get(key, np.nan)
         row["epochs_done"] = len(attrs.get("accuracy_curve", []))
         row["fail_reason"] = attrs.get("fail_reason", "")
+        row["interrupted"] = bool(attrs.get("interrupted", False))  # retried by resume, not counted
+        row["continues"] = attrs.get("continues", np.nan)  # the interrupted trial this one continued
         row["started"] = t.datetime_start
         row["finished"] = t.datetime_complete
         for key, value in t.params.items():
@@ -155,11 +157,15 @@ def finalize(
     front = front.sort_values(list(objectives)[0], ascending=objectives[list(objectives)[0]] == "min")
     _io.write_text(results_dir / "pareto.csv", front.to_csv(index=False))
     hv = normalized_hypervolume(front, objectives, teacher["metrics"])
-    counts = trials["state"].value_counts().to_dict() if len(trials) else {}
+    own = trials[~trials["interrupted"].astype(bool)] if len(trials) else trials
+    counts = own["state"].value_counts().to_dict() if len(own) else {}
     summary = {
         "name": config.name,
         "objectives": objectives,
-        "trials": {state: int(counts.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
+        "trials": {
+            **{state: int(counts.get(state, 0)) for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")},
+            "INTERRUPTED": int(len(trials) - len(own)),
+        },
         "front": [int(n) for n in front["number"]],
         "hypervolume": hv,
         "teacher": teacher,

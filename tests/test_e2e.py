@@ -87,3 +87,21 @@ def test_terminal_output_and_show(study):
     front = pd.read_csv(results / "pareto.csv")
     for number in front["number"]:
         assert f" {int(number)} " in shown.stdout
+
+
+def test_search_refuses_a_directory_that_holds_the_study(study, tmp_path):
+    results, _ = study
+    config = results.parent.parent / "tiny.yaml"
+    again = run_cli("search", config)
+    assert again.returncode == 2
+    assert f"already holds study 'tiny' with 4 trial(s)" in again.stderr and "autodistill resume" in again.stderr
+    assert len(load_trials(results)) == 4
+
+
+def test_resume_of_a_finished_study_runs_nothing(study):
+    results, _ = study
+    before = (results / "trials.csv").read_text()
+    again = run_cli("resume", results)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "4 of 4 trial(s) already finished; 0 to run" in again.stdout
+    assert (results / "trials.csv").read_text() == before

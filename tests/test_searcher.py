@@ -24,7 +24,7 @@ def finished(**extra):
 def test_completed_trial_is_told_its_objectives(searcher):
     s, study = searcher
     config = s.suggest("a")
-    assert set(config) == {"number", "params"} and "train.lr" in config["params"]
+    assert set(config) == {"number", "params", "seed_number"} and "train.lr" in config["params"]
     s.on_trial_result("a", {"accuracy": 0.5, "epoch": 1})
     s.on_trial_complete("a", finished())
     (t,) = study.get_trials()
@@ -101,3 +101,51 @@ def test_trials_still_running_at_the_end_are_pruned_with_their_curve(searcher):
     assert t.state == optuna.trial.TrialState.PRUNED
     assert t.user_attrs["accuracy_curve"] == [0.3, 0.6]
     assert s.close_live() == []
+
+
+def test_curve_is_stored_as_it_grows(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_result("a", {"accuracy": 0.5, "epoch": 1})
+    s.on_trial_result("a", {"accuracy": 0.6, "epoch": 2})
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.RUNNING
+    assert t.user_attrs["accuracy_curve"] == [0.5, 0.6]
+
+
+def test_interrupted_trial_is_failed_then_retried_from_its_checkpoint(tmp_path):
+    import torch
+
+    from autodistill.tune.resume import counted, recover
+
+    cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    inflight = tmp_path / "inflight"
+    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=3, inflight_dir=inflight)
+    done, live, killed = s.suggest("a"), s.suggest("b"), s.suggest("c")
+    assert live["inflight"] == str(inflight / "0001.pt")
+    s.on_trial_complete("a", finished())
+    s.on_trial_result("b", {"accuracy": 0.4, "epoch": 1})
+    inflight.mkdir()
+    torch.save({"epoch": 1}, inflight / "0001.pt")
+    s.interrupted = True  # Ctrl-C: b is recorded as interrupted; c stays RUNNING as after a SIGKILL
+    outcome = s.on_trial_complete("b", {"accuracy": 0.4, "epoch": 1})
+    assert outcome.state == "FAIL" and outcome.interrupted and "interrupted" in outcome.reason
+    assert (inflight / "0001.pt").exists()  # kept for the retry
+
+    rec = recover(study, inflight, log=lambda m: None)
+    assert rec.counted == 1 and rec.failed_stale == [killed["number"]]
+    assert rec.retries == {live["number"]: 1, killed["number"]: None}
+    assert sum(counted(t) for t in study.get_trials()) == 1
+    assert recover(study, inflight, log=lambda m: None).retries == {}  # retried once, not twice
+
+    s2 = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=2, inflight_dir=inflight)
+    retry = s2.suggest("d")
+    assert retry["continues"] == live["number"] and retry["resume_from"] == str(inflight / "0001.pt")
+    assert retry["params"] == live["params"] and retry["seed_number"] == live["seed_number"]
+    assert s2.suggest("e")["continues"] == killed["number"]
+    s2.on_trial_result("d", {"accuracy": 0.5, "epoch": 2, "prior_curve": [0.4]})
+    s2.on_trial_complete("d", finished())
+    t = study.trials[retry["number"]]
+    assert t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["accuracy_curve"] == [0.4, 0.5, 0.9]
+    assert not (inflight / "0001.pt").exists()  # continued and finished: no longer needed

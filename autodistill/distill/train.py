@@ -70,10 +70,17 @@ def train(
     *,
     seed: int = 0,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` on ``data.x_train``; with ``teacher_logits`` (N_train, K) and a distill
     config, by the fused KD loss, else by cross-entropy alone. Raises :class:`TrialDiverged`
-    when the loss stops being finite."""
+    when the loss stops being finite.
+
+    ``on_checkpoint`` receives, after each epoch, everything needed to continue (model,
+    optimizer, LR schedule, shuffling and dropout RNG states, history), holding live tensors:
+    save or copy it before returning. Passing that dict back as ``resume`` continues with the
+    next epoch exactly where the run left off."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x, y = data.x_train, data.y_train
@@ -86,7 +93,16 @@ def train(
     use_kd = teacher_logits is not None and distill_cfg is not None and distill_cfg.alpha > 0
     history: list[EpochStats] = []
     step = 0
-    for epoch in range(1, train_cfg.epochs + 1):
+    first_epoch = 1
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        generator.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        history = [EpochStats(**h) for h in resume["history"]]
+        step, first_epoch = resume["step"], resume["epoch"] + 1
+    for epoch in range(first_epoch, train_cfg.epochs + 1):
         model.train()
         started = time.perf_counter()
         sums: dict[str, float] = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
@@ -121,6 +137,19 @@ def train(
             epoch_s=time.perf_counter() - started,
         )
         history.append(stats)
+        if on_checkpoint is not None and epoch < train_cfg.epochs:
+            on_checkpoint(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": [asdict(h) for h in history],
+                }
+            )
         if on_epoch is not None:
             on_epoch(stats)
     return history

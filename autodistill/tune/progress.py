@@ -1,5 +1,6 @@
-"""The driver's Ray Tune callback: keeps the study's live view and copies each finished
-trial's checkpoint to ``trials/<number>/``."""
+"""The driver's Ray Tune callback: keeps the study's live view and copies each completed
+trial's checkpoint to ``trials/<number>/`` (before the trial is COMPLETE in Optuna, so a
+killed driver never leaves a COMPLETE trial without its files)."""
 
 from __future__ import annotations
 
@@ -42,10 +43,19 @@ def format_metric(name: str, value: Any) -> str:
 class StudyProgress(Callback):
     """Live terminal view (rich) when stdout is a terminal; one line per finished trial otherwise."""
 
-    def __init__(self, results_dir: Path, searcher: OptunaSearcher, objectives: dict[str, str], total: int, console: Console | None = None):
+    def __init__(
+        self,
+        results_dir: Path,
+        searcher: OptunaSearcher,
+        objectives: dict[str, str],
+        total: int,
+        console: Console | None = None,
+        done_before: int = 0,
+    ):
         self.results_dir = results_dir
         self.objectives = objectives
-        self.total = total
+        self.total = total + done_before
+        self.done_before = done_before
         self.console = console or Console(stderr=False)
         self.started_at = time.time()
         self.running: dict[str, dict[str, Any]] = {}
@@ -54,6 +64,7 @@ class StudyProgress(Callback):
         self._searcher = searcher
         self._outcomes: dict[str, Outcome] = {}
         searcher._on_outcome = self._record_outcome
+        searcher.before_tell = self._before_tell
         self._live: Live | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -84,7 +95,7 @@ class StudyProgress(Callback):
 
     def _render(self) -> Group:
         elapsed = time.time() - self.started_at
-        done = sum(self.counts.values())
+        done = self.done_before + sum(self.counts.values())
         status = Text(
             f"trials {done}/{self.total} done ({self.counts['COMPLETE']} complete, {self.counts['FAIL']} failed, "
             f"{self.counts['PRUNED']} stopped), {len(self.running)} running, {elapsed:.0f} s"
@@ -102,6 +113,12 @@ class StudyProgress(Callback):
         for row in self._front()[:12]:
             front.add_row(str(row["number"]), *(format_metric(m, row.get(m)) for m in self.objectives))
         return Group(status, running, front)
+
+    def print(self, message: str) -> None:
+        if self._live is not None:
+            self._live.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stdout, flush=True)
 
     def _refresh(self) -> None:
         if self._live is not None:
@@ -123,6 +140,13 @@ class StudyProgress(Callback):
     def _record_outcome(self, trial_id: str, outcome: Outcome) -> None:
         self._outcomes[trial_id] = outcome
 
+    def _before_tell(self, trial_id: str, outcome: Outcome) -> None:
+        if outcome.state == "COMPLETE":
+            trial = self._searcher.ray_trials.get(trial_id)
+            if trial is None or trial.checkpoint is None:
+                raise RuntimeError("the trial finished without a checkpoint")
+            self._copy_checkpoint(trial, outcome.number)
+
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial)
 
@@ -142,22 +166,23 @@ class StudyProgress(Callback):
         if outcome is None:
             return
         if outcome.state == "COMPLETE":
-            self._copy_checkpoint(trial, outcome.number)
             self.complete.append({"number": outcome.number, **outcome.metrics})
         self._count_and_print(outcome)
 
     def _count_and_print(self, outcome: Outcome) -> None:
-        self.counts[outcome.state] += 1
-        line = self._line(outcome)
-        if self._live is not None:
-            self._live.console.print(line)
-            self._refresh()
-        else:
-            print(line, file=sys.stdout, flush=True)
+        if not outcome.interrupted:  # interrupted trials are retried by resume, not counted
+            self.counts[outcome.state] += 1
+        self.print(self._line(outcome))
+        self._refresh()
 
     def _line(self, outcome: Outcome) -> str:
-        done = sum(self.counts.values())
+        if outcome.interrupted:
+            return f"trial {outcome.number} {outcome.reason}"
+        done = self.done_before + sum(self.counts.values())
         head = f"[{done}/{self.total}] trial {outcome.number} {outcome.state.lower()}"
+        if outcome.continues is not None:
+            resumed = outcome.metrics.get("resumed_epoch")
+            head += f" (continued trial {outcome.continues}" + (f" from epoch {resumed})" if resumed else ", restarted)")
         if outcome.state != "COMPLETE":
             return f"{head}: {outcome.reason}"
         m = outcome.metrics

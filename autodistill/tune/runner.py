@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+from ray.tune import Stopper
 
 from .. import _io
+from .._errors import AutodistillError
 from ..config import StudyConfig, dump_config
 from ..data import load_dataset
 from ..measure import measure_latency, static_costs
@@ -29,13 +36,13 @@ class StudyResult:
     wall_s: float
 
 
-def make_sampler(config: StudyConfig):
+def make_sampler(config: StudyConfig, offset: int = 0):
     import warnings
 
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    seed = config.search.seed
+    seed = config.search.seed + offset
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.search.sampler == "nsga2":
@@ -79,20 +86,56 @@ def _teacher_record(config: StudyConfig, teacher_model, info, data) -> dict[str,
     }
 
 
-def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyResult:
-    """Run a whole study: the API behind ``autodistill search``."""
-    import ray
-    from ray import tune
+def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume: bool = False) -> StudyResult:
+    """Run a whole study: the API behind ``autodistill search`` (``resume=False``) and
+    ``autodistill resume`` (``resume=True``).
 
-    from ..results import finalize, open_study, storage_url, trials_frame
+    A new study refuses a results directory or storage that already holds trials of the same
+    study name; a resumed one recovers interrupted trials (:mod:`.resume`) and runs until
+    ``search.trials`` trials have an outcome. Raises :class:`StudyInterrupted` after Ctrl-C or
+    SIGTERM, once the running trials are recorded as interrupted.
+    """
+    from .._lock import StudyLock
+
+    results_dir = config.results_dir.resolve()
+    with StudyLock(results_dir, log):
+        return _run_locked(config, results_dir, log, resume)
+
+
+class StudyInterrupted(AutodistillError):
+    """The driver was stopped by a signal; the study can be resumed."""
+
+
+def _existing_trials(config: StudyConfig) -> int:
+    import optuna
+
+    from ..results import storage_url
+
+    if not config.execution.storage and not (config.results_dir / "study.db").exists():
+        return 0
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return len(optuna.load_study(study_name=config.name, storage=storage_url(config)).get_trials(deepcopy=False))
+    except KeyError:
+        return 0
+
+
+def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool) -> StudyResult:
+    import ray
+
+    from ..results import finalize, load_front, open_study, storage_url, trials_frame
     from ..teacher import prepare_teacher, teacher_outputs
-    from .progress import StudyProgress
+    from .resume import describe, recover
     from .searcher import OptunaSearcher
-    from .trainable import run_trial
 
     started = time.perf_counter()
-    results_dir = config.results_dir.resolve()
-    results_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        existing = _existing_trials(config)
+        if existing:
+            raise AutodistillError(
+                f"{results_dir} already holds study {config.name!r} with {existing} trial(s): continue it with "
+                f"`autodistill resume {config.results_dir}` (add trials with --trials N), or choose another --name"
+            )
     _io.write_text(results_dir / "config.yaml", dump_config(config))
 
     data = load_dataset(config.data)
@@ -104,19 +147,45 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
         f"teacher: {info.spec['family']} ({tm['params']:,} params), validation accuracy {tm['accuracy']:.4f}, "
         f"test accuracy {tm['test_accuracy']:.4f} [{info.source}]"
     )
-    logits = teacher_outputs(teacher_model, data)
 
     space = search_space(config)
-    study = open_study(storage_url(config), config.name, [config.objectives[m] for m in config.objectives], make_sampler(config))
+    directions = [config.objectives[m] for m in config.objectives]
+    study = open_study(storage_url(config), config.name, directions)
+    inflight_dir = results_dir / "inflight"
+    recovery = recover(study, inflight_dir, log)
+    for line in describe(recovery, config.search.trials) if resume else []:
+        log(line)
+    # Seeded by the number of trials so far: a resumed random or NSGA-II sampler does not
+    # replay the first run's sequence.
+    study.sampler = make_sampler(config, offset=len(study.get_trials(deepcopy=False)))
     study.set_user_attr("teacher", teacher)
-    done_before = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
-    to_run = config.search.trials
-    if done_before:
-        log(f"study {config.name!r} in {storage_url(config)} already has {done_before} finished trial(s); adding {to_run} more")
-    log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}), at most {config.search.max_concurrent} at once")
+    to_run = max(config.search.trials - recovery.counted, 0)
+    searcher = OptunaSearcher(study, space, config.objectives, to_run, inflight_dir=inflight_dir)
+    search_s = 0.0
+    if to_run:
+        log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}), at most {config.search.max_concurrent} at once")
+        logits = teacher_outputs(teacher_model, data)
+        search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, logits, log)
+    summary = finalize(config, study, teacher, log)
+    summary["wall_s"] = time.perf_counter() - started
+    summary["search_s"] = search_s
+    summary["data"] = data.summary()
+    summary["platform"] = {"python": platform.python_version(), "machine": platform.machine(), "ray": ray.__version__}
+    _io.write_json(results_dir / "study.json", summary)
+    shutil.rmtree(inflight_dir, ignore_errors=True)  # every trial has an outcome: nothing to continue
+    return StudyResult(results_dir, summary, trials_frame(study), load_front(results_dir), summary["wall_s"])
 
-    searcher = OptunaSearcher(study, space, config.objectives, to_run)
-    progress = StudyProgress(results_dir, searcher, config.objectives, to_run)
+
+def _search(config, results_dir, searcher, to_run, done_before, data, logits, log) -> float:
+    """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
+    ended, the loop returns); the running trials are then recorded as interrupted."""
+    from ray import tune
+
+    from .progress import StudyProgress
+    from .trainable import run_trial
+
+    started = time.perf_counter()
+    progress = StudyProgress(results_dir, searcher, config.objectives, to_run, done_before=done_before)
     _init_ray(config)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config, data=data, teacher_logits=logits),
@@ -138,6 +207,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
             callbacks=[progress],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=0),
+            stop=_InterruptStopper(searcher),
         ),
     )
     # Ray stops running trials only at the time budget (or on an interrupt): say which in
@@ -145,19 +215,75 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print) -> StudyR
     searcher.stop_reason = "stopped by the time budget" if config.search.time_budget_s else "stopped"
     progress.start()
     try:
-        tuner.fit()
+        with _interrupt_handler(searcher, progress.print, config.results_dir):
+            tuner.fit()
+    except KeyboardInterrupt:
+        if not searcher.interrupted:
+            raise
     finally:
         progress.record_unreported(searcher.close_live())
         progress.stop()
-    search_s = time.perf_counter() - started
-    summary = finalize(config, study, teacher, log)
-    summary["wall_s"] = time.perf_counter() - started
-    summary["search_s"] = search_s
-    summary["trials_before"] = done_before
-    summary["data"] = data.summary()
-    summary["platform"] = {"python": platform.python_version(), "machine": platform.machine(), "ray": ray.__version__}
-    _io.write_json(results_dir / "study.json", summary)
-    from ..results import load_front
+    if searcher.interrupted:
+        raise StudyInterrupted(f"interrupted; `autodistill resume {config.results_dir}` continues the study")
+    return time.perf_counter() - started
 
-    return StudyResult(results_dir, summary, trials_frame(study), load_front(results_dir), summary["wall_s"])
 
+INTERRUPT_GRACE_S = 15.0
+
+
+class _InterruptStopper(Stopper):
+    """Ray Tune stopper that ends the whole run once the searcher is marked interrupted;
+    Ray then stops every running trial and tells the searcher, which records it as such."""
+
+    def __init__(self, searcher):
+        self.searcher = searcher
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.searcher.interrupted
+
+
+@contextlib.contextmanager
+def _interrupt_handler(searcher, log: Callable[[str], None], results: Path):
+    """First Ctrl-C / SIGTERM: mark the searcher interrupted, which ends the Ray Tune run at
+    its next step (:class:`_InterruptStopper`; Ray's own SIGINT handler is turned off so it
+    cannot end the run without the searcher knowing). A second one raises KeyboardInterrupt.
+
+    Ray's own processes ignore SIGINT, so Ctrl-C in a terminal stops gracefully; a SIGTERM to
+    the whole process group (``timeout``, ``systemctl stop``, a container stop) kills the
+    raylet too, and Ray's cleanup then blocks in native code where no Python exception can
+    reach it. If the run has not ended :data:`INTERRUPT_GRACE_S` seconds after the signal, the
+    process exits with 130; the trials still RUNNING in the storage are recovered by resume
+    like after a SIGKILL."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if searcher.interrupted:
+            raise KeyboardInterrupt
+        searcher.interrupted = True
+        searcher.stop_reason = "interrupted"
+        log(f"{signal.Signals(signum).name}: stopping the running trials (again to stop at once); `autodistill resume {results}` continues")
+        watchdog.start()
+
+    def give_up() -> None:
+        log(f"Ray did not stop within {INTERRUPT_GRACE_S:.0f} s (its processes were probably signalled too): exiting now; "
+            f"`autodistill resume {results}` retries the running trials")
+        sys.stdout.flush()
+        os._exit(130)
+
+    watchdog = threading.Timer(INTERRUPT_GRACE_S, give_up)
+    watchdog.daemon = True
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        watchdog.cancel()
+        for sig, old in previous.items():
+            signal.signal(sig, old)

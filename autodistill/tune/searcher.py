@@ -7,6 +7,10 @@ explicitly:
 - finished training with finite objectives -> COMPLETE with the objective values
 - the trial reported ``failed`` (raised, diverged), or its worker died -> FAIL, reason stored
 - stopped before its last epoch (time budget, scheduler) -> PRUNED
+- running when the driver was interrupted (Ctrl-C, SIGTERM) -> FAIL with ``interrupted``
+  set; ``autodistill resume`` retries it as a new trial that continues from its last epoch
+  checkpoint (``inflight/<number>.pt``). A driver killed outright leaves the trial RUNNING;
+  resume fails it the same way first (see :mod:`autodistill.tune.resume`).
 
 Metrics, the per-epoch accuracy curve and the reason are stored as user attributes of the
 Optuna trial, so the study database alone is a full record (``optuna-dashboard`` shows it).
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import optuna
@@ -25,7 +30,7 @@ from ray.tune.search import Searcher
 
 from ..space import Dimension, sample
 
-RECORDED_METRICS = ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "trial_s", "epoch")
+RECORDED_METRICS = ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "trial_s", "epoch", "resumed_epoch")
 
 
 @dataclass
@@ -34,6 +39,16 @@ class Outcome:
     state: str  # COMPLETE, FAIL, PRUNED
     metrics: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    interrupted: bool = False
+    continues: int | None = None  # the interrupted trial this one continued
+
+
+INTERRUPTED = "interrupted: the driver stopped while it ran"
+
+
+def inflight_path(inflight_dir: Path, number: int) -> Path:
+    """Where a running trial keeps its last epoch checkpoint (model, optimizer, RNG states)."""
+    return Path(inflight_dir) / f"{number:04d}.pt"
 
 
 class OptunaSearcher(Searcher):
@@ -44,6 +59,7 @@ class OptunaSearcher(Searcher):
         objectives: dict[str, str],
         max_trials: int,
         on_outcome: Callable[[str, Outcome], None] | None = None,
+        inflight_dir: Path | None = None,
     ):
         super().__init__(metric="accuracy", mode="max")
         if max_trials < 0:
@@ -57,8 +73,14 @@ class OptunaSearcher(Searcher):
         self._curves: dict[str, list[float]] = {}
         self._last: dict[str, dict] = {}
         self._on_outcome = on_outcome
+        self._inflight_dir = Path(inflight_dir) if inflight_dir is not None else None
         self.stop_reason = "stopped"  # what a PRUNED trial's reason says stopped it
+        self.interrupted = False  # set by the driver's signal handler: unfinished trials are retried on resume
         self.ray_trials: dict[str, Any] = {}  # trial_id -> ray Trial, filled by the study callback
+        # Called with (trial_id, outcome) before the outcome is told to Optuna: the study
+        # callback copies a COMPLETE trial's checkpoint there, so a trial is never COMPLETE in
+        # the storage without its files. Raising turns the outcome into FAIL.
+        self.before_tell: Callable[[str, Outcome], None] | None = None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # objectives come from the study config, not from Tune
@@ -66,22 +88,38 @@ class OptunaSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._started >= self._max_trials:
             return Searcher.FINISHED
-        trial = self._study.ask()
+        trial = self._study.ask()  # an enqueued retry of an interrupted trial comes first
         params = sample(trial, self._space)
+        continues = trial.user_attrs.get("continues")
+        seed_number = trial.user_attrs.get("seed_number", trial.number)
         trial.set_user_attr("ray_trial_id", trial_id)
+        trial.set_user_attr("seed_number", seed_number)
         self._live[trial_id] = trial
         self._curves[trial_id] = []
         self._started += 1
-        return {"number": trial.number, "params": params}
+        config: dict[str, Any] = {"number": trial.number, "params": params, "seed_number": seed_number}
+        if self._inflight_dir is not None:
+            config["inflight"] = str(inflight_path(self._inflight_dir, trial.number))
+            if continues is not None:
+                config["continues"] = int(continues)
+                config["resume_from"] = str(inflight_path(self._inflight_dir, int(continues)))
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if "accuracy" in result and trial_id in self._curves:
-            self._curves[trial_id].append(float(result["accuracy"]))
+            curve = self._curves[trial_id]
+            if "prior_curve" in result and not curve:  # continued from an interrupted trial's checkpoint
+                curve.extend(float(a) for a in result["prior_curve"])
+            curve.append(float(result["accuracy"]))
             self._last[trial_id] = result
+            # stored as it grows: optuna-dashboard shows live curves, and a killed driver
+            # leaves the curve up to its last epoch
+            self._live[trial_id].set_user_attr("accuracy_curve", curve)
 
     def close_live(self) -> list[Outcome]:
-        """Record the trials still running when the Tuner returned (time budget hit,
-        interrupted): Ray does not report them to the searcher. They become PRUNED."""
+        """Record the trials still running when the Tuner returned: Ray does not report them
+        to the searcher. At the time budget they become PRUNED; after an interrupt, FAIL with
+        ``interrupted`` set, to be retried by ``resume``."""
         outcomes = []
         for trial_id in list(self._live):
             last = dict(self._last.get(trial_id) or {"epoch": 0})
@@ -99,14 +137,26 @@ class OptunaSearcher(Searcher):
             curve.append(float(result["accuracy"]))
         trial.set_user_attr("accuracy_curve", curve)
         outcome = self._outcome(trial, trial_id, result, error)
+        outcome.continues = trial.user_attrs.get("continues")
+        if self.before_tell is not None:
+            try:
+                self.before_tell(trial_id, outcome)
+            except Exception as err:  # e.g. the checkpoint could not be copied
+                outcome.state, outcome.reason = "FAIL", f"{type(err).__name__}: {err}"
         for key, value in outcome.metrics.items():
             trial.set_user_attr(key, value)
         if outcome.reason:
             trial.set_user_attr("fail_reason", outcome.reason)
+        if outcome.interrupted:
+            trial.set_user_attr("interrupted", True)
         if outcome.state == "COMPLETE":
             self._study.tell(trial, [outcome.metrics[m] for m in self._objectives])
         else:
             self._study.tell(trial, state=TrialState[outcome.state])
+        if self._inflight_dir is not None and not outcome.interrupted:
+            for number in (outcome.number, outcome.continues):  # no longer needed to continue
+                if number is not None:
+                    inflight_path(self._inflight_dir, number).unlink(missing_ok=True)
         if self._on_outcome is not None:
             self._on_outcome(trial_id, outcome)
         return outcome
@@ -115,6 +165,10 @@ class OptunaSearcher(Searcher):
         metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
         if error:
             return Outcome(trial.number, "FAIL", metrics, _ray_error_reason(self.ray_trials.get(trial_id)))
+        finished = bool(result and (result.get("finished") or result.get("failed")))
+        if self.interrupted and not error and not finished:
+            epoch = (result or {}).get("epoch", 0)
+            return Outcome(trial.number, "FAIL", metrics, f"{INTERRUPTED} (after epoch {epoch})", interrupted=True)
         if result is None:  # Ray stopped it before it reported anything
             return Outcome(trial.number, "PRUNED", metrics, f"{self.stop_reason} before its first epoch")
         if result.get("failed"):
@@ -131,13 +185,14 @@ class OptunaSearcher(Searcher):
 
     def __getstate__(self) -> dict[str, Any]:
         # Ray pickles the Tuner (with its searcher) into the experiment directory; the live
-        # Optuna objects hold locks and a database connection, and are rebuilt on resume.
+        # Optuna objects hold locks and a database connection. ``autodistill resume`` never
+        # restores this pickle: the Optuna storage is the study's state.
         state = self.__dict__.copy()
-        state.update(_study=None, _live={}, _curves={}, _last={}, _on_outcome=None, ray_trials={})
+        state.update(_study=None, _live={}, _curves={}, _last={}, _on_outcome=None, ray_trials={}, before_tell=None)
         return state
 
-    # Ray saves searcher state with the experiment; the Optuna storage holds the real state,
-    # so only the mapping of live Ray trials to Optuna trials is kept.
+    # Ray saves searcher state with its experiment; the Optuna storage holds the real state,
+    # so only the mapping of live Ray trials to Optuna trials is kept (for inspection).
     def save(self, checkpoint_path: str) -> None:
         state = {"started": self._started, "live": {tid: t.number for tid, t in self._live.items()}}
         with open(checkpoint_path, "w") as fh:

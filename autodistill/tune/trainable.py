@@ -5,6 +5,11 @@ Every epoch reports the validation accuracy and each loss component; the costs k
 training (params, MACs, size) are in every report, so a scheduler can rank by them from the
 first rung. A trial that raises or diverges reports ``failed`` with its reason and returns:
 the searcher records it as FAIL and the study goes on.
+
+After each epoch but the last, the trial writes everything needed to continue it to
+``config["inflight"]`` (atomically). A retry of an interrupted trial gets that file of the
+interrupted one as ``config["resume_from"]`` and continues with the next epoch; without the
+file (never written, or not on this node's filesystem) it restarts and says so.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def run_trial(
     number, params = config["number"], config["params"]
     started = time.perf_counter()
     base: dict[str, Any] = {"number": number}
+    inflight = Path(config["inflight"]) if config.get("inflight") else None
     try:
         trial_cfg = resolve(study, params)
         spec = student_spec(trial_cfg, data)
@@ -54,10 +60,17 @@ def run_trial(
         input_shape = tuple(data.x_train.shape[1:])
         base.update(static_costs(model, input_shape))
         epochs = trial_cfg.train.epochs
+        resume_state = _resume_state(config)
+        if config.get("continues") is not None:
+            base["continues"] = int(config["continues"])
+            base["resumed_epoch"] = resume_state["epoch"] if resume_state else 0
+        # the interrupted trial's epochs, sent once with the first report (for the curve)
+        prior = {"prior_curve": [h["accuracy"] for h in resume_state["history"]]} if resume_state else {}
 
         def report_epoch(stats) -> None:
             if stats.epoch < epochs:  # the last epoch is reported below, with the checkpoint
-                tune.report({**base, **stats.as_dict(), "epochs": epochs})
+                tune.report({**base, **stats.as_dict(), "epochs": epochs, **prior})
+                prior.clear()
 
         history = train(
             model,
@@ -65,8 +78,10 @@ def run_trial(
             trial_cfg.train,
             trial_cfg.distill,
             teacher_logits,
-            seed=study.search.seed + number,
+            seed=study.search.seed + int(config.get("seed_number", number)),
             on_epoch=report_epoch,
+            on_checkpoint=(lambda state: _io.torch_save(inflight, state)) if inflight is not None else None,
+            resume=resume_state,
         )
         train_s = time.perf_counter() - started
         latency = measure_latency(model, input_shape, study.latency)
@@ -79,12 +94,13 @@ def run_trial(
             "train_s": train_s,
             "trial_s": time.perf_counter() - started,
             "finished": True,
+            **prior,
         }
         if not all(math.isfinite(final[k]) for k in ("accuracy", "params", "latency_ms")):
             raise FloatingPointError(f"non-finite metrics: accuracy={final['accuracy']}, latency={final['latency_ms']}")
         with tempfile.TemporaryDirectory(prefix="autodistill-ckpt-") as tmp:
             _io.torch_save(Path(tmp) / "student.pt", model.state_dict())
-            _io.write_json(Path(tmp) / "spec.json", {"spec": spec, "number": number, "params": params})
+            _io.write_json(Path(tmp) / "spec.json", {"spec": spec, "number": number, "params": params, "seed_number": config.get("seed_number", number)})
             _io.write_json(Path(tmp) / "metrics.json", {"final": final, "history": [h.as_dict() for h in history]})
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
     except Exception as err:  # recorded as a failed trial with its reason; the study goes on
@@ -98,3 +114,16 @@ def run_trial(
                 "trial_s": time.perf_counter() - started,
             }
         )
+
+
+def _resume_state(config: dict[str, Any]) -> dict | None:
+    """The interrupted trial's last epoch checkpoint, when this trial continues one and the
+    file can be read here; ``None`` means the trial starts from epoch 1 (the file was never
+    written, is on another node, or is unreadable: restarting is always correct)."""
+    source = config.get("resume_from")
+    if not source:
+        return None
+    try:
+        return torch.load(source, weights_only=True)
+    except Exception:
+        return None

@@ -1,0 +1,142 @@
+"""Resume after a real driver is killed (real Ray, real sqlite storage), the one-writer lock,
+and training that continues from an epoch checkpoint exactly."""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+
+from helpers import run_cli, small_study
+
+from autodistill import parse_config
+from autodistill._lock import StudyLock, StudyLocked
+from autodistill.data import load_dataset
+from autodistill.distill import train
+from autodistill.students import build_student, make_spec
+
+
+def test_second_writer_is_refused_with_the_holder_named(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from autodistill._lock import StudyLock; "
+         f"StudyLock({str(tmp_path)!r}, log=print).acquire(); print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StudyLocked, match=rf"{tmp_path} is in use by pid {holder.pid} on .*since"):
+            StudyLock(tmp_path).acquire()
+        # the CLI says the same in one line, before writing anything
+        cfg = small_study(tmp_path, "held", **{"execution.results": str(tmp_path.parent)})
+        cfg.write_text(cfg.read_text().replace("name: held", f"name: {tmp_path.name}"))
+        result = run_cli("search", cfg)
+        assert result.returncode == 2 and f"is in use by pid {holder.pid}" in result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    messages = []
+    with StudyLock(tmp_path, log=messages.append):  # the holder died: its lock is stale
+        pass
+    assert len(messages) == 1 and f"stale lock of {tmp_path} left by pid {holder.pid}" in messages[0]
+    with StudyLock(tmp_path, log=messages.append):  # a clean release leaves nothing to report
+        pass
+    assert len(messages) == 1
+
+
+def test_training_continues_from_an_epoch_checkpoint_exactly():
+    cfg = parse_config({"train": {"epochs": 4, "lr": 0.01}, "student": {"cnn": {"widths": [8, 16], "depths": [1, 1], "dropout": 0.1}}})
+    data = load_dataset(cfg.data)
+    spec = make_spec("cnn", cfg.student.cnn.model_dump(mode="json"), data)
+    states = []
+    whole = build_student(spec)
+    history = train(whole, data, cfg.train, seed=3, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
+    assert [s["epoch"] for s in states] == [1, 2, 3]  # none after the last epoch
+    continued = build_student(spec)
+    rest = train(continued, data, cfg.train, seed=3, resume=states[1])
+    assert [h.epoch for h in rest] == [1, 2, 3, 4] and rest[:2] == history[:2]
+    for a, b in zip(whole.state_dict().values(), continued.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def _wait(db, name, predicate, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "the study ended before it could be interrupted"
+        if db.exists():
+            try:
+                trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+            except Exception:  # created but not yet initialised
+                trials = []
+            if predicate(trials):
+                return trials
+        time.sleep(0.3)
+    raise AssertionError("timed out waiting for the study")
+
+
+def _states(trials):
+    return [t.state.name for t in trials]
+
+
+def test_resume_after_sigkill_and_sigterm_ends_with_exactly_the_requested_trials(tmp_path):
+    # 30-epoch students take several seconds each: long enough to interrupt mid-trial
+    cfg = small_study(tmp_path, "killed", **{"search.trials": 4, "train.epochs": 30})
+    results = tmp_path / "results" / "killed"
+    db = results / "study.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    driver = subprocess.Popen([sys.executable, "-m", "autodistill", "search", str(cfg)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # 1. SIGKILL once a trial is complete and another is mid-way, with an epoch checkpoint
+    _wait(db, "killed", lambda ts: "COMPLETE" in _states(ts) and any(
+        t.state.name == "RUNNING" and len(t.user_attrs.get("accuracy_curve", [])) >= 2 for t in ts), driver)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    stale = [t.number for t in optuna.load_study(study_name="killed", storage=f"sqlite:///{db}").trials if t.state.name == "RUNNING"]
+    assert stale
+
+    # 2. resume, and stop that with SIGTERM (the driver alone) once it has started a trial
+    resumed = subprocess.Popen([sys.executable, "-m", "autodistill", "resume", str(results)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait(db, "killed", lambda ts: any("continues" in t.user_attrs and t.state.name == "RUNNING"
+                                       and len(t.user_attrs.get("accuracy_curve", [])) >= 1 for t in ts), resumed)
+    resumed.send_signal(signal.SIGTERM)
+    out, _ = resumed.communicate(timeout=120)
+    assert resumed.returncode == 130, out
+    assert "left running by a stopped driver" in out and "continues from its epoch" in out
+    assert "SIGTERM: stopping the running trials" in out and "autodistill resume" in out
+
+    # 3. resume to the end
+    final = run_cli("resume", results)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    trials = optuna.load_study(study_name="killed", storage=f"sqlite:///{db}").trials
+    own = [t for t in trials if not t.user_attrs.get("interrupted")]
+    interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert len(own) == 4 and all(t.state.name == "COMPLETE" for t in own)
+    assert all(t.state.name == "FAIL" for t in interrupted) and set(stale) <= {t.number for t in interrupted}
+    # every interrupted trial was retried exactly once, with its parameters
+    retries = [t.user_attrs["continues"] for t in trials if "continues" in t.user_attrs]
+    assert sorted(retries) == sorted(t.number for t in interrupted)
+    for t in trials:
+        if "continues" in t.user_attrs:
+            assert t.params == trials[t.user_attrs["continues"]].params
+    # a continued trial has the whole 30-epoch curve, and its checkpoint was copied
+    for t in own:
+        assert len(t.user_attrs["accuracy_curve"]) == 30
+        assert (results / "trials" / f"{t.number:04d}" / "student.pt").is_file()
+    summary = json.loads((results / "study.json").read_text())
+    assert summary["trials"]["COMPLETE"] == 4 and summary["trials"]["INTERRUPTED"] == len(interrupted)
+    assert not (results / "inflight").exists()
+    assert f"[4/4] trial" in final.stdout
+
+    # 4. extend the finished study by 1
+    more = run_cli("resume", results, "--trials", "1")
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "request: 4 + 1 = 5 trials" in more.stdout and "[5/5] trial" in more.stdout
+    counted = [t for t in optuna.load_study(study_name="killed", storage=f"sqlite:///{db}").trials if not t.user_attrs.get("interrupted")]
+    assert len(counted) == 5
