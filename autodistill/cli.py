@@ -128,6 +128,27 @@ def _study_config(results_dir: Path, overrides: dict[str, Any]):
 
 @app.command()
 @_user_errors
+def export(
+    results_dir: Path = typer.Argument(..., help="the study's results directory, e.g. results/digits"),
+    pick: str = typer.Option("knee", "--pick", help="knee | accuracy | params | latency | <trial number>"),
+    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="only trials at most this slow"),
+    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="only trials at least this accurate (validation)"),
+    formats: str = typer.Option("pt,torchscript,onnx", "--format", help="comma-separated: pt, torchscript, onnx"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the files (default: <results_dir>/export/trial_<n>)"),
+) -> None:
+    """Export a student (PyTorch, TorchScript, ONNX), verify each file against PyTorch on the
+    validation split, and write its model card model.json."""
+    from .export import export_student
+
+    if not results_dir.is_dir():
+        raise AutodistillError(f"{results_dir}: no such results directory")
+    result = export_student(results_dir, pick, tuple(f.strip() for f in formats.split(",") if f.strip()), out,
+                            max_latency_ms, min_accuracy, log=_log)
+    _log(f"exported trial {result.trial} to {result.out_dir}: {', '.join(p.name for p in result.files.values())}, model.json")
+
+
+@app.command()
+@_user_errors
 def validate(config_file: Path = typer.Argument(..., help="study YAML")) -> None:
     """Check a study file and print its resolved search space."""
     from .config import load_config

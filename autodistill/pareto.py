@@ -73,3 +73,17 @@ def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
         if depth > 0:
             volume += depth * _hv(pts[: i + 1, :-1], ref[:-1])
     return volume
+
+
+def knee_index(points: np.ndarray) -> int:
+    """The knee of a front (all objectives minimised): each objective is rescaled to [0, 1]
+    over the given points (0 = the best value on the front), and the knee is the point closest
+    (Euclidean) to the ideal point where every objective is at its best. An objective with one
+    value on the whole front does not count. Ties go to the earlier point."""
+    points = np.asarray(points, dtype=float)
+    if len(points) == 0:
+        raise ValueError("the front is empty")
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+    scaled = (points - low) / span
+    return int(np.argmin(np.sqrt((scaled**2).sum(axis=1))))

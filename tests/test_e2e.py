@@ -9,7 +9,7 @@ import torch
 
 from helpers import run_cli, small_study
 
-from autodistill import load_front, load_trials
+from autodistill import load_config, load_front, load_trials
 from autodistill.students import build_student
 
 
@@ -105,3 +105,63 @@ def test_resume_of_a_finished_study_runs_nothing(study):
     assert again.returncode == 0, again.stderr[-2000:]
     assert "4 of 4 trial(s) already finished; 0 to run" in again.stdout
     assert (results / "trials.csv").read_text() == before
+
+
+def test_export_knee_round_trip_with_onnxruntime(study, tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from autodistill.data import load_dataset
+    from autodistill.export import LOGIT_TOLERANCE
+    from autodistill.pareto import as_minimization, knee_index
+
+    results, _ = study
+    out = tmp_path / "exported"
+    result = run_cli("export", results, "--pick", "knee", "--out", out)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    card = json.loads((out / "model.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "spec.json", "student.onnx", "student.pt", "student.torchscript.pt"]
+    # the knee of the recorded front is the trial exported
+    front = load_front(results)
+    objectives = json.loads((results / "study.json").read_text())["objectives"]
+    names = list(objectives)
+    front = front.sort_values(names[0], ascending=objectives[names[0]] == "min")
+    values = as_minimization(front[names].to_numpy(dtype=float), [objectives[m] for m in names])
+    assert card["trial"] == int(front.iloc[knee_index(values)]["number"])
+    for fmt in ("pt", "torchscript", "onnx"):
+        check = card["verification"][fmt]
+        assert check["max_abs_diff"] <= LOGIT_TOLERANCE
+        assert abs(check["accuracy"] - check["recorded_accuracy"]) <= 1 / check["samples"] + 1e-9
+        assert f"  {fmt}" in result.stdout and "max |logit diff| vs PyTorch" in result.stdout
+    # the ONNX file alone, run by onnxruntime on data preprocessed as the card says
+    data = load_dataset(load_config(results / "config.yaml").data)
+    pre = card["data"]["preprocessing"]
+    x = (data.x_val.numpy().astype(np.float32) / pre["scale"] - np.array(pre["mean"], np.float32).reshape(1, -1, 1, 1)) / np.array(pre["std"], np.float32).reshape(1, -1, 1, 1)
+    session = ort.InferenceSession(str(out / "student.onnx"), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": x.astype(np.float32)})[0]
+    accuracy = float((logits.argmax(1) == data.y_val.numpy()).mean())
+    assert abs(accuracy - card["metrics"]["accuracy"]) <= 1 / len(x) + 1e-9
+    assert card["files"]["onnx"]["sha256"] and card["versions"]["onnxruntime"] == ort.__version__
+    assert card["architecture"]["family"] in ("cnn", "mobilenet") and card["recipe"]["distill"]["alpha"] > 0
+    assert card["teacher"]["metrics"]["params"] > 0
+
+
+def test_export_errors_are_one_line(study, tmp_path):
+    import shutil
+
+    results, _ = study
+    bad = run_cli("export", results, "--pick", "accuracy", "--max-latency-ms", "0.000001")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: no completed trial has latency_ms <= 1e-06")
+    assert "Traceback" not in bad.stderr
+    unknown = run_cli("export", results, "--pick", "99")
+    assert unknown.returncode == 2 and "no trial 99" in unknown.stderr
+    # a truncated checkpoint: a clear error naming the file, and no export folder left behind
+    copy = tmp_path / "copy" / "tiny"
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("ray", "export"))
+    number = int(load_front(copy).iloc[0]["number"])
+    ckpt = copy / "trials" / f"{number:04d}" / "student.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    corrupt = run_cli("export", copy, "--pick", str(number))
+    assert corrupt.returncode == 2, corrupt.stderr
+    assert str(ckpt) in corrupt.stderr and len(corrupt.stderr.strip().splitlines()) == 1
+    assert not (copy / "export").exists() or not any((copy / "export").iterdir())

@@ -61,3 +61,18 @@ def test_normalized_hypervolume_in_teacher_units():
     # more than twice the teacher's cost adds nothing
     frame = pd.DataFrame({"accuracy": [0.9], "params": [2500]})
     assert normalized_hypervolume(frame, objectives, teacher) == 0.0
+
+
+def test_knee_is_the_point_closest_to_the_ideal_after_rescaling():
+    from autodistill.pareto import knee_index
+
+    # error vs params: the corner (0.02, 2000) balances both; the extremes do not
+    front = np.array([[0.01, 50_000], [0.02, 2_000], [0.10, 1_000], [0.30, 500]])
+    assert knee_index(front) == 1
+    # rescaling makes units irrelevant
+    assert knee_index(front * np.array([100.0, 1e-3])) == 1
+    # a constant objective is ignored; one point is its own knee
+    assert knee_index(np.array([[0.1, 5.0], [0.2, 5.0]])) == 0
+    assert knee_index(np.array([[3.0, 4.0]])) == 0
+    with pytest.raises(ValueError):
+        knee_index(np.empty((0, 2)))

@@ -1,0 +1,328 @@
+"""Export a study's chosen student and prove the files are the model that was measured.
+
+``autodistill export results/<name> --pick knee`` picks a completed trial, rebuilds the student
+from ``trials/<n>/spec.json`` and ``student.pt`` (``weights_only=True``), writes it as
+PyTorch (state dict + spec), TorchScript and ONNX, and then verifies each file by running it
+on the whole validation split: the logits must match PyTorch's within
+:data:`LOGIT_TOLERANCE` and the accuracy must match the one recorded by the trial. Only then
+is the export folder moved into place, with ``model.json`` (the model card) beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import _io
+from ._errors import AutodistillError, CheckpointError
+from .pareto import as_minimization, knee_index, non_dominated_mask
+
+FORMATS = ("pt", "torchscript", "onnx")
+PICKS = ("knee", "accuracy", "params", "latency")
+LOGIT_TOLERANCE = 1e-4
+FILES = {"pt": "student.pt", "torchscript": "student.torchscript.pt", "onnx": "student.onnx"}
+
+
+class VerificationError(AutodistillError):
+    """An exported file does not reproduce the student."""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    trial: int
+    files: dict[str, Path]
+    checks: dict[str, dict[str, float]] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+
+
+# --- which trial ----------------------------------------------------------------------------
+def candidates(results_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Completed trials with their metrics; front members carry their re-measured latency."""
+    from .results import load_front, load_summary, load_trials
+
+    summary = load_summary(results_dir)
+    trials = load_trials(results_dir)
+    complete = trials[trials["state"] == "COMPLETE"].copy()
+    front = load_front(results_dir)
+    if len(front):
+        remeasured = front.set_index("number")["latency_ms"]
+        inside = complete["number"].isin(remeasured.index)
+        complete.loc[inside, "latency_ms"] = complete.loc[inside, "number"].map(remeasured)
+        complete["latency_measured"] = np.where(inside, "alone, when the study ended", "during the search, beside other trials")
+    return complete.reset_index(drop=True), summary
+
+
+def pick_trial(
+    complete: pd.DataFrame,
+    objectives: dict[str, str],
+    pick: str,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    all_trials: pd.DataFrame | None = None,
+) -> pd.Series:
+    """The trial a ``--pick`` rule selects among the completed trials that meet the limits.
+
+    ``accuracy``: highest validation accuracy (ties: fewer params); ``params``: fewest
+    parameters (ties: higher accuracy); ``latency``: lowest latency (ties: higher accuracy);
+    ``knee``: the knee (:func:`autodistill.pareto.knee_index`) of the Pareto front of the
+    eligible trials under the study's objectives; an integer: that trial.
+    """
+    if pick.isdigit():
+        number = int(pick)
+        row = complete[complete["number"] == number]
+        if len(row):
+            return row.iloc[0]
+        known = all_trials[all_trials["number"] == number] if all_trials is not None else pd.DataFrame()
+        if len(known):
+            info = known.iloc[0]
+            reason = f" ({info['fail_reason']})" if isinstance(info.get("fail_reason"), str) and info["fail_reason"] else ""
+            raise AutodistillError(f"--pick {number}: trial {number} is {info['state']}{reason}; only completed trials can be exported")
+        raise AutodistillError(f"--pick {number}: no trial {number} in this study")
+    if pick not in PICKS:
+        raise AutodistillError(f"--pick: unknown rule {pick!r}; use one of {', '.join(PICKS)} or a trial number")
+    if complete.empty:
+        raise AutodistillError("the study has no completed trial to export")
+    eligible = complete
+    limits = []
+    if max_latency_ms is not None:
+        eligible = eligible[eligible["latency_ms"] <= max_latency_ms]
+        limits.append(f"latency_ms <= {max_latency_ms:g}")
+    if min_accuracy is not None:
+        eligible = eligible[eligible["accuracy"] >= min_accuracy]
+        limits.append(f"accuracy >= {min_accuracy:g}")
+    if eligible.empty:
+        best = complete.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+        fastest = complete.sort_values("latency_ms").iloc[0]
+        raise AutodistillError(
+            f"no completed trial has {' and '.join(limits)} (most accurate: trial {int(best['number'])}, {best['accuracy']:.4f} at "
+            f"{best['latency_ms']:.3f} ms; fastest: trial {int(fastest['number'])}, {fastest['latency_ms']:.3f} ms at {fastest['accuracy']:.4f})"
+        )
+    if pick == "accuracy":
+        return eligible.sort_values(["accuracy", "params"], ascending=[False, True]).iloc[0]
+    if pick == "params":
+        return eligible.sort_values(["params", "accuracy"], ascending=[True, False]).iloc[0]
+    if pick == "latency":
+        return eligible.sort_values(["latency_ms", "accuracy"], ascending=[True, False]).iloc[0]
+    names = list(objectives)
+    values = as_minimization(eligible[names].to_numpy(dtype=float), [objectives[m] for m in names])
+    front = eligible[non_dominated_mask(values)].sort_values(names[0], ascending=objectives[names[0]] == "min")
+    front_values = as_minimization(front[names].to_numpy(dtype=float), [objectives[m] for m in names])
+    return front.iloc[knee_index(front_values)]
+
+
+# --- export and verification ----------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.concatenate([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _export_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    import importlib.util
+
+    if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):  # the exporter and the check need them
+        raise AutodistillError("ONNX export needs the packages onnx, onnxscript and onnxruntime: pip install onnx onnxscript onnxruntime") from None
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
+            dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+        )
+    program.save(str(path), external_data=False)
+
+
+def export_student(
+    results_dir: str | Path,
+    pick: str = "knee",
+    formats: tuple[str, ...] = FORMATS,
+    out_dir: str | Path | None = None,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Pick, export, verify and describe a study's student (the API behind ``autodistill export``)."""
+    from ._lock import StudyLock
+    from .results import load_trials
+
+    results_dir = Path(results_dir)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise AutodistillError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(FORMATS)}")
+    complete, summary = candidates(results_dir)
+    objectives = summary["objectives"]
+    row = pick_trial(complete, objectives, pick, max_latency_ms, min_accuracy, all_trials=load_trials(results_dir))
+    number = int(row["number"])
+    out = Path(out_dir) if out_dir is not None else results_dir / "export" / f"trial_{number:04d}"
+    rule = pick if pick.isdigit() else f"{pick}" + "".join(
+        f", {k} {v:g}" for k, v in (("max latency_ms", max_latency_ms), ("min accuracy", min_accuracy)) if v is not None
+    )
+    log(f"picked trial {number} ({rule}): accuracy {row['accuracy']:.4f}, {int(row['params']):,} params, {row['latency_ms']:.3f} ms")
+    # read-only on the study, but a resume writing trials/ meanwhile would race: hold the lock
+    with StudyLock(results_dir, log):
+        return _export(results_dir, summary, row, number, tuple(dict.fromkeys(formats)), out, rule, log)
+
+
+def _export(results_dir: Path, summary: dict, row: pd.Series, number: int, formats: tuple[str, ...], out: Path, rule: str, log) -> ExportResult:
+    from .config import load_config
+    from .data import load_dataset
+    from .distill.train import predict_logits
+    from .results import _load_student
+    from .space import resolve
+    from .tune.progress import trial_dir
+
+    config = load_config(results_dir / "config.yaml")
+    source = trial_dir(results_dir, number)
+    if not (source / "student.pt").is_file():
+        raise CheckpointError(f"{source / 'student.pt'}: the checkpoint of trial {number} is missing")
+    model, spec = _load_student(source)
+    model.eval()
+    data = load_dataset(config.data)
+    x_val = data.normalize(data.x_val)  # (N, C, H, W) float: the exported model's input
+    y_val = data.y_val.numpy()
+    reference = predict_logits(model, data, "val").numpy()
+    recorded = float(row["accuracy"])
+    example = x_val[:2].clone()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o777 & ~_io._umask())  # mkdtemp makes 0700; exports are meant to be shared
+    try:
+        files: dict[str, Path] = {}
+        runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+        if "pt" in formats:
+            from .students import build_student
+            from .teacher import load_state_dict
+
+            _io.torch_save(staging / FILES["pt"], model.state_dict())
+            _io.write_json(staging / "spec.json", spec)
+            rebuilt = build_student(json.loads((staging / "spec.json").read_text()))
+            rebuilt.load_state_dict(load_state_dict(staging / FILES["pt"], FILES["pt"]))
+            rebuilt.eval()
+            files["pt"] = staging / FILES["pt"]
+            runners["pt"] = lambda x, m=rebuilt: m(torch.from_numpy(x)).detach().numpy()
+        if "torchscript" in formats:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still what many runtimes load
+                traced = torch.jit.trace(model, example, check_trace=False)
+                _io.atomic_write(staging / FILES["torchscript"], lambda fh: torch.jit.save(traced, fh))
+                loaded = torch.jit.load(str(staging / FILES["torchscript"]))
+            loaded.eval()
+            files["torchscript"] = staging / FILES["torchscript"]
+            runners["torchscript"] = lambda x, m=loaded: m(torch.from_numpy(x)).detach().numpy()
+        if "onnx" in formats:
+            import onnxruntime as ort
+
+            _export_onnx(model, example, staging / FILES["onnx"])
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(str(staging / FILES["onnx"]), options, providers=["CPUExecutionProvider"])
+            files["onnx"] = staging / FILES["onnx"]
+            runners["onnx"] = lambda x, s=session: s.run(["logits"], {"input": x})[0]
+
+        checks: dict[str, dict[str, float]] = {}
+        x_np = x_val.numpy()
+        one_sample = 1.0 / len(y_val)
+        for fmt, run in runners.items():
+            with torch.no_grad():
+                logits = _batched(run, x_np)
+            diff = float(np.abs(logits - reference).max())
+            accuracy = float((logits.argmax(axis=1) == y_val).mean())
+            checks[fmt] = {"max_abs_diff": diff, "accuracy": accuracy, "recorded_accuracy": recorded, "samples": int(len(y_val))}
+            log(f"  {fmt:<11} {files[fmt].name}: max |logit diff| vs PyTorch {diff:.2e}, validation accuracy {accuracy:.4f} (recorded {recorded:.4f})")
+            if not diff <= LOGIT_TOLERANCE:
+                raise VerificationError(f"{fmt}: logits differ from PyTorch by {diff:.3g} (> {LOGIT_TOLERANCE:g}) on the validation split")
+            if abs(accuracy - recorded) > one_sample + 1e-9:
+                raise VerificationError(f"{fmt}: validation accuracy {accuracy:.4f} does not match the recorded {recorded:.4f}")
+
+        trial_cfg = resolve(config, _trial_params(source))
+        card = _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks, config)
+        _io.write_json(staging / "model.json", card)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out, number, {fmt: out / p.name for fmt, p in files.items()}, checks, card)
+
+
+def _trial_params(trial_path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((trial_path / "spec.json").read_text())["params"]
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{trial_path / 'spec.json'}: cannot read the trial's parameters ({err})") from None
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("autodistill", "torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "optuna", "ray"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks, config) -> dict[str, Any]:
+    metrics = {}
+    for key in ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "latency_ms_in_trial"):
+        value = row.get(key)
+        if value is not None and pd.notna(value):
+            metrics[key] = int(value) if key in ("params", "macs") else float(value)
+    if isinstance(row.get("latency_measured"), str):
+        metrics["latency_measured"] = row["latency_measured"]
+    return {
+        "format": "autodistill model card v1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "study": summary["name"],
+        "trial": number,
+        "picked_by": rule,
+        "architecture": spec,
+        "recipe": {
+            "searched": {k[len("param.") :]: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k.startswith("param.") and pd.notna(v)},
+            "train": trial_cfg.train.model_dump(mode="json"),
+            "distill": trial_cfg.distill.model_dump(mode="json"),
+            "seed": config.search.seed,
+        },
+        "metrics": metrics,
+        "latency": {"device": config.latency.device, "batch_size": config.latency.batch_size, "threads": config.latency.threads},
+        "teacher": summary.get("teacher"),
+        "data": {
+            "dataset": data.name,
+            "classes": data.classes,
+            "input": {"shape": ["batch", data.in_channels, data.image_size, data.image_size], "dtype": "float32", "name": "input"},
+            "output": {"shape": ["batch", data.num_classes], "name": "logits"},
+            "preprocessing": {
+                "formula": "input = (pixels / scale - mean[c]) / std[c]",
+                "scale": data.scale,
+                "mean": list(data.mean),
+                "std": list(data.std),
+            },
+            "splits": {"train": int(len(data.y_train)), "val": int(len(data.y_val)), "test": int(len(data.y_test))},
+        },
+        "files": {fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)} for fmt, path in files.items()},
+        "verification": {"logit_tolerance": LOGIT_TOLERANCE, **checks},
+        "versions": _versions(),
+    }
