@@ -103,16 +103,43 @@ def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, st
         fig3.update_layout(height=550, title="The front in 3-D", scene={"xaxis_title": three[0], "yaxis_title": three[1], "zaxis_title": three[2]})
         figures.append(fig3)
 
+    history = summary.get("hypervolume_history") or []
+    if history:
+        hv = go.Figure(go.Scatter(x=[h["minutes"] for h in history], y=[h["hypervolume"] for h in history], mode="lines+markers",
+                                  line={"shape": "hv"}, text=[f"after trial {h['trial']} ({h['complete']} complete)" for h in history],
+                                  hoverinfo="text+x+y", name="hypervolume"))
+        hv.update_layout(height=380, title="Normalised hypervolume of the front over the study (in-trial latency)",
+                         xaxis_title="minutes since the first trial started", yaxis_title="normalised hypervolume")
+        figures.append(hv)
+
+    importances = summary.get("importances") or {}
+    if importances:
+        imp = go.Figure()
+        for metric, values in importances.items():
+            names = list(values)[::-1]
+            imp.add_trace(go.Bar(y=names, x=[values[n] for n in names], orientation="h", name=metric))
+        imp.update_layout(height=120 + 28 * max(len(v) for v in importances.values()) * max(1, len(importances)), barmode="group",
+                          title="Parameter importances (Optuna fANOVA over completed trials; parameters that exist only for some "
+                          "families are left out by the evaluator)", xaxis_title="importance")
+        figures.append(imp)
+
+    colors = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#d62728"}
     curves = go.Figure()
+    shown: set[str] = set()
     for t in study.get_trials(deepcopy=False):
         curve = t.user_attrs.get("accuracy_curve") or []
-        if curve:
-            curves.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines", name=f"{t.number} ({t.state.name.lower()})",
-                                        line={"width": 1, "dash": "solid" if t.state.name == "COMPLETE" else "dot"}))
-    curves.update_layout(height=400, title="Validation accuracy per epoch", xaxis_title="epoch", yaxis_title="accuracy")
+        if not curve:
+            continue
+        state = "FAIL" if t.state.name == "FAIL" else t.state.name
+        label = {"COMPLETE": "completed", "PRUNED": "stopped", "FAIL": "failed or interrupted"}.get(state, state.lower())
+        curves.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines", name=label, legendgroup=label,
+                                    showlegend=label not in shown, text=f"trial {t.number} ({t.state.name.lower()})", hoverinfo="text+x+y",
+                                    line={"width": 1, "color": colors.get(state, "#999999"), "dash": "solid" if state == "COMPLETE" else "dot"}))
+        shown.add(label)
+    curves.update_layout(height=400, title="Validation accuracy per epoch: completed vs stopped trials", xaxis_title="epoch", yaxis_title="accuracy")
     figures.append(curves)
 
-    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{i}") for i, f in enumerate(figures)]
     show_cols = ["number", *objectives, *[c for c in ("test_accuracy", "macs", "size_mb", "family") if c in front and c not in objectives]]
     table = front[[c for c in show_cols if c in front]].to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(front) else "<p>no completed trial</p>"
     teacher = summary["teacher"]

@@ -102,6 +102,61 @@ def normalized_hypervolume(frame: pd.DataFrame, objectives: dict[str, str], teac
     return hypervolume(np.stack(cols, axis=1), ref) / float(np.prod(ref))
 
 
+def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, float]) -> list[dict[str, Any]]:
+    """Normalised hypervolume of the completed trials' front after each completion, in the
+    order trials finished (in-trial latency: the front is re-measured only at the end)."""
+    complete = trials[trials["state"] == "COMPLETE"]
+    if complete.empty or complete["finished"].isna().all():
+        return []
+    complete = complete.sort_values("finished")
+    start = pd.to_datetime(trials["started"]).min()
+    out = []
+    for k in range(1, len(complete) + 1):
+        seen = complete.iloc[:k]
+        row = seen.iloc[-1]
+        out.append({
+            "trial": int(row["number"]),
+            "complete": k,
+            "minutes": (pd.to_datetime(row["finished"]) - start).total_seconds() / 60,
+            "hypervolume": normalized_hypervolume(seen[front_mask(seen, objectives)], objectives, teacher),
+        })
+    return out
+
+
+def param_importances(study, objectives: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Optuna's fANOVA importance of each searched parameter for each objective, over the
+    completed trials; empty when there are too few trials or nothing varied."""
+    import warnings
+
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < 3:
+        return {}
+    out = {}
+    for i, metric in enumerate(objectives):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i])
+        except (RuntimeError, ValueError):  # e.g. no parameter took two values
+            continue
+        if values:
+            out[metric] = {name: float(v) for name, v in values.items()}
+    return out
+
+
+def _parquet_frame(trials: pd.DataFrame) -> pd.DataFrame:
+    """Parquet needs one type per column: sampled categorical parameters mix strings and
+    numbers across trials, so object columns are written as strings."""
+    frame = trials.copy()
+    for col in frame.columns:
+        if frame[col].dtype == object and col not in ("started", "finished"):
+            frame[col] = frame[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return frame
+
+
 def _load_student(trial_path: Path):
     from .students import build_student
     from .teacher import load_state_dict, load_weights
@@ -149,6 +204,7 @@ def finalize(
     objectives = config.objectives
     trials = trials_frame(study)
     _io.write_text(results_dir / "trials.csv", trials.to_csv(index=False))
+    _io.atomic_write(results_dir / "trials.parquet", lambda fh: _parquet_frame(trials).to_parquet(fh, index=False))
     complete = trials[trials["state"] == "COMPLETE"].reset_index(drop=True)
     front = complete[front_mask(complete, objectives)] if len(complete) else complete
     if remeasure and len(front) and "latency_ms" in front:
@@ -168,6 +224,8 @@ def finalize(
         },
         "front": [int(n) for n in front["number"]],
         "hypervolume": hv,
+        "hypervolume_history": hypervolume_history(trials, objectives, teacher["metrics"]),
+        "importances": param_importances(study, objectives),
         "teacher": teacher,
     }
     write_png(results_dir / "pareto.png", complete, front, objectives, teacher)

@@ -1,7 +1,10 @@
 """A real study on digits: real Ray, real Optuna sqlite storage, the real CLI."""
 
 import json
+import re
+from html.parser import HTMLParser
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -27,8 +30,59 @@ def test_every_result_file_is_written(study):
         assert (results / name).is_file(), name
     assert (results / "ray").is_dir()
     assert (results / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (results / "trials.parquet").is_file()
+
+
+class _TagBalance(HTMLParser):
+    """Fails on a closing tag that does not close the innermost open element."""
+
+    VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr", "source"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def test_report_is_valid_self_contained_html_with_every_plot(study):
+    results, _ = study
     html = (results / "report.html").read_text()
-    assert "<html>" in html and "plotly" in html.lower() and "Pareto front" in html
+    assert html.startswith("<!doctype html>")
+    parser = _TagBalance()
+    parser.feed(html)
+    parser.close()
+    assert parser.errors == [] and parser.stack == []
+    assert not re.search(r"<script[^>]+src=", html)  # plotly.js is inlined: opens offline
+    titles = ["Accuracy vs cost", "The front in 3-D", "hypervolume of the front over the study", "Parameter importances",
+              "completed vs stopped trials"]
+    for title in titles:
+        assert title in html, title
+    # each figure's data is valid JSON handed to Plotly.newPlot
+    calls = re.findall(r'Plotly\.newPlot\(\s*"(fig-\d+)",\s*(\[.*?\]),\s*\{', html, flags=re.S)
+    assert len(calls) == len(titles)
+    for _, data in calls:
+        assert isinstance(json.loads(data), list)
+    summary = json.loads((results / "study.json").read_text())
+    assert len(summary["hypervolume_history"]) == 4
+    assert summary["hypervolume_history"][-1]["hypervolume"] == pytest.approx(
+        max(h["hypervolume"] for h in summary["hypervolume_history"]))
+    assert set(summary["importances"]) <= {"accuracy", "params", "latency_ms"}
+
+
+def test_parquet_matches_csv(study):
+    results, _ = study
+    csv, parquet = load_trials(results), pd.read_parquet(results / "trials.parquet")
+    assert list(parquet["number"]) == list(csv["number"]) and list(parquet["state"]) == list(csv["state"])
+    assert np.allclose(parquet["accuracy"], csv["accuracy"])
 
 
 def test_trials_table_and_optuna_storage_agree(study):
