@@ -15,11 +15,19 @@ from .config import StudyConfig, load_config, parse_config
 __version__ = "0.1.0"
 
 
-def run_study(config, log=print):
-    """Run a study (see :func:`autodistill.tune.run_study`)."""
+def run_study(config, log=print, resume=False):
+    """Run a study (see :func:`autodistill.tune.runner.run_study`); ``resume=True`` finishes
+    an interrupted one."""
     from .tune.runner import run_study as _run
 
-    return _run(config, log=log)
+    return _run(config, log=log, resume=resume)
+
+
+def export_student(results_dir, pick="knee", **kwargs):
+    """Export and verify a study's student (see :func:`autodistill.export.export_student`)."""
+    from .export import export_student as _export
+
+    return _export(results_dir, pick, **kwargs)
 
 
 def load_trials(results_dir):
@@ -42,6 +50,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "StudyConfig",
+    "export_student",
     "load_config",
     "load_front",
     "load_trials",

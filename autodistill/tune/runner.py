@@ -151,6 +151,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     space = search_space(config)
     directions = [config.objectives[m] for m in config.objectives]
     study = open_study(storage_url(config), config.name, directions)
+    study.set_metric_names(list(config.objectives))  # optuna-dashboard labels its axes with them
     inflight_dir = results_dir / "inflight"
     recovery = recover(study, inflight_dir, log)
     for line in describe(recovery, config.search.trials) if resume else []:
