@@ -68,6 +68,7 @@ def trials_frame(study) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=TRIAL_COLUMNS)
+    frame["continues"] = frame["continues"].astype("Int64")
     first = [c for c in TRIAL_COLUMNS if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 

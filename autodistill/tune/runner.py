@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -151,7 +152,9 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     space = search_space(config)
     directions = [config.objectives[m] for m in config.objectives]
     study = open_study(storage_url(config), config.name, directions)
-    study.set_metric_names(list(config.objectives))  # optuna-dashboard labels its axes with them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental in Optuna since 3.2
+        study.set_metric_names(list(config.objectives))  # optuna-dashboard labels its axes with them
     inflight_dir = results_dir / "inflight"
     recovery = recover(study, inflight_dir, log)
     for line in describe(recovery, config.search.trials) if resume else []:
