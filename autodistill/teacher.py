@@ -102,7 +102,7 @@ def prepare_teacher(
     model = build_student(spec)
     if config.teacher.checkpoint:
         path = config.teacher.checkpoint
-        load_weights(model, load_state_dict(path, "teacher.checkpoint"), "teacher.checkpoint", _arch_name(spec))
+        load_weights(model, load_state_dict(path, "teacher.checkpoint"), f"teacher.checkpoint {path}", _arch_name(spec))
         source = f"checkpoint {path}"
     else:
         cache = Path(config.execution.results) / ".teachers" / cache_key(config, spec)

@@ -43,3 +43,17 @@ def test_show_on_missing_results_is_a_clear_error(tmp_path):
     result = run_cli("show", tmp_path / "results" / "none")
     assert result.returncode == 2
     assert "no such results directory" in result.stderr
+
+
+def test_teacher_checkpoint_of_another_architecture_leaves_no_results(tmp_path):
+    import torch
+
+    from autodistill.students import build_student
+
+    other = build_student({"family": "cnn", "dims": {"widths": [4], "depths": [1]}, "in_channels": 1, "num_classes": 10, "image_size": 8})
+    torch.save(other.state_dict(), tmp_path / "wrong.pt")
+    result = run_cli("search", small_study(tmp_path, **{"teacher.checkpoint": str(tmp_path / "wrong.pt")}))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "wrong.pt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results" / "tiny").exists()

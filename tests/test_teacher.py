@@ -62,7 +62,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     other = build_student({**teacher_spec(config, data), "dims": {"widths": [8, 32], "depths": [1, 1]}})
     path = tmp_path / "other.pt"
     torch.save(other.state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"teacher.checkpoint: does not match the architecture cnn\(.*of other shape"):
+    with pytest.raises(CheckpointError, match=r"teacher.checkpoint .*\.pt: does not match the architecture cnn\(.*of other shape"):
         prepare_teacher(cfg(tmp_path, checkpoint=str(path)), data)
 
 

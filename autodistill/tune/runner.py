@@ -99,8 +99,16 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     from .._lock import StudyLock
 
     results_dir = config.results_dir.resolve()
+    created = not results_dir.exists()
     with StudyLock(results_dir, log):
-        return _run_locked(config, results_dir, log, resume)
+        try:
+            return _run_locked(config, results_dir, log, resume)
+        except AutodistillError as err:
+            # a mistake found before the study began (e.g. a teacher checkpoint of the wrong
+            # architecture) leaves no half-made results directory behind
+            if created and not isinstance(err, StudyInterrupted) and not (results_dir / "study.db").exists():
+                shutil.rmtree(results_dir, ignore_errors=True)
+            raise
 
 
 class StudyInterrupted(AutodistillError):
