@@ -184,13 +184,20 @@ def remeasure_front(
     frame["latency_ms_in_trial"] = frame["latency_ms"]
     for col in ("latency_ms_p10", "latency_ms_p90"):
         frame[col] = np.nan
+    unreadable = []
     for i, row in frame.iterrows():
         path = trial_dir(results_dir, int(row["number"]))
-        model, spec = _load_student(path)
+        try:
+            model, spec = _load_student(path)
+        except CheckpointError as err:  # a front member must be exportable: leave it out, say why
+            log(f"trial {int(row['number'])} left out of the front: {err}")
+            unreadable.append(i)
+            continue
         lat = measure_latency(model, (spec["in_channels"], spec["image_size"], spec["image_size"]), latency, repeats=latency.final_repeats)
         frame.loc[i, ["latency_ms", "latency_ms_p10", "latency_ms_p90"]] = [lat.median_ms, lat.p10_ms, lat.p90_ms]
         frame.loc[i, "family"] = spec["family"]
         frame.loc[i, "checkpoint"] = str(path / "student.pt")
+    frame = frame.drop(index=unreadable)
     log(f"re-measured the latency of {len(frame)} front member(s) alone ({latency.final_repeats} runs each)")
     return frame
 
@@ -209,8 +216,12 @@ def finalize(
     complete = trials[trials["state"] == "COMPLETE"].reset_index(drop=True)
     front = complete[front_mask(complete, objectives)] if len(complete) else complete
     if remeasure and len(front) and "latency_ms" in front:
-        front = remeasure_front(front, results_dir, config.latency, log)
-        front = front[front_mask(front, objectives)]
+        measured = remeasure_front(front, results_dir, config.latency, log)
+        while len(measured) < len(front):  # unreadable checkpoints left out: who is on the front now?
+            complete = complete[~complete["number"].isin(set(front["number"]) - set(measured["number"]))]
+            front = complete[front_mask(complete, objectives)] if len(complete) else complete
+            measured = remeasure_front(front, results_dir, config.latency, log)
+        front = measured[front_mask(measured, objectives)] if len(measured) else measured
     front = front.sort_values(list(objectives)[0], ascending=objectives[list(objectives)[0]] == "min")
     _io.write_text(results_dir / "pareto.csv", front.to_csv(index=False))
     hv = normalized_hypervolume(front, objectives, teacher["metrics"])

@@ -219,3 +219,20 @@ def test_export_errors_are_one_line(study, tmp_path):
     assert corrupt.returncode == 2, corrupt.stderr
     assert str(ckpt) in corrupt.stderr and len(corrupt.stderr.strip().splitlines()) == 1
     assert not (copy / "export").exists() or not any((copy / "export").iterdir())
+
+
+def test_resume_leaves_a_corrupt_checkpoint_out_of_the_front(study, tmp_path):
+    import shutil
+
+    results, _ = study
+    copy = tmp_path / "copy" / "tiny"
+    shutil.copytree(results, copy, ignore=shutil.ignore_patterns("ray", "export", ".lock"))
+    config = copy / "config.yaml"
+    config.write_text(config.read_text().replace(str(results.parent), str(copy.parent)))
+    victim = int(load_front(copy).iloc[0]["number"])
+    (copy / "trials" / f"{victim:04d}" / "student.pt").write_bytes(b"\x00" * 50)
+    result = run_cli("resume", copy)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"trial {victim} left out of the front: " in result.stdout and "student.pt" in result.stdout
+    front = load_front(copy)
+    assert victim not in set(front["number"]) and len(front) >= 1
