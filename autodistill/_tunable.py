@@ -179,6 +179,8 @@ def parse_tunable(
     step_f = None if step is None else _as_float(step)
     if step_f is not None and step_f <= 0:
         raise ValueError(f"step must be > 0, got {step_f:g}")
+    if step_f is not None and step_f > high - low and high > low:
+        raise ValueError(f"step ({step_f:g}) is larger than the range high - low ({high - low:g}): only low could be sampled")
     return FloatRange(low, high, log, step_f)
 
 

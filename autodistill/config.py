@@ -128,15 +128,10 @@ class TeacherConfig(_Section):
 
     @field_validator("checkpoint")
     @classmethod
-    def _check_checkpoint(cls, path: str | None) -> str | None:
-        if path is None:
-            return None
-        p = Path(os.path.expanduser(path))
-        if not p.exists():
-            raise ValueError(f"file not found: {path}")
-        if not p.is_file():
-            raise ValueError(f"not a file: {path}")
-        return str(p)
+    def _expand_checkpoint(cls, path: str | None) -> str | None:
+        # existence is checked by check_paths, on the driver only: a trial re-validates its
+        # config on a worker node, which may not see the driver's files
+        return None if path is None else str(Path(os.path.expanduser(path)))
 
 
 def _student_section() -> type[BaseModel]:
@@ -310,6 +305,22 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
         raise ConfigError(f"{source}: {_one_line(err, StudyConfig)}") from None
 
 
+def check_paths(config: StudyConfig, source: str = "config") -> StudyConfig:
+    """The files a study reads on the driver exist: ``teacher.checkpoint`` and ``data.root``
+    (unless torchvision may download into it). Raises :class:`ConfigError` in one line."""
+    ckpt = config.teacher.checkpoint
+    if ckpt is not None:
+        if not Path(ckpt).exists():
+            raise ConfigError(f"{source}: teacher.checkpoint: file not found: {ckpt}")
+        if not Path(ckpt).is_file():
+            raise ConfigError(f"{source}: teacher.checkpoint: not a file: {ckpt}")
+    root = config.data.root
+    if root is not None and config.data.dataset != "digits" and not config.data.download:
+        if not Path(os.path.expanduser(root)).is_dir():
+            raise ConfigError(f"{source}: data.root: directory not found: {root}")
+    return config
+
+
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> StudyConfig:
     """Read and validate a study file. ``overrides`` are dotted keys set before validation,
     e.g. ``{"search.trials": 8}`` (what the CLI flags do)."""
@@ -334,7 +345,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = value
-    return parse_config(raw, str(path))
+    return check_paths(parse_config(raw, str(path)), str(path))
 
 
 def dump_config(config: StudyConfig) -> str:

@@ -18,9 +18,13 @@ def test_default_study_file_loads():
     assert cfg.objectives == {"accuracy": "max", "params": "min", "latency_ms": "min"}
 
 
-def test_cifar10_study_file_loads():
-    cfg = load_config(ROOT / "search_spaces" / "cifar10.yaml")
+def test_cifar10_study_file_loads(tmp_path):
+    import yaml
+
+    cfg = parse_config(yaml.safe_load((ROOT / "search_spaces" / "cifar10.yaml").read_text()))
     assert cfg.data.dataset == "cifar10"
+    (tmp_path / "cifar").mkdir()
+    assert load_config(ROOT / "search_spaces" / "cifar10.yaml", {"data.root": str(tmp_path / "cifar")}).data.root == str(tmp_path / "cifar")
 
 
 def test_yaml_exponent_without_dot_is_a_number():
@@ -67,7 +71,6 @@ def test_overrides_set_dotted_keys(tmp_path):
         ({"teacher": {"arch": {"family": "cnn", "width_mult": {"low": 0.5, "high": 1}}}}, "teacher.arch"),
         ({"teacher": {"arch": "resnet18"}}, "teacher.arch: expected {family: ..., <dims>} or 'torchvision:<model>'"),
         ({"teacher": {"arch": "torchvision:resnet"}}, "unknown torchvision classification model 'resnet'"),
-        ({"teacher": {"checkpoint": "/does/not/exist.pt"}}, "teacher.checkpoint: file not found: /does/not/exist.pt"),
         ({"train": {"optimizer": {"choice": ["adamw", "lion"]}}}, "train.optimizer: unknown value 'lion'"),
         ({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True, "step": 1e-3}}}, "log and step cannot be used together"),
         ({"train": {"lr": {"low": 1e-3}}}, "train.lr: expected a fixed value, {low, high[, log, step]} or {choice: [...]}"),
@@ -107,3 +110,16 @@ def test_yaml_cannot_run_code(tmp_path):
     evil.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="YAML syntax error"):
         load_config(evil)
+
+
+def test_driver_side_paths_are_checked_by_load_config_not_by_the_model(tmp_path):
+    from autodistill.config import check_paths
+
+    raw = {"teacher": {"checkpoint": "/does/not/exist.pt"}}
+    cfg = parse_config(raw)  # a trial re-validates its config on a worker, which may not see the file
+    with pytest.raises(ConfigError, match="s.yaml: teacher.checkpoint: file not found: /does/not/exist.pt"):
+        check_paths(cfg, "s.yaml")
+    path = tmp_path / "s.yaml"
+    path.write_text("data: {dataset: mnist, root: /nope/mnist}\n")
+    with pytest.raises(ConfigError, match=r"data.root: directory not found: /nope/mnist"):
+        load_config(path)

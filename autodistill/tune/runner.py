@@ -97,7 +97,9 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     SIGTERM, once the running trials are recorded as interrupted.
     """
     from .._lock import StudyLock
+    from ..config import check_paths
 
+    check_paths(config, "config")
     results_dir = config.results_dir.resolve()
     created = not results_dir.exists()
     with StudyLock(results_dir, log):

@@ -1,0 +1,100 @@
+"""Bad input through the real CLI (in process): every case is one line naming the field,
+value or file, exit code 2, no traceback, and nothing written under results/."""
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from helpers import small_study
+
+from autodistill.cli import app
+
+# (dotted overrides of the small study, text expected in the error)
+OVERRIDES = [
+    ({"train.epochs": "ten"}, "train.epochs: expected an integer, got 'ten'"),
+    ({"train.epochs": 2.5}, "train.epochs: expected an integer, got 2.5"),
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"student.cnn.kernel": 5}, "student.cnn.kernel: unknown key"),
+    ({"train.lr": {"low": 1, "high": 0.1}}, "train.lr: low (1) is greater than high (0.1)"),
+    ({"train.lr": {"low": 0, "high": 0.1, "log": True}}, "train.lr"),
+    ({"distill.alpha": {"low": 0.0, "high": 0.5, "log": True}}, "distill.alpha: log: true needs low > 0"),
+    ({"distill.alpha": {"choice": []}}, "distill.alpha: choice must be a non-empty list"),
+    ({"distill.alpha": 1.5}, "distill.alpha"),
+    ({"distill.alpha": {"low": 0.1}}, "distill.alpha"),
+    ({"data.dataset": "svhn"}, "data.dataset"),
+    ({"student.family": "vit"}, "student.family: unknown value 'vit'"),
+    ({"student.family": {"choice": ["cnn", "vit"]}}, "student.family"),
+    ({"search.sampler": "grid"}, "search.sampler"),
+    ({"search.pruner": "median"}, "search.pruner: unknown key"),
+    ({"distill.loss": "mse"}, "distill.loss: unknown key"),
+    ({"constraints": {"latency_ms": {"max": 2.0}}}, "constraints: unknown key"),
+    ({"teacher.checkpoint": "/nope/teacher.pt"}, "teacher.checkpoint: file not found: /nope/teacher.pt"),
+    ({"objectives": {"accuracy": "max", "flops": "min"}}, "objectives"),
+    ({"objectives": {"accuracy": "up"}}, "objectives"),
+    ({"objectives": {}}, "objectives"),
+    ({"search.trials": -1}, "search.trials"),
+    ({"search.max_concurrent": 0}, "search.max_concurrent"),
+    ({"latency.device": "tpu"}, "latency.device"),
+    ({"distill.temperature.schedule": "exponential"}, "distill.temperature.schedule"),
+    ({"student.cnn.width_mult": -0.5}, "student.cnn.width_mult"),
+    ({"student.cnn.widths": [8, 16, 32]}, "student.cnn: widths has 3 stages but depths has 2"),
+    ({"data.dataset": "mnist", "data.root": "/nope/mnist"}, "/nope/mnist"),
+    ({"data.dataset": "mnist"}, "data.root"),
+    ({"train.lr": {"low": 0.001, "high": 0.01, "step": 0.1}}, "train.lr"),
+]
+
+# (file content, text expected in the error)
+FILES = [
+    ("name: x\ntrain: {lr: [1, 2\n", "YAML syntax error at line"),
+    ("", "the file is empty"),
+    ("- a\n- b\n", "expected a mapping of sections at the top level, got list"),
+    ("name: x\ntrain:\n  lr: 0.1\n   epochs: 3\n", "YAML syntax error"),
+    (b"\xff\xfe\x00bin", "not a text file"),
+]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _check(result, expected, tmp_path):
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    err = result.stderr
+    assert err.startswith("error: ") and expected in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + result.stdout
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
+@pytest.mark.parametrize("command", ["validate", "search"])
+@pytest.mark.parametrize("overrides, expected", OVERRIDES, ids=[e for _, e in OVERRIDES])
+def test_malformed_config(tmp_path, overrides, expected, command):
+    _check(_invoke(command, small_study(tmp_path, **overrides)), expected, tmp_path)
+
+
+@pytest.mark.parametrize("content, expected", FILES, ids=[e for _, e in FILES])
+def test_malformed_file(tmp_path, content, expected):
+    path = tmp_path / "s.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    for command in ("validate", "search"):
+        result = _invoke(command, path)
+        _check(result, expected, tmp_path)
+        assert str(path) in result.stderr
+
+
+def test_missing_file_and_directory_instead_of_file(tmp_path):
+    _check(_invoke("search", tmp_path / "nope.yaml"), f"{tmp_path / 'nope.yaml'}: file not found", tmp_path)
+    _check(_invoke("search", tmp_path), f"{tmp_path}: is a directory, expected a YAML file", tmp_path)
+
+
+def test_resume_show_export_of_something_that_is_not_a_study(tmp_path):
+    _check(_invoke("resume", tmp_path / "nope"), "no such results directory", tmp_path)
+    (tmp_path / "empty").mkdir()
+    _check(_invoke("resume", tmp_path / "empty"), "config.yaml: not found", tmp_path)
+    _check(_invoke("show", tmp_path / "empty"), "study.json: not found", tmp_path)
+    _check(_invoke("export", tmp_path / "nope"), "no such results directory", tmp_path)
+    _check(_invoke("export", tmp_path / "empty"), "study.json: not found", tmp_path)
+
+
+def test_at_least_25_malformed_inputs():
+    assert len(OVERRIDES) + len(FILES) >= 25
