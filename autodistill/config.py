@@ -183,6 +183,8 @@ class SearchConfig(_Section):
     """trials running at once (each takes resources.cpu CPUs)"""
     seed: int = 0
     """seed of the sampler; trial n trains with seed + n"""
+    max_failures: int = Field(1, ge=0)
+    """times Ray restarts a trial whose worker process died (killed, out of memory, node lost); the restart continues from its last epoch. A trial that raises or diverges is not retried"""
     resources: SearchResources = SearchResources()
     """per trial"""
 

@@ -58,6 +58,10 @@ def make_sampler(config: StudyConfig, offset: int = 0):
 def _init_ray(config: StudyConfig) -> None:
     import ray
 
+    # a failed trial is reported once, by the study's own line with its reason; Ray's
+    # controller would also log the worker's traceback at ERROR
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -220,7 +224,7 @@ def _search(config, results_dir, searcher, to_run, done_before, data, logits, lo
             storage_path=str(results_dir),
             callbacks=[progress],
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0),
+            failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
             stop=_InterruptStopper(searcher),
         ),
     )

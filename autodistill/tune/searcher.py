@@ -108,8 +108,10 @@ class OptunaSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if "accuracy" in result and trial_id in self._curves:
             curve = self._curves[trial_id]
-            if "prior_curve" in result and not curve:  # continued from an interrupted trial's checkpoint
-                curve.extend(float(a) for a in result["prior_curve"])
+            if "prior_curve" in result:  # continued from a checkpoint (an interrupted trial's, or its own after a restart)
+                curve[:] = [float(a) for a in result["prior_curve"]]
+            if "epoch" in result:  # never two entries for one epoch
+                del curve[int(result["epoch"]) - 1 :]
             curve.append(float(result["accuracy"]))
             self._last[trial_id] = result
             # stored as it grows: optuna-dashboard shows live curves, and a killed driver
@@ -215,4 +217,9 @@ def _ray_error_reason(ray_trial: Any) -> str:
             lines = [ln.strip() for ln in fh if ln.strip() and not ln.startswith("Failure #")]
     except OSError:
         return fallback
-    return f"{fallback}: {lines[-1][:500]}" if lines else fallback
+    if not lines:
+        return fallback
+    last = lines[-1].split(" Some common causes")[0]  # Ray's advice that follows is generic
+    restarts = getattr(ray_trial, "num_failures", 0)
+    retried = f" (after {restarts - 1} restart(s))" if restarts and restarts > 1 else ""
+    return f"{fallback}{retried}: {last[:300]}"

@@ -9,12 +9,22 @@ the searcher records it as FAIL and the study goes on.
 After each epoch but the last, the trial writes everything needed to continue it to
 ``config["inflight"]`` (atomically). A retry of an interrupted trial gets that file of the
 interrupted one as ``config["resume_from"]`` and continues with the next epoch; without the
-file (never written, or not on this node's filesystem) it restarts and says so.
+file (never written, or not on this node's filesystem) it restarts and says so. When Ray
+restarts a trial whose worker died (``search.max_failures``), the trial finds its own file and
+continues the same way.
+
+Fault injection for tests: ``AUTODISTILL_INJECT_FAULTS="<number>:<kind>,..."`` makes trial
+<number> fail after its epoch-2 checkpoint in one of the ways real trials fail: ``raise`` (an
+exception), ``nan`` (weights become NaN, so the next epoch's loss does), ``kill`` (the worker
+process is SIGKILLed once; a restart continues past it) or ``killall`` (SIGKILLed at every
+epoch from 2 on, so restarts run out).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
 import tempfile
 import time
 import traceback
@@ -67,7 +77,11 @@ def run_trial(
         # the interrupted trial's epochs, sent once with the first report (for the curve)
         prior = {"prior_curve": [h["accuracy"] for h in resume_state["history"]]} if resume_state else {}
 
+        fault = _injected_fault(number)
+
         def report_epoch(stats) -> None:
+            if fault:
+                _inject(fault, stats.epoch, model)
             if stats.epoch < epochs:  # the last epoch is reported below, with the checkpoint
                 tune.report({**base, **stats.as_dict(), "epochs": epochs, **prior})
                 prior.clear()
@@ -117,13 +131,34 @@ def run_trial(
 
 
 def _resume_state(config: dict[str, Any]) -> dict | None:
-    """The interrupted trial's last epoch checkpoint, when this trial continues one and the
-    file can be read here; ``None`` means the trial starts from epoch 1 (the file was never
-    written, is on another node, or is unreadable: restarting is always correct)."""
-    source = config.get("resume_from")
+    """The last epoch checkpoint to continue from: the trial's own (Ray restarted it after
+    its worker died) or the interrupted trial's it continues. ``None`` means the trial starts
+    from epoch 1 (the file was never written, is on another node, or is unreadable:
+    restarting is always correct)."""
+    own = config.get("inflight")
+    source = own if own and Path(own).is_file() else config.get("resume_from")
     if not source:
         return None
     try:
         return torch.load(source, weights_only=True)
     except Exception:
         return None
+
+
+def _injected_fault(number: int) -> str | None:
+    spec = os.environ.get("AUTODISTILL_INJECT_FAULTS", "")
+    faults = dict(item.split(":", 1) for item in spec.split(",") if ":" in item)
+    return faults.get(str(number))
+
+
+def _inject(kind: str, epoch: int, model: torch.nn.Module) -> None:
+    if kind == "killall" and epoch >= 2 or kind == "kill" and epoch == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if epoch != 2:
+        return
+    if kind == "raise":
+        raise RuntimeError("injected fault (AUTODISTILL_INJECT_FAULTS)")
+    if kind == "nan":
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
