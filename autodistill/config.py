@@ -211,6 +211,8 @@ class ExecutionConfig(_Section):
     """SQLAlchemy URL of the Optuna storage; default sqlite:///<results>/<name>/study.db"""
     results: str = "results"
     """directory under which the study's folder <name> is created"""
+    ray_storage: str | None = None
+    """where Ray Tune keeps its experiment and trial checkpoints (its storage_path): a folder every node can write (NFS) or a URI (s3://..., gs://...); default <results>/<name>, right for one machine or a shared filesystem"""
 
 
 class StudyConfig(_Section):

@@ -58,6 +58,7 @@ def trials_frame(study) -> pd.DataFrame:
             row[key] = attrs.get(key, np.nan)
         row["epochs_done"] = len(attrs.get("accuracy_curve", []))
         row["fail_reason"] = attrs.get("fail_reason", "")
+        row["node"] = attrs.get("node", "")  # the Ray node the trial ran on
         row["interrupted"] = bool(attrs.get("interrupted", False))  # retried by resume, not counted
         row["continues"] = attrs.get("continues", np.nan)  # the interrupted trial this one continued
         row["started"] = t.datetime_start

@@ -69,8 +69,8 @@ def _init_ray(config: StudyConfig) -> None:
     kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
     if config.execution.address:
         ray.init(address=config.execution.address, **kwargs)
-    else:
-        ray.init(include_dashboard=False, **kwargs)
+    else:  # "local": a new Ray of our own, even when `ray start` runs a cluster on this machine
+        ray.init(address="local", include_dashboard=False, **kwargs)
 
 
 def _teacher_record(config: StudyConfig, teacher_model, info, data) -> dict[str, Any]:
@@ -220,8 +220,8 @@ def _search(config, results_dir, searcher, to_run, done_before, data, logits, lo
             trial_dirname_creator=lambda trial: f"trial_{trial.config['number']:04d}_{trial.trial_id}",
         ),
         run_config=tune.RunConfig(
-            name="ray",
-            storage_path=str(results_dir),
+            name="ray" if not config.execution.ray_storage else f"{config.name}-ray",
+            storage_path=config.execution.ray_storage or str(results_dir),
             callbacks=[progress],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=config.search.max_failures),

@@ -61,7 +61,7 @@ def run_trial(
     torch.set_num_threads(max(1, int(study.search.resources.cpu)))
     number, params = config["number"], config["params"]
     started = time.perf_counter()
-    base: dict[str, Any] = {"number": number}
+    base: dict[str, Any] = {"number": number, "node": _node()}
     inflight = Path(config["inflight"]) if config.get("inflight") else None
     try:
         trial_cfg = resolve(study, params)
@@ -162,3 +162,15 @@ def _inject(kind: str, epoch: int, model: torch.nn.Module) -> None:
         with torch.no_grad():
             for p in model.parameters():
                 p.fill_(float("nan"))
+
+
+def _node() -> str:
+    """The Ray node this trial runs on (its id), or the host name outside Ray."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:
+        import socket
+
+        return socket.gethostname()
