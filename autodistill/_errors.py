@@ -22,3 +22,7 @@ class CheckpointError(AutodistillError):
 
 class TrialDiverged(RuntimeError):
     """A trial's loss became NaN or infinite. Recorded as a failed trial, not raised to users."""
+
+
+class StudyInterrupted(AutodistillError):
+    """The driver was stopped by a signal (Ctrl-C, SIGTERM); ``autodistill resume`` continues."""

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._errors import AutodistillError
+from ._errors import AutodistillError, StudyInterrupted
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Automated knowledge distillation: search students, get the Pareto front.")
 console = Console()
@@ -29,10 +29,10 @@ def _user_errors(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except StudyInterrupted as err:
+            err_console.print(str(err), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except AutodistillError as err:
-            if type(err).__name__ == "StudyInterrupted":
-                err_console.print(str(err), markup=False, highlight=False, soft_wrap=True)
-                raise typer.Exit(130) from None
             err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -120,10 +120,10 @@ def _study_config(results_dir: Path, overrides: dict[str, Any]):
         raise AutodistillError(f"{results_dir}: no such results directory")
     if not path.is_file():
         raise AutodistillError(f"{path}: not found; is {results_dir} a study's results directory?")
-    config = load_config(path, overrides)
+    config = load_config(path, {**overrides, "execution.results": str(results_dir.resolve().parent)})
     if config.name != results_dir.resolve().name:
         raise AutodistillError(f"{results_dir}: the folder of study {config.name!r} must keep its name (the Optuna study is named after it)")
-    return load_config(path, {**overrides, "execution.results": str(results_dir.resolve().parent)})
+    return config
 
 
 @app.command()

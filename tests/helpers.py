@@ -1,3 +1,4 @@
+import socket
 import subprocess
 import sys
 
@@ -34,3 +35,10 @@ def small_study(tmp_path, name="tiny", **overrides):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def free_port():
+    """A TCP port free on loopback right now (for servers a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

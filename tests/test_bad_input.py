@@ -2,7 +2,6 @@
 value or file, exit code 2, no traceback, and nothing written under results/."""
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from helpers import small_study

@@ -5,7 +5,6 @@ have run on both nodes. Token authentication stays on, as `ray start` sets it up
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,24 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers import small_study
+from helpers import free_port, small_study
 
 from autodistill import load_trials
 
 RAY = Path(sys.executable).with_name("ray")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def cluster(tmp_path):
     if not RAY.exists() and not shutil.which("ray"):
         pytest.skip("the ray CLI is not installed")
-    port = _free_port()
+    port = free_port()
     # the token every node and the driver share (what ~/.ray/auth_token holds on a real cluster)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     common = ["--num-cpus=1", "--block", "--disable-usage-stats"]

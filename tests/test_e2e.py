@@ -148,7 +148,7 @@ def test_search_refuses_a_directory_that_holds_the_study(study, tmp_path):
     config = results.parent.parent / "tiny.yaml"
     again = run_cli("search", config)
     assert again.returncode == 2
-    assert f"already holds study 'tiny' with 4 trial(s)" in again.stderr and "autodistill resume" in again.stderr
+    assert "already holds study 'tiny' with 4 trial(s)" in again.stderr and "autodistill resume" in again.stderr
     assert len(load_trials(results)) == 4
 
 

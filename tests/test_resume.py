@@ -132,7 +132,7 @@ def test_resume_after_sigkill_and_sigterm_ends_with_exactly_the_requested_trials
     summary = json.loads((results / "study.json").read_text())
     assert summary["trials"]["COMPLETE"] == 4 and summary["trials"]["INTERRUPTED"] == len(interrupted)
     assert not (results / "inflight").exists()
-    assert f"[4/4] trial" in final.stdout
+    assert "[4/4] trial" in final.stdout
 
     # 4. extend the finished study by 1
     more = run_cli("resume", results, "--trials", "1")

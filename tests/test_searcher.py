@@ -122,7 +122,8 @@ def test_interrupted_trial_is_failed_then_retried_from_its_checkpoint(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     inflight = tmp_path / "inflight"
     s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=3, inflight_dir=inflight)
-    done, live, killed = s.suggest("a"), s.suggest("b"), s.suggest("c")
+    s.suggest("a")
+    live, killed = s.suggest("b"), s.suggest("c")
     assert live["inflight"] == str(inflight / "0001.pt")
     s.on_trial_complete("a", finished())
     s.on_trial_result("b", {"accuracy": 0.4, "epoch": 1})

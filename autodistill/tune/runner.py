@@ -21,7 +21,7 @@ import pandas as pd
 from ray.tune import Stopper
 
 from .. import _io
-from .._errors import AutodistillError
+from .._errors import AutodistillError, StudyInterrupted
 from ..config import StudyConfig, dump_config
 from ..data import load_dataset
 from ..measure import measure_latency, static_costs
@@ -115,10 +115,6 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
             if created and not isinstance(err, StudyInterrupted) and not (results_dir / "study.db").exists():
                 shutil.rmtree(results_dir, ignore_errors=True)
             raise
-
-
-class StudyInterrupted(AutodistillError):
-    """The driver was stopped by a signal; the study can be resumed."""
 
 
 def _existing_trials(config: StudyConfig) -> int:

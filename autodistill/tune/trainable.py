@@ -74,7 +74,7 @@ def run_trial(
         if config.get("continues") is not None:
             base["continues"] = int(config["continues"])
             base["resumed_epoch"] = resume_state["epoch"] if resume_state else 0
-        # the interrupted trial's epochs, sent once with the first report (for the curve)
+        # the epochs before the checkpoint it continues from, sent once with the first report (for the curve)
         prior = {"prior_curve": [h["accuracy"] for h in resume_state["history"]]} if resume_state else {}
 
         fault = _injected_fault(number)
