@@ -68,7 +68,8 @@ def test_training_continues_from_an_epoch_checkpoint_exactly():
 def _wait(db, name, predicate, proc, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        assert proc.poll() is None, "the study ended before it could be interrupted"
+        if proc.poll() is not None:
+            raise AssertionError(f"the study ended (exit {proc.returncode}) before it could be interrupted:\n{proc.stdout.read()[-3000:]}")
         if db.exists():
             try:
                 trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
