@@ -18,16 +18,27 @@ from .pareto import as_minimization, hypervolume, non_dominated_mask
 TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "train_s", "trial_s", "fail_reason"]
 
 
+def rdb_storage(url: str):
+    """Optuna storage for a SQLAlchemy URL. SQLite waits up to a minute for a lock instead of
+    Python's 5 s: optuna-dashboard or a script reading the study while trials are written
+    must not make the driver fail with "database is locked"."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
 def open_study(storage: str, name: str, directions: list[str] | None = None, sampler=None):
     """Create or load the Optuna study. Directions must agree with an existing study's."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url, storage = storage, rdb_storage(storage)
     if directions is None:
         try:
             return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         except KeyError:
-            raise AutodistillError(f"no Optuna study named {name!r} in {storage}") from None
+            raise AutodistillError(f"no Optuna study named {name!r} in {url}") from None
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -38,7 +49,7 @@ def open_study(storage: str, name: str, directions: list[str] | None = None, sam
     existing = ["max" if d.name == "MAXIMIZE" else "min" for d in study.directions]
     if existing != list(directions):
         raise AutodistillError(
-            f"study {name!r} in {storage} has objective directions {existing}, this config asks {list(directions)}; "
+            f"study {name!r} in {url} has objective directions {existing}, this config asks {list(directions)}; "
             "use another name or results directory"
         )
     return study

@@ -120,13 +120,13 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
 def _existing_trials(config: StudyConfig) -> int:
     import optuna
 
-    from ..results import storage_url
+    from ..results import rdb_storage, storage_url
 
     if not config.execution.storage and not (config.results_dir / "study.db").exists():
         return 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return len(optuna.load_study(study_name=config.name, storage=storage_url(config)).get_trials(deepcopy=False))
+        return len(optuna.load_study(study_name=config.name, storage=rdb_storage(storage_url(config))).get_trials(deepcopy=False))
     except KeyError:
         return 0
 
