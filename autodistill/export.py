@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -203,10 +201,7 @@ def _export(results_dir: Path, summary: dict, row: pd.Series, number: int, forma
     recorded = float(row["accuracy"])
     example = x_val[:2].clone()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o777 & ~_io._umask())  # mkdtemp makes 0700; exports are meant to be shared
-    try:
+    with _io.atomic_dir(out) as staging:
         files: dict[str, Path] = {}
         runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
         if "pt" in formats:
@@ -257,12 +252,6 @@ def _export(results_dir: Path, summary: dict, row: pd.Series, number: int, forma
         trial_cfg = resolve(config, _trial_params(source))
         card = _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks, config)
         _io.write_json(staging / "model.json", card)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(out, number, {fmt: out / p.name for fmt, p in files.items()}, checks, card)
 
 

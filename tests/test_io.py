@@ -29,3 +29,19 @@ def test_helpers_round_trip(tmp_path):
     _io.torch_save(tmp_path / "s.pt", {"w": torch.ones(2)})
     assert torch.equal(torch.load(tmp_path / "s.pt", weights_only=True)["w"], torch.ones(2))
     assert (tmp_path / "s.pt").stat().st_mode & 0o777 == 0o666 & ~_io._umask()
+
+
+def test_atomic_dir_replaces_only_on_success(tmp_path):
+    dest = tmp_path / "trial_0001"
+    with _io.atomic_dir(dest) as staging:
+        (staging / "a.txt").write_text("one")
+    assert (dest / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with _io.atomic_dir(dest) as staging:
+            (staging / "a.txt").write_text("two")
+            raise RuntimeError("export check failed")
+    assert (dest / "a.txt").read_text() == "one"  # the old folder stays, no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trial_0001"]
+    with _io.atomic_dir(dest) as staging:
+        (staging / "b.txt").write_text("three")
+    assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]

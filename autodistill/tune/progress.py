@@ -4,9 +4,7 @@ killed driver never leaves a COMPLETE trial without its files)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .. import _io
 from ..pareto import as_minimization, non_dominated_mask
 from .searcher import Outcome, OptunaSearcher
 
@@ -193,14 +192,5 @@ class StudyProgress(Callback):
         checkpoint = trial.checkpoint
         if checkpoint is None:
             return
-        dest = trial_dir(self.results_dir, number)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{number:04d}.", dir=dest.parent))
-        try:
+        with _io.atomic_dir(trial_dir(self.results_dir, number)) as tmp:
             checkpoint.to_directory(str(tmp))
-            if dest.exists():
-                shutil.rmtree(dest)
-            tmp.rename(dest)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
