@@ -47,8 +47,9 @@ class ExportResult:
 
 
 # --- which trial ----------------------------------------------------------------------------
-def candidates(results_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Completed trials with their metrics; front members carry their re-measured latency."""
+def candidates(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(completed trials with their metrics, all trials, the study summary); front members
+    carry their re-measured latency."""
     from .results import load_front, load_summary, load_trials
 
     summary = load_summary(results_dir)
@@ -60,7 +61,7 @@ def candidates(results_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         inside = complete["number"].isin(remeasured.index)
         complete.loc[inside, "latency_ms"] = complete.loc[inside, "number"].map(remeasured)
         complete["latency_measured"] = np.where(inside, "alone, when the study ended", "during the search, beside other trials")
-    return complete.reset_index(drop=True), summary
+    return complete.reset_index(drop=True), trials, summary
 
 
 def pick_trial(
@@ -160,15 +161,14 @@ def export_student(
 ) -> ExportResult:
     """Pick, export, verify and describe a study's student (the API behind ``autodistill export``)."""
     from ._lock import StudyLock
-    from .results import load_trials
 
     results_dir = Path(results_dir)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise AutodistillError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(FORMATS)}")
-    complete, summary = candidates(results_dir)
+    complete, trials, summary = candidates(results_dir)
     objectives = summary["objectives"]
-    row = pick_trial(complete, objectives, pick, max_latency_ms, min_accuracy, all_trials=load_trials(results_dir))
+    row = pick_trial(complete, objectives, pick, max_latency_ms, min_accuracy, all_trials=trials)
     number = int(row["number"])
     out = Path(out_dir) if out_dir is not None else results_dir / "export" / f"trial_{number:04d}"
     rule = pick if pick.isdigit() else f"{pick}" + "".join(
