@@ -99,7 +99,7 @@ def prepare_teacher(
     config: StudyConfig, data: Dataset, log: Callable[[str], None] = print
 ) -> tuple[nn.Module, TeacherInfo]:
     spec = teacher_spec(config, data)
-    model = build_student(spec)
+    model = build_student(spec, seed=config.teacher.train.seed)
     if config.teacher.checkpoint:
         path = config.teacher.checkpoint
         load_weights(model, load_state_dict(path, "teacher.checkpoint"), f"teacher.checkpoint {path}", _arch_name(spec))

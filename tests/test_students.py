@@ -72,3 +72,14 @@ def test_config_dims_feed_the_builder():
     cfg = parse_config({"student": {"family": "resnet", "resnet": {"widths": [8, 8], "depths": [1, 1]}}})
     model = build_student({"family": "resnet", "dims": cfg.student.resnet.model_dump(), "in_channels": 1, "num_classes": 10, "image_size": 8})
     assert model(torch.randn(1, 1, 8, 8)).shape == (1, 10)
+
+
+def test_seeded_build_is_reproducible_and_leaves_the_global_rng_alone():
+    spec = {"family": "resnet", "dims": {}, "in_channels": 1, "num_classes": 10, "image_size": 8}
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a, b, c = build_student(spec, seed=3), build_student(spec, seed=3), build_student(spec, seed=4)
+    assert torch.equal(torch.get_rng_state(), before)
+    for (_, wa), (_, wb), (_, wc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
+        assert torch.equal(wa, wb)
+    assert not torch.equal(a.stem[0].weight, c.stem[0].weight)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 from pydantic import BaseModel
 
@@ -61,12 +62,19 @@ def make_spec(family: str, dims: dict[str, Any], data: Any) -> dict[str, Any]:
     }
 
 
-def build_student(spec: dict[str, Any]) -> nn.Module:
+def build_student(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
     """Build a network from a spec: ``{family, dims, in_channels, num_classes, image_size}``.
 
     ``dims`` hold fixed values only (a resolved trial, or a teacher architecture). A family
     ``torchvision:<name>`` builds a torchvision model (teachers only).
+
+    With ``seed`` the initial weights are a function of the seed alone (the global RNG is
+    left as it was); without, they come from the global RNG.
     """
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_student(spec)
     if spec["family"].startswith("torchvision:"):
         from .torchvision_models import build_torchvision
 

@@ -66,7 +66,8 @@ def run_trial(
     try:
         trial_cfg = resolve(study, params)
         spec = student_spec(trial_cfg, data)
-        model = build_student(spec)
+        seed = study.search.seed + int(config.get("seed_number", number))
+        model = build_student(spec, seed=seed)
         input_shape = tuple(data.x_train.shape[1:])
         base.update(static_costs(model, input_shape))
         epochs = trial_cfg.train.epochs
@@ -92,7 +93,7 @@ def run_trial(
             trial_cfg.train,
             trial_cfg.distill,
             teacher_logits,
-            seed=study.search.seed + int(config.get("seed_number", number)),
+            seed=seed,
             on_epoch=report_epoch,
             on_checkpoint=(lambda state: _io.torch_save(inflight, state)) if inflight is not None else None,
             resume=resume_state,
