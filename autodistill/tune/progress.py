@@ -185,7 +185,8 @@ class StudyProgress(Callback):
         if outcome.state != "COMPLETE":
             return f"{head}: {outcome.reason}"
         m = outcome.metrics
-        parts = [f"{k} {format_metric(k, m.get(k))}" for k in ("accuracy", "params", "latency_ms") if k in m]
+        shown = dict.fromkeys([*self.objectives, "params"])  # the study's objectives, then params
+        parts = [f"{k} {format_metric(k, m.get(k))}" for k in shown if k in m]
         return f"{head}: " + ", ".join(parts) + f" ({m.get('trial_s', 0):.1f} s)"
 
     def _copy_checkpoint(self, trial, number: int) -> None:
