@@ -165,6 +165,64 @@ class DistillConfig(_Section):
     temperature: TemperatureConfig = TemperatureConfig()
 
 
+PRUNE_IMPORTANCES = ("l1", "l2", "fpgm", "taylor", "bn_scale", "random")
+PRUNE_BACKENDS = ("torch_pruning", "nni")
+NNI_IMPORTANCES = ("l1", "l2", "fpgm", "taylor")
+QUANTIZE = ("none", "ptq", "qat")
+QUANT_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
+
+
+class CompressConfig(_Section):
+    """Structural pruning (channels really removed, with Torch-Pruning) and INT8 quantization
+    of the student, inside the trial: its accuracy and costs are those of the compressed model."""
+
+    prune_rate: tunable("float", ge=0, le=0.9) = 0.0
+    """share of the output channels removed from each prunable layer (0 = no pruning); the classifier's outputs are kept"""
+    prune_stage_rates: list[tunable("float", ge=0, le=0.9)] | None = None
+    """per-stage rates (one per student stage) that replace prune_rate inside each stage; the stem follows prune_rate"""
+    prune_global: tunable("bool") = False
+    """rank channels across all layers at once (layers lose different shares) instead of prune_rate in every layer"""
+    importance: tunable("str", choices=PRUNE_IMPORTANCES) = "l1"
+    """how channels are ranked: l1 / l2 weight norm, fpgm (geometric median), taylor (weight x gradient on a few training batches), bn_scale (BatchNorm gamma), random"""
+    prune_at: tunable("float", ge=0, lt=1) = 0.3
+    """share of the epochs trained before the first pruning step (0 = prune at initialisation); the remaining epochs fine-tune with the trial's losses"""
+    prune_steps: tunable("int", ge=1, le=50) = 1
+    """prune in this many steps, one per epoch, each removing an equal share; the schedule is moved earlier if needed so that at least one epoch fine-tunes after the last step"""
+    round_to: tunable("int", ge=1, le=64) = 1
+    """keep a multiple of this many channels in each pruned layer (e.g. 8: CPU kernels are vectorised over channel blocks, and odd counts can be slower than the unpruned layer)"""
+    prune_backend: tunable("str", choices=PRUNE_BACKENDS) = "torch_pruning"
+    """who chooses the channels: torch_pruning, or nni (pip install 'autodistill[nni]': NNI 3.0's pruners pick, Torch-Pruning removes)"""
+    quantize: tunable("str", choices=QUANTIZE) = "none"
+    """INT8: ptq (post-training static quantization, calibrated on training batches) or qat (quantization-aware training from qat_start on); accuracy, size and latency are the int8 model's"""
+    qat_start: tunable("float", ge=0, lt=1) = 0.5
+    """qat only: share of the epochs trained in float before fake quantization starts (never before pruning is done)"""
+    calibration_batches: fixed_only("int", ge=1, le=1000) = 8
+    """training batches (of train.batch_size) that calibrate the activation ranges (ptq)"""
+    engine: fixed_only("str", choices=QUANT_ENGINES) = "x86"
+    """int8 kernels: x86 (fbgemm + onednn, the default on x86 CPUs), fbgemm, onednn, or qnnpack (ARM phones)"""
+
+    @model_validator(mode="after")
+    def _check(self) -> "CompressConfig":
+        if self.prune_stage_rates is not None and not self.prune_stage_rates:
+            raise ValueError("prune_stage_rates: give one rate per stage, or leave it out")
+        if self.prune_backend == "nni" and isinstance(self.importance, str) and self.importance not in NNI_IMPORTANCES:
+            raise ValueError(f"importance {self.importance!r} is not available with prune_backend nni; use l1, l2, fpgm or taylor")
+        if self.prune_backend == "nni" and self.prune_global is True:
+            raise ValueError("prune_global is not available with prune_backend nni (NNI prunes each layer by its rate here)")
+        return self
+
+    @property
+    def prunes(self) -> bool:
+        """True when this (resolved) config removes channels."""
+        rates = [self.prune_rate, *(self.prune_stage_rates or [])]
+        return any(is_distribution(r) or r > 0 for r in rates)
+
+    @property
+    def active(self) -> bool:
+        """True when this (resolved) config prunes or quantizes."""
+        return self.prunes or self.quantize != "none"
+
+
 class SearchResources(_Section):
     cpu: float = Field(1.0, gt=0)
     """CPUs per trial (also its torch threads)"""
@@ -189,9 +247,14 @@ class SearchConfig(_Section):
     """per trial"""
 
 
+LATENCY_BACKENDS = ("torch", "torchscript", "onnxruntime")
+
+
 class LatencyConfig(_Section):
     device: Literal["cpu", "cuda"] = "cpu"
     """where latency is measured (cuda: CUDA events after synchronisation)"""
+    backend: Literal[LATENCY_BACKENDS] = "torch"  # type: ignore[valid-type]
+    """what runs the timed model: torch (eager), torchscript (traced and frozen) or onnxruntime (the exported ONNX file, CPU); pick the one you deploy with"""
     batch_size: int = Field(1, ge=1)
     """images per timed forward pass"""
     threads: int = Field(1, ge=1)
@@ -222,6 +285,7 @@ class StudyConfig(_Section):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = Field(default_factory=StudentConfig)  # type: ignore[valid-type]
     distill: DistillConfig = DistillConfig()
+    compress: CompressConfig = CompressConfig()
     train: TrainConfig = TrainConfig()
     objectives: dict[str, Literal["max", "min"]] = Field(
         default_factory=lambda: {"accuracy": "max", "params": "min", "latency_ms": "min"}
@@ -241,9 +305,32 @@ class StudyConfig(_Section):
                 raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
         return objectives
 
+    @model_validator(mode="after")
+    def _check_compress(self) -> "StudyConfig":
+        compress = self.compress
+        if any(q != "none" for q in _choices(compress.quantize)) and self.latency.device == "cuda":
+            raise ValueError("compress.quantize: int8 models run on the CPU only; use latency.device: cpu")
+        if self.latency.backend == "onnxruntime" and self.latency.device == "cuda":
+            raise ValueError("latency.backend: onnxruntime measures on the CPU here; use latency.device: cpu or another backend")
+        stage_rates = compress.prune_stage_rates
+        if stage_rates is not None:
+            for family in _choices(self.student.family):
+                stages = len(getattr(self.student, family).widths)
+                if stages != len(stage_rates):
+                    raise ValueError(f"compress.prune_stage_rates has {len(stage_rates)} rates but student.{family} has {stages} stages")
+        steps, epochs = compress.prune_steps, self.train.epochs
+        if compress.prunes and isinstance(steps, int) and isinstance(epochs, int) and steps >= epochs:
+            raise ValueError(f"compress.prune_steps ({steps}) needs at least {steps + 1} train.epochs (one fine-tunes after the last step), got {epochs}")
+        return self
+
     @property
     def results_dir(self) -> Path:
         return Path(self.execution.results) / self.name
+
+
+def _choices(value: Any) -> tuple:
+    """The values a fixed-or-choice field can take."""
+    return value.choice if is_distribution(value) else (value,)
 
 
 def _has_distribution(model: Any) -> bool:
@@ -291,7 +378,7 @@ def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
         text = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         value = first.get("input")
         shown = "" if isinstance(value, (dict, list)) or str(value) in text else f" (got {value!r})"
-        msg = f"{path}: {text}{shown}"
+        msg = f"{path}: {text}{shown}" if loc else text  # a whole-study check names its fields itself
     if len(errors) > 1:
         msg += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
     return msg
@@ -310,8 +397,14 @@ def parse_config(raw: Any, source: str = "config") -> StudyConfig:
 
 
 def check_paths(config: StudyConfig, source: str = "config") -> StudyConfig:
-    """The files a study reads on the driver exist: ``teacher.checkpoint`` and ``data.root``
-    (unless torchvision may download into it). Raises :class:`ConfigError` in one line."""
+    """What a study needs on the driver is there: ``teacher.checkpoint`` and ``data.root``
+    (unless torchvision may download into it) exist, and NNI is installed when
+    ``compress.prune_backend`` may be nni. Raises :class:`ConfigError` in one line."""
+    if "nni" in _choices(config.compress.prune_backend):
+        import importlib.util
+
+        if importlib.util.find_spec("nni") is None:
+            raise ConfigError(f"{source}: compress.prune_backend: nni is not installed; pip install 'autodistill[nni]' (or use torch_pruning)")
     ckpt = config.teacher.checkpoint
     if ckpt is not None:
         if not Path(ckpt).exists():

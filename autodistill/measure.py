@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import statistics
+import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -60,17 +63,41 @@ class Latency:
 def measure_latency(
     model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyConfig, repeats: int | None = None
 ) -> Latency:
-    """Median wall time of ``model(x)`` for a batch of ``cfg.batch_size`` in eval mode, after
-    ``cfg.warmup`` untimed runs, on ``cfg.device`` with ``cfg.threads`` intra-op threads.
-    On CUDA the timing is taken with CUDA events after synchronisation."""
+    """Median wall time of one forward pass of a batch of ``cfg.batch_size``, in eval mode,
+    after ``cfg.warmup`` untimed runs, with ``cfg.threads`` intra-op threads, run by
+    ``cfg.backend``: ``torch`` (the module itself), ``torchscript`` (traced and frozen) or
+    ``onnxruntime`` (exported to ONNX, CPU session). On CUDA the timing is taken with CUDA
+    events after synchronisation. int8 students run on the CPU only."""
     repeats = repeats or cfg.repeats
     device = torch.device(cfg.device)
     was_training = model.training
     model.eval()
+    try:
+        with _threads(cfg.threads):
+            if cfg.backend == "onnxruntime":
+                times = _time_onnxruntime(model, input_shape, cfg, repeats)
+            else:
+                times = _time_torch(model, input_shape, cfg, repeats, device)
+    finally:
+        model.to("cpu").train(was_training)
+    times.sort()
+    return Latency(
+        median_ms=statistics.median(times),
+        p10_ms=times[int(0.1 * (len(times) - 1))],
+        p90_ms=times[int(0.9 * (len(times) - 1))],
+        repeats=repeats,
+    )
+
+
+def _time_torch(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int, device: torch.device) -> list[float]:
     model_on = model.to(device)
     x = torch.randn(cfg.batch_size, *input_shape, device=device)
+    if cfg.backend == "torchscript":
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model_on = torch.jit.freeze(torch.jit.trace(model_on, x, check_trace=False).eval())
     times: list[float] = []
-    with _threads(cfg.threads), torch.inference_mode():
+    with torch.inference_mode():
         for _ in range(cfg.warmup):
             model_on(x)
         if device.type == "cuda":
@@ -87,14 +114,26 @@ def measure_latency(
                 t0 = time.perf_counter()
                 model_on(x)
                 times.append((time.perf_counter() - t0) * 1e3)
-    model.to("cpu").train(was_training)
-    times.sort()
-    return Latency(
-        median_ms=statistics.median(times),
-        p10_ms=times[int(0.1 * (len(times) - 1))],
-        p90_ms=times[int(0.9 * (len(times) - 1))],
-        repeats=repeats,
-    )
+    return times
+
+
+def _time_onnxruntime(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int) -> list[float]:
+    from ._onnx import ort_session, save_onnx
+
+    x = torch.randn(cfg.batch_size, *input_shape)
+    with tempfile.TemporaryDirectory(prefix="autodistill-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_onnx(model.to("cpu"), x, path)
+        session = ort_session(path, threads=cfg.threads)
+    feed = {"input": x.numpy()}
+    for _ in range(cfg.warmup):
+        session.run(None, feed)
+    times: list[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
 
 
 def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:

@@ -140,7 +140,7 @@ def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, st
     figures.append(curves)
 
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{i}") for i, f in enumerate(figures)]
-    show_cols = ["number", *objectives, *[c for c in ("test_accuracy", "macs", "size_mb", "family") if c in front and c not in objectives]]
+    show_cols = ["number", *objectives, *[c for c in ("test_accuracy", "macs", "size_mb", "family", "compression") if c in front and c not in objectives]]
     table = front[[c for c in show_cols if c in front]].to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(front) else "<p>no completed trial</p>"
     teacher = summary["teacher"]
     counts = ", ".join(f"{k.lower()} {v}" for k, v in summary["trials"].items() if v)
@@ -171,12 +171,16 @@ def front_table(front: pd.DataFrame, objectives: dict[str, str], teacher: dict[s
     table = Table(title=title, title_justify="left")
     table.add_column("trial", justify="right")
     table.add_column("family")
+    compressed = "compression" in front and (front["compression"].fillna("-") != "-").any()
+    if compressed:
+        table.add_column("compression")
     for c in cols:
         table.add_column(c, justify="right")
     if teacher:
         tm = teacher["metrics"]
-        table.add_row("teacher", str(teacher.get("family", "")), *(format_metric(c, tm.get(c, np.nan)) for c in cols), style="dim")
+        table.add_row("teacher", str(teacher.get("family", "")), *([""] if compressed else []), *(format_metric(c, tm.get(c, np.nan)) for c in cols), style="dim")
     for _, row in front.iterrows():
         family = row.get("family", row.get("param.student.family", ""))
-        table.add_row(str(int(row["number"])), str(family) if pd.notna(family) else "", *(format_metric(c, row.get(c)) for c in cols))
+        how = [str(row["compression"]) if pd.notna(row["compression"]) else "-"] if compressed else []
+        table.add_row(str(int(row["number"])), str(family) if pd.notna(family) else "", *how, *(format_metric(c, row.get(c)) for c in cols))
     return table

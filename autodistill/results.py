@@ -67,6 +67,8 @@ def trials_frame(study) -> pd.DataFrame:
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
         for key in ("accuracy", "test_accuracy", *METRICS[1:], "train_s", "trial_s"):
             row[key] = attrs.get(key, np.nan)
+        if "accuracy_float" in attrs:  # an int8 student: its accuracy before quantization
+            row["accuracy_float"] = attrs["accuracy_float"]
         row["epochs_done"] = len(attrs.get("accuracy_curve", []))
         row["fail_reason"] = attrs.get("fail_reason", "")
         row["node"] = attrs.get("node", "")  # the Ray node the trial ran on
@@ -189,6 +191,7 @@ def remeasure_front(
 ) -> pd.DataFrame:
     """Latency of each front member measured again, one at a time, with nothing else running
     (``latency.final_repeats`` runs). In-trial latency is kept as ``latency_ms_in_trial``."""
+    from .compress import describe as describe_compression
     from .measure import measure_latency
     from .tune.progress import trial_dir
 
@@ -208,6 +211,7 @@ def remeasure_front(
         lat = measure_latency(model, (spec["in_channels"], spec["image_size"], spec["image_size"]), latency, repeats=latency.final_repeats)
         frame.loc[i, ["latency_ms", "latency_ms_p10", "latency_ms_p90"]] = [lat.median_ms, lat.p10_ms, lat.p90_ms]
         frame.loc[i, "family"] = spec["family"]
+        frame.loc[i, "compression"] = describe_compression(spec)
         frame.loc[i, "checkpoint"] = str(path / "student.pt")
     frame = frame.drop(index=unreadable)
     log(f"re-measured the latency of {len(frame)} front member(s) alone ({latency.final_repeats} runs each)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -58,7 +59,9 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     """``torch.load(weights_only=True)``; accepts a bare state dict or one under
     ``state_dict`` / ``model`` (common training-script formats)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # int8 tensors are stored through the deprecated TypedStorage
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{what}: file not found: {path}") from None
     except Exception as err:  # truncated zip, pickle of code objects, not a torch file, ...
@@ -67,9 +70,17 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(_is_state(v) for v in obj.values()):
         raise CheckpointError(f"{what}: {path} is not a state dict (a mapping of names to tensors)")
     return obj
+
+
+def _is_state(value) -> bool:
+    """A state dict entry: a tensor, or what int8 modules store (packed (weight, bias)
+    tuples, dtypes)."""
+    if isinstance(value, (tuple, list)):
+        return all(v is None or isinstance(v, torch.Tensor) for v in value)
+    return isinstance(value, (torch.Tensor, torch.dtype))
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, arch: str) -> None:
@@ -77,7 +88,11 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, ar
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and isinstance(v, torch.Tensor) and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:

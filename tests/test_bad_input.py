@@ -1,6 +1,8 @@
 """Bad input through the real CLI (in process): every case is one line naming the field,
 value or file, exit code 2, no traceback, and nothing written under results/."""
 
+import importlib.util
+
 import pytest
 from typer.testing import CliRunner
 
@@ -40,7 +42,18 @@ OVERRIDES = [
     ({"data.dataset": "mnist", "data.root": "/nope/mnist"}, "/nope/mnist"),
     ({"data.dataset": "mnist"}, "data.root"),
     ({"train.lr": {"low": 0.001, "high": 0.01, "step": 0.1}}, "train.lr"),
+    ({"compress.prune_rate": 1.5}, "compress.prune_rate: must be <= 0.9, got 1.5"),
+    ({"compress.quantize": "int4"}, "compress.quantize: unknown value 'int4'"),
+    ({"compress.importance": {"choice": ["l1", "hessian"]}}, "compress.importance: unknown value 'hessian'"),
+    ({"compress.prune_rate": 0.5, "compress.prune_steps": 3}, "compress.prune_steps (3) needs at least 4 train.epochs"),
+    ({"compress.quantize": {"choice": ["none", "qat"]}, "latency.device": "cuda"}, "compress.quantize: int8 models run on the CPU only"),
+    ({"compress.prune_stage_rates": [0.5]}, "compress.prune_stage_rates has 1 rates but student.cnn has 2 stages"),
+    ({"compress.prune_backend": "nni", "compress.importance": "bn_scale"}, "importance 'bn_scale' is not available with prune_backend nni"),
+    ({"compress.engine": "tensorrt"}, "compress.engine: unknown value 'tensorrt'"),
+    ({"latency.backend": "tflite"}, "latency.backend"),
 ]
+if importlib.util.find_spec("nni") is None:  # the optional extra: its absence is caught before anything starts
+    OVERRIDES.append(({"compress.prune_backend": "nni"}, "compress.prune_backend: nni is not installed; pip install 'autodistill[nni]'"))
 
 # (file content, text expected in the error)
 FILES = [

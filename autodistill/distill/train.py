@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
 
 from .._errors import TrialDiverged
+from ..compress import observers_frozen
 from ..config import DistillConfig, TrainConfig
 from ..data import Dataset, batches
 from .losses import FusedKDLoss
 from .schedules import lr_factor, temperature_at
+
+if TYPE_CHECKING:
+    from ..compress import Compression
 
 
 @dataclass
@@ -72,6 +77,7 @@ def train(
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
+    compression: "Compression | None" = None,
 ) -> list[EpochStats]:
     """Train ``model`` on ``data.x_train``; with ``teacher_logits`` (N_train, K) and a distill
     config, by the fused KD loss, else by cross-entropy alone. Raises :class:`TrialDiverged`
@@ -80,29 +86,36 @@ def train(
     ``on_checkpoint`` receives, after each epoch, everything needed to continue (model,
     optimizer, LR schedule, shuffling and dropout RNG states, history), holding live tensors:
     save or copy it before returning. Passing that dict back as ``resume`` continues with the
-    next epoch exactly where the run left off."""
+    next epoch exactly where the run left off.
+
+    With ``compression`` (:class:`autodistill.compress.Compression`), ``compression.model`` is
+    trained instead of ``model``: it may be pruned before an epoch or become a QAT network,
+    and the optimizer is then rebuilt for its new parameters (the LR schedule goes on)."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     x, y = data.x_train, data.y_train
     steps_per_epoch = math.ceil(len(y) / train_cfg.batch_size)
     total_steps = steps_per_epoch * train_cfg.epochs
     warmup_steps = round(train_cfg.warmup_epochs * steps_per_epoch)
-    optimizer = make_optimizer(model, train_cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
     criterion = FusedKDLoss()
     use_kd = teacher_logits is not None and distill_cfg is not None and distill_cfg.alpha > 0
     history: list[EpochStats] = []
     step = 0
     first_epoch = 1
+    if compression is not None:
+        model = compression.restore(resume.get("compress") if resume else None)
+    optimizer = make_optimizer(model, train_cfg)
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         history = [EpochStats(**h) for h in resume["history"]]
         step, first_epoch = resume["step"], resume["epoch"] + 1
     for epoch in range(first_epoch, train_cfg.epochs + 1):
+        if compression is not None and compression.before_epoch(epoch):
+            model = compression.model
+            optimizer = make_optimizer(model, train_cfg)
         model.train()
         started = time.perf_counter()
         sums: dict[str, float] = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
@@ -118,22 +131,24 @@ def train(
                 raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = train_cfg.lr * lr_factor(step, total_steps, warmup_steps)
             optimizer.step()
-            scheduler.step()
             step += 1
             n = len(yb)
             sums["loss"] += loss.item() * n
             for key, value in parts.items():
                 sums[key] += value.item() * n
-        lr = optimizer.param_groups[0]["lr"]
+        with observers_frozen(model) if compression is not None and compression.qat else nullcontext():
+            accuracy = evaluate(model, data, "val")
         stats = EpochStats(
             epoch=epoch,
-            accuracy=evaluate(model, data, "val"),
+            accuracy=accuracy,
             loss=sums["loss"] / len(y),
             loss_ce=sums["ce"] / len(y),
             loss_kd=sums["kd"] / len(y) if use_kd else None,
             temperature=temperature,
-            lr=lr,
+            lr=train_cfg.lr * lr_factor(step, total_steps, warmup_steps),  # the next step's
             epoch_s=time.perf_counter() - started,
         )
         history.append(stats)
@@ -144,7 +159,7 @@ def train(
                     "step": step,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    "compress": compression.state() if compression is not None else None,
                     "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),
                     "history": [asdict(h) for h in history],

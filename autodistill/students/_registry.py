@@ -66,7 +66,9 @@ def build_student(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
     """Build a network from a spec: ``{family, dims, in_channels, num_classes, image_size}``.
 
     ``dims`` hold fixed values only (a resolved trial, or a teacher architecture). A family
-    ``torchvision:<name>`` builds a torchvision model (teachers only).
+    ``torchvision:<name>`` builds a torchvision model (teachers only). A spec with a
+    ``compress`` entry (a pruned and/or int8 student) is rebuilt with the recorded layer
+    shapes and quantized structure, ready for ``load_state_dict`` of its saved weights.
 
     With ``seed`` the initial weights are a function of the seed alone (the global RNG is
     left as it was); without, they come from the global RNG.
@@ -81,4 +83,9 @@ def build_student(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
         return build_torchvision(spec["family"].split(":", 1)[1], spec["in_channels"], spec["num_classes"])
     family = get_family(spec["family"])
     dims = family.dims.model_validate(spec["dims"])
-    return family.build(dims, spec["in_channels"], spec["num_classes"], spec["image_size"])
+    model = family.build(dims, spec["in_channels"], spec["num_classes"], spec["image_size"])
+    if spec.get("compress"):
+        from ..compress import rebuild
+
+        model = rebuild(model, spec)
+    return model

@@ -30,7 +30,7 @@ from ray.tune.search import Searcher
 
 from ..space import Dimension, sample
 
-RECORDED_METRICS = ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "trial_s", "epoch", "resumed_epoch", "node")
+RECORDED_METRICS = ("accuracy", "accuracy_float", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "trial_s", "epoch", "resumed_epoch", "node")
 
 
 @dataclass

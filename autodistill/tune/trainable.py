@@ -34,10 +34,11 @@ from typing import Any
 import torch
 
 from .. import _io
+from ..compress import Compression
 from ..config import StudyConfig
 from ..data import Dataset
 from ..distill import evaluate, train
-from ..measure import measure_latency, static_costs
+from ..measure import measure_latency, state_dict_mb, static_costs
 from ..space import resolve
 from ..students import build_student, make_spec
 
@@ -71,6 +72,10 @@ def run_trial(
         input_shape = tuple(data.x_train.shape[1:])
         base.update(static_costs(model, input_shape))
         epochs = trial_cfg.train.epochs
+        compression = None
+        if trial_cfg.compress.active:
+            compression = Compression(trial_cfg.compress, spec, epochs, data, trial_cfg.train.batch_size, model)
+        pruned_costs = _PrunedCosts(compression, input_shape)
         resume_state = _resume_state(config)
         if config.get("continues") is not None:
             base["continues"] = int(config["continues"])
@@ -83,6 +88,7 @@ def run_trial(
         def report_epoch(stats) -> None:
             if fault:
                 _inject(fault, stats.epoch, model)
+            base.update(pruned_costs())  # params, MACs, size of the network as it is now
             if stats.epoch < epochs:  # the last epoch is reported below, with the checkpoint
                 tune.report({**base, **stats.as_dict(), "epochs": epochs, **prior})
                 prior.clear()
@@ -97,12 +103,22 @@ def run_trial(
             on_epoch=report_epoch,
             on_checkpoint=(lambda state: _io.torch_save(inflight, state)) if inflight is not None else None,
             resume=resume_state,
+            compression=compression,
         )
         train_s = time.perf_counter() - started
+        final_stats = history[-1].as_dict()
+        if compression is not None:
+            base.update(pruned_costs())
+            model = compression.finish()
+            spec = compression.compressed_spec()
+            if compression.quantized:  # accuracy and size are the int8 network's
+                base["size_mb"] = state_dict_mb(model)
+                final_stats["accuracy_float"] = final_stats["accuracy"]
+                final_stats["accuracy"] = evaluate(model, data, "val")
         latency = measure_latency(model, input_shape, study.latency)
         final = {
             **base,
-            **history[-1].as_dict(),
+            **final_stats,
             "epochs": epochs,
             "test_accuracy": evaluate(model, data, "test"),
             "latency_ms": latency.median_ms,
@@ -129,6 +145,21 @@ def run_trial(
                 "trial_s": time.perf_counter() - started,
             }
         )
+
+
+class _PrunedCosts:
+    """params, MACs and size of a pruned student, computed again only after it changed."""
+
+    def __init__(self, compression: Compression | None, input_shape: tuple[int, ...]):
+        self.compression, self.input_shape = compression, input_shape
+        self.layers: dict | None = None
+        self.costs: dict[str, float] = {}
+
+    def __call__(self) -> dict[str, float]:
+        c = self.compression
+        if c is not None and c.layers and c.layers is not self.layers:
+            self.layers, self.costs = c.layers, static_costs(c.float_model(), self.input_shape)
+        return self.costs
 
 
 def _resume_state(config: dict[str, Any]) -> dict | None:

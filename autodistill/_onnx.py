@@ -1,0 +1,57 @@
+"""ONNX files of a student, for export and for the ``onnxruntime`` latency backend.
+
+A float student goes through the dynamo exporter (``torch.export``). An int8 student from
+``torch.ao`` FX quantization cannot be traced by ``torch.export``; the TorchScript-based
+exporter (``dynamo=False``) writes it in the QDQ format (QuantizeLinear / DequantizeLinear
+around the convolutions), which ONNX Runtime fuses into int8 kernels. Both have a dynamic
+batch dimension, input ``input`` and output ``logits``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import torch
+
+from ._errors import AutodistillError
+
+
+def require_onnx() -> None:
+    if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
+        raise AutodistillError("ONNX needs the packages onnx, onnxscript and onnxruntime: pip install onnx onnxscript onnxruntime")
+
+
+def save_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Write ``model`` (eval mode) as ONNX to ``path``; ``example`` is a (B, C, H, W) batch."""
+    from .compress.quantize import is_quantized
+
+    require_onnx()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if is_quantized(model):
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
+            return
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.onnx.export(
+            model, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
+            dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+        )
+        program.save(str(path), external_data=False)
+
+
+def ort_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime CPU session (intra-op threads fixed when given, one inter-op thread)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,301 @@
+"""Compression: structural pruning really shrinks the student, the spec rebuilds it exactly,
+INT8 is really int8, and a study with compression in its space measures the compressed
+students (params, size, latency, accuracy of the network that is saved and exported)."""
+
+import copy
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from autodistill.compress import Compression, prune_schedule
+from autodistill.compress.prune import step_ratio
+from autodistill.compress.quantize import is_quantized
+from autodistill.config import LatencyConfig, parse_config
+from autodistill.data import load_dataset
+from autodistill.distill import evaluate, train
+from autodistill.measure import count_params, measure_latency, state_dict_mb, static_costs
+from autodistill.students import build_student, make_spec
+from helpers import run_cli, small_study
+
+INPUT = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(parse_config({}).data)
+
+
+def _setup(data, family, epochs=4, dims=None, **compress):
+    cfg = parse_config({"student": {"family": family, family: dims or {}}, "compress": compress, "train": {"epochs": epochs, "lr": 0.01}})
+    spec = make_spec(family, getattr(cfg.student, family).model_dump(mode="json"), data)
+    model = build_student(spec)
+    return cfg, spec, model, Compression(cfg.compress, spec, epochs, data, cfg.train.batch_size, model)
+
+
+def _rebuilt(compression):
+    """The final network rebuilt from its spec and state dict, as results/export do."""
+    spec = json.loads(json.dumps(compression.compressed_spec()))  # through JSON, as spec.json
+    rebuilt = build_student(spec)
+    rebuilt.load_state_dict(compression.model.state_dict())
+    return rebuilt.eval()
+
+
+# --- schedules (values by hand) ------------------------------------------------------------
+def test_step_ratios_remove_equal_shares_of_the_original_channels():
+    assert step_ratio(0.5, 1, 1) == pytest.approx(0.5)
+    # 3 steps to 0.6: keep 1 -> 0.8 -> 0.6 -> 0.4 of the original
+    ratios = [step_ratio(0.6, j, 3) for j in (1, 2, 3)]
+    assert ratios == pytest.approx([0.2, 0.25, 1 / 3])
+    kept = 1.0
+    for r in ratios:
+        kept *= 1 - r
+    assert kept == pytest.approx(0.4)
+
+
+def test_prune_and_qat_schedule():
+    cfg = lambda **kw: parse_config({"compress": kw}).compress  # noqa: E731
+    assert prune_schedule(cfg(prune_rate=0.5, prune_at=0.3), 10) == ([4], None)
+    assert prune_schedule(cfg(prune_rate=0.5, prune_at=0.0), 10) == ([1], None)  # at initialisation
+    assert prune_schedule(cfg(prune_rate=0.5, prune_at=0.3, prune_steps=3), 10) == ([4, 5, 6], None)
+    # moved earlier so that one epoch fine-tunes after the last step
+    assert prune_schedule(cfg(prune_rate=0.5, prune_at=0.9, prune_steps=3), 10) == ([7, 8, 9], None)
+    assert prune_schedule(cfg(quantize="qat", qat_start=0.5), 10) == ([], 6)
+    assert prune_schedule(cfg(quantize="qat", qat_start=0.0), 10) == ([], 1)
+    # QAT never starts before pruning is done
+    assert prune_schedule(cfg(prune_rate=0.5, prune_at=0.8, quantize="qat", qat_start=0.2), 10) == ([9], 9)
+    assert prune_schedule(cfg(), 10) == ([], None)
+
+
+# --- pruning ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["resnet", "mobilenet", "cnn"])
+def test_pruning_at_half_keeps_a_quarter_to_sixty_percent_and_still_trains(data, family):
+    cfg, spec, model, compression = _setup(data, family, epochs=4, prune_rate=0.5, prune_at=0.25)
+    before = count_params(model)
+    history = train(model, data, cfg.train, seed=0, compression=compression)
+    pruned = compression.model
+    kept = count_params(pruned) / before
+    assert 0.25 <= kept <= 0.60, kept
+    assert compression.layers, "no layer changed shape"
+    # the channels are gone from the tensors themselves, not masked
+    convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(c.weight.numel() for c in convs) < 0.6 * sum(m.weight.numel() for m in build_student(spec).modules() if isinstance(m, torch.nn.Conv2d))
+    # forward/backward still work, and the pruned network went on learning after the cut (epoch 2 on)
+    out = pruned(data.normalize(data.x_train[:16]))
+    out.sum().backward()
+    assert out.shape == (16, 10)
+    assert all(torch.isfinite(torch.tensor(h.loss)) for h in history)
+    assert history[-1].accuracy > 0.6
+    assert history[-1].loss < history[1].loss  # fine-tuning after the cut lowers the loss
+    assert static_costs(compression.float_model(), INPUT)["macs"] < static_costs(build_student(spec), INPUT)["macs"]
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2", "fpgm", "taylor", "bn_scale", "random"])
+def test_every_importance_prunes_and_the_spec_rebuilds_it_exactly(data, importance):
+    cfg, spec, model, compression = _setup(data, "resnet", epochs=2, prune_rate=0.5, prune_at=0.5, importance=importance)
+    train(model, data, cfg.train, seed=0, compression=compression)
+    assert count_params(compression.model) < 0.6 * count_params(build_student(spec))
+    rebuilt = _rebuilt(compression)
+    x = data.normalize(data.x_val)
+    compression.model.eval()
+    assert torch.equal(rebuilt(x), compression.model(x))
+
+
+def test_importance_decides_which_channels_go(data):
+    kept = {}
+    for importance in ("l1", "random"):
+        cfg, spec, model, compression = _setup(data, "cnn", epochs=2, prune_rate=0.5, prune_at=0.5, importance=importance)
+        train(model, data, cfg.train, seed=0, compression=compression)
+        kept[importance] = compression.model.state_dict()["stem.0.weight"]
+    assert kept["l1"].shape == kept["random"].shape and not torch.equal(kept["l1"], kept["random"])
+
+
+def test_per_stage_rates_and_global_ranking(data):
+    _, spec, model, compression = _setup(data, "cnn", epochs=2, prune_stage_rates=[0.0, 0.0, 0.5], prune_at=0.5)
+    compression.before_epoch(compression.prune_epochs[0])
+    widths = [stage[0][0].out_channels for stage in compression.model.stages]
+    assert widths == [16, 32, 32]  # only the last stage lost half its channels
+    _, spec, model, compression = _setup(data, "cnn", epochs=2, prune_rate=0.5, prune_global=True, prune_at=0.5)
+    compression.before_epoch(compression.prune_epochs[0])
+    assert count_params(compression.model) < 0.8 * count_params(build_student(spec))
+
+
+def test_round_to_keeps_channel_counts_a_multiple(data):
+    _, spec, model, compression = _setup(data, "resnet", epochs=2, prune_rate=0.3, prune_at=0.5, round_to=8)
+    compression.before_epoch(compression.prune_epochs[0])
+    counts = {m.out_channels for m in compression.model.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert counts == {8, 24, 48}  # floor(0.7 x 16, 32, 64) = 11, 22, 44 -> nearest multiples of 8
+
+
+def test_iterative_pruning_reaches_the_one_shot_size(data):
+    sizes = []
+    for steps in (1, 3):
+        cfg, spec, model, compression = _setup(data, "cnn", epochs=4, prune_rate=0.5, prune_at=0.0, prune_steps=steps)
+        train(model, data, cfg.train, seed=0, compression=compression)
+        sizes.append(count_params(compression.model))
+    assert sizes[1] == pytest.approx(sizes[0], rel=0.15)
+
+
+def test_pruned_qat_training_continues_from_an_epoch_checkpoint_exactly(data):
+    """The epoch checkpoint of a pruned, QAT-prepared student rebuilds it: continuing from
+    epoch 3 gives the same int8 network as the uninterrupted run. Dropout draws from the
+    RNG, and each epoch's report builds the pruned network for its costs (as a trial does):
+    that must not move the training RNG."""
+    compress = dict(prune_rate=0.5, prune_at=0.25, prune_steps=2, quantize="qat", qat_start=0.5)
+    dims = {"dropout": 0.2}
+    cfg, spec, model, whole = _setup(data, "resnet", epochs=5, dims=dims, **compress)
+    states = []
+    history = train(model, data, cfg.train, seed=1, compression=whole, on_checkpoint=lambda s: states.append(copy.deepcopy(s)), on_epoch=lambda _: whole.float_model())
+    assert states[2]["compress"]["qat"] and states[2]["compress"]["layers"]
+    cfg, spec, model, continued = _setup(data, "resnet", epochs=5, dims=dims, **compress)
+    rest = train(model, data, cfg.train, seed=1, compression=continued, resume=states[2], on_epoch=lambda _: continued.float_model())
+    assert [h.accuracy for h in rest] == [h.accuracy for h in history]
+    a, b = whole.finish(), continued.finish()
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb
+        if isinstance(va, torch.Tensor):
+            assert torch.equal(va.int_repr() if va.is_quantized else va, vb.int_repr() if vb.is_quantized else vb), ka
+
+
+# --- quantization ----------------------------------------------------------------------------
+def test_ptq_is_int8_a_third_of_the_size_and_rebuilds_exactly(data):
+    cfg, spec, model, compression = _setup(data, "resnet", epochs=3, quantize="ptq")
+    train(model, data, cfg.train, seed=0, compression=compression)
+    float_acc, float_mb = evaluate(compression.model, data, "val"), state_dict_mb(compression.model)
+    q = compression.finish()
+    assert is_quantized(q)
+    convs = [m for m in q.modules() if type(m).__name__ == "ConvReLU2d" or type(m).__name__ == "Conv2d"]
+    assert convs and all(m.weight().dtype == torch.qint8 for m in convs)  # int8 weights in the kernels
+    assert state_dict_mb(q) < 0.35 * float_mb
+    assert evaluate(q, data, "val") > float_acc - 0.03  # calibrated: int8 costs little accuracy
+    rebuilt = _rebuilt(compression)
+    x = data.normalize(data.x_val)
+    assert torch.equal(rebuilt(x), q(x))
+
+
+def test_qat_trains_with_fake_quantization_and_ends_int8(data):
+    cfg, spec, model, compression = _setup(data, "cnn", epochs=4, quantize="qat", qat_start=0.5)
+    history = train(model, data, cfg.train, seed=0, compression=compression)
+    assert compression.qat
+    assert any("FakeQuantize" in type(m).__name__ for m in compression.model.modules())
+    q = compression.finish()
+    assert is_quantized(q)
+    # the int8 network agrees with the last fake-quantized evaluation
+    assert abs(evaluate(q, data, "val") - history[-1].accuracy) < 0.02
+
+
+def test_qat_evaluation_does_not_move_the_quantization_ranges(data):
+    cfg, spec, model, compression = _setup(data, "cnn", epochs=2, quantize="qat", qat_start=0.0)
+    compression.before_epoch(1)
+    from autodistill.compress import observers_frozen
+
+    compression.model.train()
+    compression.model(data.normalize(data.x_train[:64]))  # a training step observes the ranges
+    before = copy.deepcopy(compression.model.state_dict())
+    with observers_frozen(compression.model):
+        evaluate(compression.model, data, "val")
+    after = compression.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_int8_onnx_check_passes_rounding_and_fails_a_wrong_file():
+    from autodistill.export import _compare
+
+    rng = np.random.default_rng(0)
+    step = 0.05
+    reference = np.round(rng.normal(size=(400, 10)) / step) * step  # (N, K) int8-valued logits
+    y = reference.argmax(axis=1)
+    # requantization rounding: 5% of the logits one step off, a couple of near-ties flip
+    rounding = reference + step * (rng.random(reference.shape) < 0.05) * rng.choice([-1, 1], reference.shape)
+    ok = _compare(rounding, reference, y, 1.0, step)
+    assert ok["failed"] is None and ok["top1_agreement"] >= 0.97 and ok["mean_abs_diff_steps"] < 0.1
+    # the exact check stays exact for float files
+    assert "logits differ" in _compare(rounding, reference, y, 1.0, None)["failed"]
+    # a wrong scale: every logit off by several steps
+    assert "quantization steps" in _compare(reference * 1.5, reference, y, 1.0, step)["failed"]
+    # a different network: the top-1 class changes on many samples
+    shuffled = reference[rng.permutation(len(reference))]
+    assert _compare(shuffled, reference, y, 1.0, step)["failed"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "torchscript", "onnxruntime"])
+def test_latency_backends_time_float_and_int8_students(data, backend):
+    cfg, spec, model, compression = _setup(data, "cnn", epochs=2, prune_rate=0.5, prune_at=0.0, quantize="ptq")
+    train(model, data, cfg.train, seed=0, compression=compression)
+    q = compression.finish()
+    latency = LatencyConfig(backend=backend, warmup=2, repeats=5)
+    for network in (build_student(spec), q):
+        lat = measure_latency(network, INPUT, latency)
+        assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms < 1000
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nni") is None, reason="NNI is an optional extra: pip install 'autodistill[nni]'")
+@pytest.mark.parametrize("importance", ["l1", "fpgm", "taylor"])
+def test_nni_chooses_and_torch_pruning_removes(data, importance):
+    cfg, spec, model, compression = _setup(data, "resnet", epochs=2, prune_rate=0.5, prune_at=0.5, importance=importance, prune_backend="nni")
+    train(model, data, cfg.train, seed=0, compression=compression)
+    assert count_params(compression.model) < 0.6 * count_params(build_student(spec))
+    x = data.normalize(data.x_val)
+    compression.model.eval()
+    assert torch.equal(_rebuilt(compression)(x), compression.model(x))
+
+
+# --- in a study ------------------------------------------------------------------------------
+def test_study_with_compression_records_real_costs_and_exports_int8(tmp_path):
+    """A study whose space holds pruning and PTQ: every compressed trial's params, size and
+    accuracy are those of its saved network; the int8 one exports to all three formats."""
+    path = small_study(
+        tmp_path,
+        "squeeze",
+        **{
+            "student.family": "cnn",
+            "compress.prune_rate": {"choice": [0.0, 0.5]},
+            "compress.quantize": {"choice": ["none", "ptq"]},
+            "compress.prune_at": 0.3,
+            "search.trials": 6,
+            "search.sampler": "random",
+            "objectives": {"accuracy": "max", "params": "min", "size_mb": "min"},
+        },
+    )
+    run = run_cli("search", path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = tmp_path / "results" / "squeeze"
+    trials = pd.read_csv(results / "trials.csv")
+    done = trials[trials["state"] == "COMPLETE"]
+    assert len(done) == 6
+    for _, row in done.iterrows():
+        trial_dir = results / "trials" / f"{int(row['number']):04d}"
+        spec = json.loads((trial_dir / "spec.json").read_text())["spec"]
+        network = build_student(spec)
+        network.load_state_dict(torch.load(trial_dir / "student.pt", weights_only=True))
+        quantized = row["param.compress.quantize"] == "ptq"
+        assert is_quantized(network) == quantized
+        assert ("layers" in spec.get("compress", {})) == (row["param.compress.prune_rate"] > 0)
+        assert row["size_mb"] == pytest.approx(state_dict_mb(network), rel=1e-6)
+        if not quantized:
+            assert row["params"] == count_params(network)
+        else:
+            assert pd.notna(row["accuracy_float"])
+    data = load_dataset(parse_config({}).data)
+    for _, row in done.iterrows():  # the recorded accuracy is the saved network's (int8 or pruned)
+        trial_dir = results / "trials" / f"{int(row['number']):04d}"
+        network = build_student(json.loads((trial_dir / "spec.json").read_text())["spec"])
+        network.load_state_dict(torch.load(trial_dir / "student.pt", weights_only=True))
+        assert evaluate(network, data, "val") == pytest.approx(row["accuracy"], abs=1e-9)
+    by_params = done.groupby("param.compress.prune_rate")["params"].max()
+    assert by_params[0.5] < 0.6 * by_params[0.0]
+    int8 = done[done["param.compress.quantize"] == "ptq"].iloc[0]
+    out = tmp_path / "export"
+    run = run_cli("export", results, "--pick", int(int8["number"]), "--out", out)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    card = json.loads((out / "model.json").read_text())
+    assert card["architecture"]["compress"]["quantize"] == {"method": "ptq", "engine": "x86"}
+    assert set(card["files"]) == {"pt", "torchscript", "onnx"}
+    checks = card["verification"]
+    assert checks["pt"]["max_abs_diff"] <= 1e-4 and checks["torchscript"]["max_abs_diff"] <= 1e-4
+    # ONNX Runtime runs its own int8 arithmetic: checked statistically, in output quantization steps
+    onnx = checks["onnx"]
+    assert onnx["mean_abs_diff_steps"] <= 1.0 and onnx["top1_agreement"] >= 0.97 and 0 < onnx["output_step"] < 0.5
