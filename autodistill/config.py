@@ -230,9 +230,26 @@ class SearchResources(_Section):
     """GPUs per trial; fractions share a GPU"""
 
 
+PRUNERS = ("none", "pareto", "asha", "median", "percentile", "successive_halving", "hyperband", "wilcoxon")
+SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon")
+
+
+class EarlyStoppingConfig(_Section):
+    grace_period: int = Field(2, ge=1)
+    """epochs every trial trains before it can be stopped (the first rung)"""
+    reduction_factor: float = Field(3.0, gt=1)
+    """eta: rungs at grace_period x eta^k epochs, and the best 1/eta of the trials at a rung go on"""
+    min_trials_per_rung: int = Field(3, ge=1)
+    """a rung stops nobody until this many trials reached it (pareto); Optuna pruners: trials before pruning starts"""
+    percentile: float = Field(25.0, gt=0, lt=100)
+    """percentile pruner: stop a trial below this percentile of the others at the same epoch"""
+
+
 class SearchConfig(_Section):
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    """tpe (multivariate, constant liar), nsga2, or random; all seeded"""
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    """tpe (multivariate, constant liar), nsga2, gp (Gaussian process), or random; all seeded, all but random use the constraints"""
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    """configurations tried first, e.g. [{distill.alpha: 0.9, distill.temperature.start: 4.0}]: keys are dimension names (see autodistill validate), unlisted dimensions are sampled"""
     trials: int = Field(20, ge=1)
     """number of finished trials the study aims for"""
     time_budget_s: float | None = Field(None, gt=0)
@@ -241,6 +258,10 @@ class SearchConfig(_Section):
     """trials running at once (each takes resources.cpu CPUs)"""
     seed: int = 0
     """seed of the sampler; trial n trains with seed + n"""
+    pruner: Literal[PRUNERS] = "none"  # type: ignore[valid-type]
+    """early stopping: none; pareto (multi-objective successive halving: a trial is compared with those that cost as little); asha (accuracy only); or an Optuna pruner for single-objective studies: median, percentile, successive_halving, hyperband, wilcoxon"""
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    """rungs of pareto / asha and the settings of the Optuna pruners"""
     max_failures: int = Field(1, ge=0)
     """times Ray restarts a trial whose worker process died (killed, out of memory, node lost); the restart continues from its last epoch. A trial that raises or diverges is not retried"""
     resources: SearchResources = SearchResources()
@@ -278,6 +299,24 @@ class ExecutionConfig(_Section):
     """where Ray Tune keeps its experiment and trial checkpoints (its storage_path): a folder every node can write (NFS) or a URI (s3://..., gs://...); default <results>/<name>, right for one machine or a shared filesystem"""
 
 
+class Bound(_Section):
+    min: float | None = None
+    """the metric must be at least this"""
+    max: float | None = None
+    """the metric must be at most this"""
+
+    @model_validator(mode="after")
+    def _check(self) -> "Bound":
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
+
+COST_METRICS = ("params", "macs", "size_mb", "latency_ms")
+
+
 class StudyConfig(_Section):
     name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$")
     """the study's folder under execution.results and its Optuna study name"""
@@ -291,9 +330,19 @@ class StudyConfig(_Section):
         default_factory=lambda: {"accuracy": "max", "params": "min", "latency_ms": "min"}
     )
     """metric -> direction; metrics: accuracy, params, macs, size_mb, latency_ms"""
+    constraints: dict[str, Bound] = Field(default_factory=dict)
+    """metric -> {min, max}, e.g. {latency_ms: {max: 2.0}, accuracy: {min: 0.9}}: the samplers steer away from violations, the front holds feasible trials only, and a student whose cost alone breaks a constraint is not trained"""
     search: SearchConfig = SearchConfig()
     latency: LatencyConfig = LatencyConfig()
     execution: ExecutionConfig = ExecutionConfig()
+
+    @field_validator("constraints")
+    @classmethod
+    def _check_constraints(cls, constraints: dict[str, Bound]) -> dict[str, Bound]:
+        for metric in constraints:
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(METRICS)}")
+        return constraints
 
     @field_validator("objectives")
     @classmethod
@@ -318,6 +367,14 @@ class StudyConfig(_Section):
                 stages = len(getattr(self.student, family).widths)
                 if stages != len(stage_rates):
                     raise ValueError(f"compress.prune_stage_rates has {len(stage_rates)} rates but student.{family} has {stages} stages")
+        pruner = self.search.pruner
+        if pruner in SINGLE_OBJECTIVE_PRUNERS and list(self.objectives) != ["accuracy"]:
+            raise ValueError(
+                f"search.pruner: {pruner} is an Optuna pruner, which needs objectives to be accuracy alone "
+                f"(Optuna cannot report intermediate values in multi-objective studies); got {', '.join(self.objectives)}: use pareto"
+            )
+        if pruner in ("pareto", "asha") and "accuracy" not in self.objectives:
+            raise ValueError(f"search.pruner: {pruner} ranks trials by accuracy at each rung, so objectives must include accuracy")
         steps, epochs = compress.prune_steps, self.train.epochs
         if compress.prunes and isinstance(steps, int) and isinstance(epochs, int) and steps >= epochs:
             raise ValueError(f"compress.prune_steps ({steps}) needs at least {steps + 1} train.epochs (one fine-tunes after the last step), got {epochs}")
@@ -442,7 +499,11 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
             for part in parents:
                 node = node.setdefault(part, {})
             node[leaf] = value
-    return check_paths(parse_config(raw, str(path)), str(path))
+    config = check_paths(parse_config(raw, str(path)), str(path))
+    from .space import check_points  # space builds on this module
+
+    check_points(config, str(path))
+    return config
 
 
 def dump_config(config: StudyConfig) -> str:

@@ -86,7 +86,8 @@ def pick_trial(
     ``accuracy``: highest validation accuracy (ties: fewer params); ``params``: fewest
     parameters (ties: higher accuracy); ``latency``: lowest latency (ties: higher accuracy);
     ``knee``: the knee (:func:`autodistill.pareto.knee_index`) of the Pareto front of the
-    eligible trials under the study's objectives; an integer: that trial.
+    eligible trials under the study's objectives; an integer: that trial. The rules pick among
+    the trials that meet the study's constraints.
     """
     if pick.isdigit():
         number = int(pick)
@@ -101,6 +102,11 @@ def pick_trial(
         raise AutodistillError(f"--pick {number}: no trial {number} in this study")
     if pick not in PICKS:
         raise AutodistillError(f"--pick: unknown rule {pick!r}; use one of {', '.join(PICKS)} or a trial number")
+    if "feasible" in complete:  # a rule picks among the trials that meet the study's constraints
+        infeasible = int((~complete["feasible"].astype(bool)).sum())
+        complete = complete[complete["feasible"].astype(bool)]
+        if complete.empty and infeasible:
+            raise AutodistillError(f"none of the {infeasible} completed trial(s) meets the study's constraints (trials.csv, column feasible); --pick <number> exports one anyway")
     if complete.empty:
         raise AutodistillError("the study has no completed trial to export")
     eligible = complete

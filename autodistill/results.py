@@ -13,6 +13,7 @@ import pandas as pd
 from . import _io
 from ._errors import AutodistillError, CheckpointError
 from .config import METRICS, LatencyConfig, StudyConfig
+from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
 
 TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "train_s", "trial_s", "fail_reason"]
@@ -118,9 +119,10 @@ def normalized_hypervolume(frame: pd.DataFrame, objectives: dict[str, str], teac
 
 
 def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, float]) -> list[dict[str, Any]]:
-    """Normalised hypervolume of the completed trials' front after each completion, in the
-    order trials finished (in-trial latency: the front is re-measured only at the end)."""
-    complete = trials[trials["state"] == "COMPLETE"]
+    """Normalised hypervolume of the completed (feasible) trials' front after each
+    completion, in the order trials finished (in-trial latency: the front is re-measured only
+    at the end)."""
+    complete = trials[(trials["state"] == "COMPLETE") & trials.get("feasible", True)]
     if complete.empty or complete["finished"].isna().all():
         return []
     complete = complete.sort_values("finished")
@@ -227,9 +229,11 @@ def finalize(
     results_dir = config.results_dir
     objectives = config.objectives
     trials = trials_frame(study)
+    if config.constraints and len(trials):  # only feasible completed trials make the front
+        trials["feasible"] = feasible(trials, config.constraints) & (trials["state"] == "COMPLETE")
     _io.write_text(results_dir / "trials.csv", trials.to_csv(index=False))
     _io.atomic_write(results_dir / "trials.parquet", lambda fh: _parquet_frame(trials).to_parquet(fh, index=False))
-    complete = trials[trials["state"] == "COMPLETE"].reset_index(drop=True)
+    complete = trials[(trials["state"] == "COMPLETE") & trials.get("feasible", True)].reset_index(drop=True)
     front = complete[front_mask(complete, objectives)] if len(complete) else complete
     if remeasure and len(front) and "latency_ms" in front:
         measured = remeasure_front(front, results_dir, config.latency, log)

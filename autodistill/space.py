@@ -116,3 +116,33 @@ def describe(space: list[Dimension]) -> list[dict[str, str]]:
         }
         for dim in space
     ]
+
+
+def check_points(config: StudyConfig, source: str = "config") -> None:
+    """Each of ``search.points_to_evaluate`` names dimensions of this study's space with
+    values inside their distributions, and its family's dimensions only; raises
+    :class:`ConfigError` in one line."""
+    from ._errors import ConfigError
+
+    space = {dim.name: dim for dim in search_space(config)}
+    for i, point in enumerate(config.search.points_to_evaluate):
+        where = f"{source}: search.points_to_evaluate[{i}]"
+        for name, value in point.items():
+            dim = space.get(name)
+            if dim is None:
+                valid = ", ".join(space) or "(the study searches nothing)"
+                raise ConfigError(f"{where}: {name!r} is not a searched dimension; searched: {valid}")
+            if dim.condition is not None and point.get(dim.condition[0], dim.condition[1]) != dim.condition[1]:
+                raise ConfigError(f"{where}: {name!r} applies only when {dim.condition[0]} = {dim.condition[1]}")
+            if not _inside(dim.dist, value):
+                raise ConfigError(f"{where}: {name} = {value!r} is outside {dim.dist.describe()}")
+
+
+def _inside(dist: Distribution, value: Any) -> bool:
+    if isinstance(dist, Choice):
+        return value in dist.choice
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(dist, IntRange) and not float(value).is_integer():
+        return False
+    return dist.low <= value <= dist.high

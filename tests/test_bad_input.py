@@ -26,9 +26,11 @@ OVERRIDES = [
     ({"student.family": "vit"}, "student.family: unknown value 'vit'"),
     ({"student.family": {"choice": ["cnn", "vit"]}}, "student.family"),
     ({"search.sampler": "grid"}, "search.sampler"),
-    ({"search.pruner": "median"}, "search.pruner: unknown key"),
+    ({"search.pruner": "median"}, "search.pruner: median is an Optuna pruner, which needs objectives to be accuracy alone"),
+    ({"search.pruner": "bohb"}, "search.pruner"),
+    ({"search.early_stopping.reduction_factor": 1}, "search.early_stopping.reduction_factor"),
+    ({"search.pruner": "pareto", "objectives": {"params": "min", "latency_ms": "min"}}, "search.pruner: pareto ranks trials by accuracy"),
     ({"distill.loss": "mse"}, "distill.loss: unknown key"),
-    ({"constraints": {"latency_ms": {"max": 2.0}}}, "constraints: unknown key"),
     ({"teacher.checkpoint": "/nope/teacher.pt"}, "teacher.checkpoint: file not found: /nope/teacher.pt"),
     ({"objectives": {"accuracy": "max", "flops": "min"}}, "objectives"),
     ({"objectives": {"accuracy": "up"}}, "objectives"),
@@ -51,6 +53,12 @@ OVERRIDES = [
     ({"compress.prune_backend": "nni", "compress.importance": "bn_scale"}, "importance 'bn_scale' is not available with prune_backend nni"),
     ({"compress.engine": "tensorrt"}, "compress.engine: unknown value 'tensorrt'"),
     ({"latency.backend": "tflite"}, "latency.backend"),
+    ({"constraints": {"flops": {"max": 1}}}, "constraints: unknown metric 'flops'"),
+    ({"constraints": {"params": {"min": 5, "max": 1}}}, "constraints.params: min (5) is greater than max (1)"),
+    ({"constraints": {"latency_ms": {}}}, "constraints.latency_ms: give min, max or both"),
+    ({"search.points_to_evaluate": [{"distill.beta": 0.5}]}, "search.points_to_evaluate[0]: 'distill.beta' is not a searched dimension"),
+    ({"search.points_to_evaluate": [{"distill.alpha": 1.5}]}, "search.points_to_evaluate[0]: distill.alpha = 1.5 is outside float [0.3, 0.9]"),
+    ({"search.points_to_evaluate": [{"student.family": "resnet"}]}, "search.points_to_evaluate[0]: student.family = 'resnet' is outside choice {cnn, mobilenet}"),
 ]
 if importlib.util.find_spec("nni") is None:  # the optional extra: its absence is caught before anything starts
     OVERRIDES.append(({"compress.prune_backend": "nni"}, "compress.prune_backend: nni is not installed; pip install 'autodistill[nni]'"))

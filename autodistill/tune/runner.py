@@ -42,16 +42,23 @@ def make_sampler(config: StudyConfig, offset: int = 0):
 
     import optuna
 
+    from ..constraints import ConstraintsFunc
+
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seed = config.search.seed + offset
+    constraints = ConstraintsFunc(config.constraints) if config.constraints else None
+    startup = min(10, max(4, config.search.trials // 3))
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+    if config.search.sampler == "gp":
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # "greenlet unavailable" is not the user's concern
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, constraints_func=constraints)
     # multivariate TPE models dimensions jointly; the constant liar keeps parallel
     # trials from being sampled at the same point while earlier ones still run.
     return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=min(10, max(4, config.search.trials // 3))
+        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup, constraints_func=constraints
     )
 
 
@@ -102,8 +109,10 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     """
     from .._lock import StudyLock
     from ..config import check_paths
+    from ..space import check_points
 
     check_paths(config, "config")
+    check_points(config, "config")
     results_dir = config.results_dir.resolve()
     created = not results_dir.exists()
     with StudyLock(results_dir, log):
@@ -173,6 +182,9 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     # replay the first run's sequence.
     study.sampler = make_sampler(config, offset=len(study.get_trials(deepcopy=False)))
     study.set_user_attr("teacher", teacher)
+    if not resume:
+        for point in config.search.points_to_evaluate:  # tried first, in order
+            study.enqueue_trial(point, skip_if_exists=True)
     to_run = max(config.search.trials - recovery.counted, 0)
     searcher = OptunaSearcher(study, space, config.objectives, to_run, inflight_dir=inflight_dir)
     search_s = 0.0
@@ -196,10 +208,12 @@ def _search(config, results_dir, searcher, to_run, done_before, data, logits, lo
     from ray import tune
 
     from .progress import StudyProgress
+    from .schedulers import make_scheduler
     from .trainable import run_trial
 
     started = time.perf_counter()
     progress = StudyProgress(results_dir, searcher, config.objectives, to_run, done_before=done_before)
+    scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons)
     _init_ray(config)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config, data=data, teacher_logits=logits),
@@ -209,6 +223,7 @@ def _search(config, results_dir, searcher, to_run, done_before, data, logits, lo
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
+            scheduler=scheduler,
             num_samples=to_run,
             max_concurrent_trials=min(config.search.max_concurrent, to_run),
             time_budget_s=config.search.time_budget_s,
@@ -240,6 +255,14 @@ def _search(config, results_dir, searcher, to_run, done_before, data, logits, lo
     if searcher.interrupted:
         raise StudyInterrupted(f"interrupted; `autodistill resume {config.results_dir}` continues the study")
     return time.perf_counter() - started
+
+
+def max_epochs(config: StudyConfig) -> int:
+    """The most epochs a trial can train (``train.epochs`` may be searched)."""
+    epochs = config.train.epochs
+    if isinstance(epochs, int):
+        return epochs
+    return int(max(epochs.choice)) if hasattr(epochs, "choice") else int(epochs.high)
 
 
 INTERRUPT_GRACE_S = 15.0

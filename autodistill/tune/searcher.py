@@ -6,7 +6,8 @@ explicitly:
 
 - finished training with finite objectives -> COMPLETE with the objective values
 - the trial reported ``failed`` (raised, diverged), or its worker died -> FAIL, reason stored
-- stopped before its last epoch (time budget, scheduler) -> PRUNED
+- stopped before its last epoch (time budget, scheduler) -> PRUNED, with the scheduler's reason
+- a cost breaks a constraint before training -> PRUNED with ``infeasible`` set, not trained
 - running when the driver was interrupted (Ctrl-C, SIGTERM) -> FAIL with ``interrupted``
   set; ``autodistill resume`` retries it as a new trial that continues from its last epoch
   checkpoint (``inflight/<number>.pt``). A driver killed outright leaves the trial RUNNING;
@@ -75,6 +76,7 @@ class OptunaSearcher(Searcher):
         self._on_outcome = on_outcome
         self._inflight_dir = Path(inflight_dir) if inflight_dir is not None else None
         self.stop_reason = "stopped"  # what a PRUNED trial's reason says stopped it
+        self.stop_reasons: dict[str, str] = {}  # trial_id -> why the scheduler stopped it (filled by the scheduler)
         self.interrupted = False  # set by the driver's signal handler: unfinished trials are retried on resume
         self.ray_trials: dict[str, Any] = {}  # trial_id -> ray Trial, filled by the study callback
         # Called with (trial_id, outcome) before the outcome is told to Optuna: the study
@@ -105,6 +107,10 @@ class OptunaSearcher(Searcher):
                 config["resume_from"] = str(inflight_path(self._inflight_dir, int(continues)))
         return config
 
+    def live_trial(self, trial_id: str) -> optuna.Trial | None:
+        """The Optuna trial of a running Ray trial (for an Optuna pruner's reports)."""
+        return self._live.get(trial_id)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if "accuracy" in result and trial_id in self._curves:
             curve = self._curves[trial_id]
@@ -130,13 +136,15 @@ class OptunaSearcher(Searcher):
         return outcomes
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> Outcome | None:
-        trial = self._live.pop(trial_id, None)
-        if trial is None:
+        if trial_id not in self._live:
             return None
+        if result and "accuracy" in result and "epoch" in result:
+            # the last result: Ray passes it here only when the trial finished or a scheduler
+            # stopped it at this epoch (then on_trial_result never saw it)
+            self.on_trial_result(trial_id, result)
+        trial = self._live.pop(trial_id)
         curve = self._curves.pop(trial_id, [])
         self._last.pop(trial_id, None)
-        if result and "accuracy" in result and result.get("finished") and (not curve or curve[-1] != result["accuracy"]):
-            curve.append(float(result["accuracy"]))
         trial.set_user_attr("accuracy_curve", curve)
         outcome = self._outcome(trial, trial_id, result, error)
         outcome.continues = trial.user_attrs.get("continues")
@@ -173,13 +181,17 @@ class OptunaSearcher(Searcher):
             return Outcome(trial.number, "FAIL", metrics, f"{INTERRUPTED} (after epoch {epoch})", interrupted=True)
         if result is None:  # Ray stopped it before it reported anything
             return Outcome(trial.number, "PRUNED", metrics, f"{self.stop_reason} before its first epoch")
+        if result.get("infeasible"):  # a cost broke a constraint: not trained
+            trial.set_user_attr("infeasible", True)
+            return Outcome(trial.number, "PRUNED", metrics, result.get("fail_reason", "infeasible"))
         if result.get("failed"):
             if result.get("fail_traceback"):
                 trial.set_user_attr("fail_traceback", result["fail_traceback"])
             return Outcome(trial.number, "FAIL", metrics, result.get("fail_reason", "unknown error"))
         if not result.get("finished"):
             epoch = result.get("epoch", 0)
-            return Outcome(trial.number, "PRUNED", metrics, f"{self.stop_reason} after epoch {epoch}")
+            reason = self.stop_reasons.pop(trial_id, None) or f"{self.stop_reason} after epoch {epoch}"
+            return Outcome(trial.number, "PRUNED", metrics, reason)
         bad = [m for m in self._objectives if not math.isfinite(float(metrics.get(m, math.nan)))]
         if bad:
             return Outcome(trial.number, "FAIL", metrics, f"non-finite objective(s): {', '.join(bad)}")

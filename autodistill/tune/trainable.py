@@ -36,6 +36,7 @@ import torch
 from .. import _io
 from ..compress import Compression
 from ..config import StudyConfig
+from ..constraints import cost_bounds, violations
 from ..data import Dataset
 from ..distill import evaluate, train
 from ..measure import measure_latency, state_dict_mb, static_costs
@@ -75,7 +76,20 @@ def run_trial(
         compression = None
         if trial_cfg.compress.active:
             compression = Compression(trial_cfg.compress, spec, epochs, data, trial_cfg.train.batch_size, model)
-        pruned_costs = _PrunedCosts(compression, input_shape)
+        # the pareto scheduler ranks by the cost objectives at each rung: latency is measured
+        # before training too (and again after pruning), not only at the end
+        rung_latency = study.latency if study.search.pruner == "pareto" and "latency_ms" in study.objectives else None
+        if rung_latency is not None:
+            base["latency_ms"] = measure_latency(model, input_shape, rung_latency).median_ms
+        pruned_costs = _PrunedCosts(compression, input_shape, rung_latency)
+        bounds = cost_bounds(study.constraints)
+        if bounds and compression is None:  # the costs are final: check them before training
+            if "latency_ms" in bounds and "latency_ms" not in base:
+                base["latency_ms"] = measure_latency(model, input_shape, study.latency).median_ms
+            broken = violations(bounds, base)
+            if broken:
+                tune.report({**base, "infeasible": True, "fail_reason": f"infeasible before training: {broken}", "trial_s": time.perf_counter() - started})
+                return
         resume_state = _resume_state(config)
         if config.get("continues") is not None:
             base["continues"] = int(config["continues"])
@@ -148,17 +162,21 @@ def run_trial(
 
 
 class _PrunedCosts:
-    """params, MACs and size of a pruned student, computed again only after it changed."""
+    """params, MACs and size (and latency, with ``latency``) of a pruned student, computed
+    again only after it changed."""
 
-    def __init__(self, compression: Compression | None, input_shape: tuple[int, ...]):
-        self.compression, self.input_shape = compression, input_shape
+    def __init__(self, compression: Compression | None, input_shape: tuple[int, ...], latency=None):
+        self.compression, self.input_shape, self.latency = compression, input_shape, latency
         self.layers: dict | None = None
         self.costs: dict[str, float] = {}
 
     def __call__(self) -> dict[str, float]:
         c = self.compression
         if c is not None and c.layers and c.layers is not self.layers:
-            self.layers, self.costs = c.layers, static_costs(c.float_model(), self.input_shape)
+            pruned = c.float_model()
+            self.layers, self.costs = c.layers, static_costs(pruned, self.input_shape)
+            if self.latency is not None:
+                self.costs["latency_ms"] = measure_latency(pruned, self.input_shape, self.latency).median_ms
         return self.costs
 
 

@@ -1,0 +1,112 @@
+"""Early stopping: the rung arithmetic, the Pareto scheduler's decisions on hand-made
+trials, and real studies in which stopped trials reach Optuna as PRUNED with their reason
+and curves, and never enter the front."""
+
+import json
+
+import optuna
+import pandas as pd
+import pytest
+from ray.tune.schedulers import TrialScheduler
+
+from autodistill.config import parse_config
+from autodistill.tune.schedulers import ParetoRungScheduler, rungs
+from helpers import run_cli, small_study
+
+GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+
+
+def test_rungs():
+    assert rungs(1, 2, 8) == [1, 2, 4]
+    assert rungs(2, 3, 15) == [2, 6]
+    assert rungs(3, 3, 3) == []  # nothing to judge before the last epoch
+    assert rungs(1, 1.5, 5) == [1, 2, 3]  # rounded, no rung twice
+
+
+def _scheduler(min_trials=2, eta=2.0):
+    return ParetoRungScheduler({"accuracy": "max", "params": "min"}, grace_period=1, reduction_factor=eta, min_trials_per_rung=min_trials, stop_reasons={})
+
+
+def test_pareto_scheduler_keeps_cheap_students_that_accuracy_alone_would_stop():
+    s = _scheduler(min_trials=2, eta=2.0)
+    at = lambda tid, acc, params, epoch=1: s.decide(tid, epoch, 8, {"accuracy": acc, "params": params})  # noqa: E731
+    assert at("big", 0.90, 10_000) == GO  # alone at the rung: min_trials not reached
+    assert at("small", 0.50, 100) == GO  # less accurate but cheaper: on the rung's front
+    assert at("mid-dominated", 0.60, 20_000) == STOP  # worse and dearer than "big"
+    assert "rank 1" in s.stop_reasons["mid-dominated"] and "epoch 1" in s.stop_reasons["mid-dominated"]
+    assert at("tiny", 0.40, 50) == GO  # the cheapest yet: on the front
+    # five at the rung now, keep = 2: a trial dominated by the front goes, the front stays
+    assert at("dominated-small", 0.45, 120) == STOP  # "small" is cheaper and more accurate
+    # not a rung epoch: no decision, nothing recorded
+    assert at("dominated-small", 0.1, 10**6, epoch=3) == GO
+    assert set(s.recorded) == {1}
+
+
+def test_pareto_scheduler_waits_for_costs_and_for_enough_trials():
+    s = _scheduler(min_trials=3)
+    assert s.decide("a", 1, 8, {"accuracy": 0.9, "params": 10}) == GO
+    assert s.decide("b", 1, 8, {"accuracy": 0.1, "params": 1000}) == GO  # 2 < min_trials
+    assert s.decide("c", 1, 8, {"accuracy": 0.5}) == GO  # params unknown: not ranked
+    assert len(s.recorded[1]) == 2
+    assert s.decide("d", 1, 8, {"accuracy": 0.2, "params": 500}) == STOP  # dominated by "a", 3 at the rung
+
+
+def test_single_objective_pruner_needs_a_single_objective():
+    with pytest.raises(Exception, match="search.pruner: median is an Optuna pruner"):
+        parse_config({"search": {"pruner": "median"}})
+    parse_config({"search": {"pruner": "median"}, "objectives": {"accuracy": "max"}})
+
+
+def _study(tmp_path, name, **overrides):
+    path = small_study(
+        tmp_path,
+        name,
+        **{
+            "student.family": "cnn",
+            "student.cnn.width_mult": {"low": 0.25, "high": 1.0, "step": 0.25},
+            "train.epochs": 6,
+            "train.lr": {"low": 1e-4, "high": 3e-2, "log": True},  # some trials learn slowly: something to stop
+            "search.trials": 10,
+            "search.sampler": "random",
+            **overrides,
+        },
+    )
+    run = run_cli("search", path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = tmp_path / "results" / name
+    storage = f"sqlite:///{results / 'study.db'}"
+    return results, optuna.load_study(study_name=name, storage=storage).get_trials(), run.stdout
+
+
+@pytest.mark.parametrize(
+    "pruner, objectives, reason",
+    [
+        ("pareto", {"accuracy": "max", "params": "min", "latency_ms": "min"}, "stopped by the pareto scheduler at epoch"),
+        ("median", {"accuracy": "max"}, "stopped by Optuna's median pruner at epoch"),
+    ],
+)
+def test_stopped_trials_are_pruned_with_reason_and_curve_and_stay_off_the_front(tmp_path, pruner, objectives, reason):
+    results, trials, stdout = _study(
+        tmp_path,
+        f"stop_{pruner}",
+        **{"search.pruner": pruner, "objectives": objectives, "search.early_stopping": {"grace_period": 1, "reduction_factor": 2, "min_trials_per_rung": 2}},
+    )
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 10 and "FAIL" not in states
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned, "nothing was stopped"
+    for t in pruned:
+        assert reason in t.user_attrs["fail_reason"]
+        curve = t.user_attrs["accuracy_curve"]
+        assert 1 <= len(curve) < 6  # stopped before its last epoch, every epoch it ran is on the curve
+        if pruner == "pareto":
+            assert t.values is None  # no low-fidelity accuracy was told as an objective value
+        else:  # Optuna itself keeps a pruned trial's last intermediate value (its state stays PRUNED)
+            assert len(t.intermediate_values) == len(curve) and t.values == [curve[-1]]
+    table = pd.read_csv(results / "trials.csv")
+    front = pd.read_csv(results / "pareto.csv")
+    assert set(front["number"]) <= set(table[table["state"] == "COMPLETE"]["number"])
+    assert not set(front["number"]) & {t.number for t in pruned}
+    summary = json.loads((results / "study.json").read_text())
+    assert summary["trials"]["PRUNED"] == len(pruned)
+    assert "pruned" in stdout
