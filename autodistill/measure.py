@@ -89,9 +89,15 @@ def measure_latency(
     )
 
 
+def _input(batch_size: int, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """The timed batch, from its own generator: timing between epochs must not move the
+    training RNG (an interrupted trial continues exactly)."""
+    return torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(0))
+
+
 def _time_torch(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int, device: torch.device) -> list[float]:
     model_on = model.to(device)
-    x = torch.randn(cfg.batch_size, *input_shape, device=device)
+    x = _input(cfg.batch_size, input_shape).to(device)
     if cfg.backend == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -120,7 +126,7 @@ def _time_torch(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int,
 def _time_onnxruntime(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int) -> list[float]:
     from ._onnx import ort_session, save_onnx
 
-    x = torch.randn(cfg.batch_size, *input_shape)
+    x = _input(cfg.batch_size, input_shape)
     with tempfile.TemporaryDirectory(prefix="autodistill-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         save_onnx(model.to("cpu"), x, path)

@@ -1,3 +1,4 @@
+import torch
 import torch.nn as nn
 
 from autodistill.config import LatencyConfig
@@ -25,3 +26,11 @@ def test_latency_is_positive_and_ordered():
     assert lat.repeats == 20
     assert model.training  # mode restored
     assert set(static_costs(model, (1, 8, 8))) == {"params", "macs", "size_mb"}
+
+
+def test_timing_leaves_the_global_rng_alone():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten())
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    measure_latency(model, (1, 8, 8), LatencyConfig(warmup=1, repeats=2))
+    assert torch.equal(torch.get_rng_state(), before)
