@@ -54,7 +54,7 @@ def train_variant(data, compress: dict, epochs: int, seed: int):
     dims = {k: v for k, v in STUDENT.items() if k != "family"}
     cfg = parse_config({"student": {"family": "resnet", "resnet": dims}, "compress": {"prune_at": 0.3, **compress}, "train": {"epochs": epochs, "lr": 3e-3}})
     spec = make_spec("resnet", cfg.student.resnet.model_dump(mode="json"), data)
-    model = build_student(spec)
+    model = build_student(spec, seed=seed)
     compression = Compression(cfg.compress, spec, epochs, data, cfg.train.batch_size, model) if cfg.compress.active else None
     train(model, data, cfg.train, seed=seed, compression=compression)
     if compression is None:
