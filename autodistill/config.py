@@ -458,10 +458,10 @@ def check_paths(config: StudyConfig, source: str = "config") -> StudyConfig:
     (unless torchvision may download into it) exist, and NNI is installed when
     ``compress.prune_backend`` may be nni. Raises :class:`ConfigError` in one line."""
     if "nni" in _choices(config.compress.prune_backend):
-        import importlib.util
+        from .compress.prune import NNI_MISSING, nni_available  # compress builds on this module
 
-        if importlib.util.find_spec("nni") is None:
-            raise ConfigError(f"{source}: compress.prune_backend: nni is not installed; pip install 'autodistill[nni]' (or use torch_pruning)")
+        if not nni_available():
+            raise ConfigError(f"{source}: {NNI_MISSING}")
     ckpt = config.teacher.checkpoint
     if ckpt is not None:
         if not Path(ckpt).exists():

@@ -161,6 +161,9 @@ def _prune_torch_pruning(model, example, ratios, global_ratio, stage_ratios, imp
 _NNI_PRUNERS = {"l1": "L1NormPruner", "l2": "L2NormPruner", "fpgm": "FPGMPruner", "taylor": "TaylorPruner"}
 
 
+NNI_MISSING = "compress.prune_backend: nni is not installed; pip install 'autodistill[nni]' (or use torch_pruning)"
+
+
 def nni_available() -> bool:
     import importlib.util
 
@@ -170,7 +173,7 @@ def nni_available() -> bool:
 def _nni_masks(model, ratios, importance, grad_fn) -> dict[str, torch.Tensor]:
     """{conv name: bool mask of kept output channels}, as NNI's pruner chose them."""
     if not nni_available():
-        raise ConfigError("compress.prune_backend: nni is not installed; pip install 'autodistill[nni]' (or use torch_pruning)")
+        raise ConfigError(NNI_MISSING)
     import copy
 
     import nni.compression.pruning as nni_pruning
