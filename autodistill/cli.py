@@ -43,6 +43,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     keys = {
         "trials": "search.trials",
         "time_budget": "search.time_budget_s",
+        "epoch_budget": "search.epoch_budget",
         "max_concurrent": "search.max_concurrent",
         "results": "execution.results",
         "name": "name",
@@ -57,6 +58,7 @@ def search(
     config_file: Path = typer.Argument(..., help="study YAML, e.g. search_spaces/digits.yaml"),
     trials: Optional[int] = typer.Option(None, "--trials", help="number of trials (search.trials)"),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds (search.time_budget_s)"),
+    epoch_budget: Optional[int] = typer.Option(None, "--epoch-budget", help="student-epochs over all trials (search.epoch_budget)"),
     max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
     results: Optional[str] = typer.Option(None, "--results", help="base directory of results (execution.results)"),
     name: Optional[str] = typer.Option(None, "--name", help="study name and folder (name)"),
@@ -66,7 +68,7 @@ def search(
     from .config import load_config
     from .tune.runner import run_study
 
-    config = load_config(config_file, _overrides(trials=trials, time_budget=time_budget, max_concurrent=max_concurrent,
+    config = load_config(config_file, _overrides(trials=trials, time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent,
                                                  results=results, name=name, address=address))
     _print_result(config, run_study(config, log=_log))
 
@@ -94,6 +96,7 @@ def resume(
     results_dir: Path = typer.Argument(..., help="the study's results directory, e.g. results/digits"),
     trials: Optional[int] = typer.Option(None, "--trials", min=1, help="add N trials to the study's request"),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds for this run (search.time_budget_s)"),
+    epoch_budget: Optional[int] = typer.Option(None, "--epoch-budget", help="student-epochs of the whole study, earlier runs included (search.epoch_budget)"),
     max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (execution.address)"),
 ) -> None:
@@ -101,7 +104,7 @@ def resume(
     last epoch), or add trials to a finished one with --trials N."""
     from .tune.runner import run_study
 
-    overrides = _overrides(time_budget=time_budget, max_concurrent=max_concurrent, address=address)
+    overrides = _overrides(time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent, address=address)
     config = _study_config(results_dir, overrides)
     if trials is not None:
         overrides["search.trials"] = config.search.trials + trials

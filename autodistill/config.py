@@ -254,6 +254,8 @@ class SearchConfig(_Section):
     """number of finished trials the study aims for"""
     time_budget_s: float | None = Field(None, gt=0)
     """stop starting trials after this many seconds (running ones are stopped too)"""
+    epoch_budget: int | None = Field(None, ge=1)
+    """stop the search after this many student-epochs, summed over all trials (stopped ones included; running ones are stopped too): equal compute for searches that stop trials early and those that do not"""
     max_concurrent: int = Field(2, ge=1)
     """trials running at once (each takes resources.cpu CPUs)"""
     seed: int = 0

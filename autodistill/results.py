@@ -16,7 +16,7 @@ from .config import METRICS, LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
 
-TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "train_s", "trial_s", "fail_reason"]
+TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "study_epochs", "train_s", "trial_s", "fail_reason"]
 
 
 def rdb_storage(url: str):
@@ -71,6 +71,7 @@ def trials_frame(study) -> pd.DataFrame:
         if "accuracy_float" in attrs:  # an int8 student: its accuracy before quantization
             row["accuracy_float"] = attrs["accuracy_float"]
         row["epochs_done"] = len(attrs.get("accuracy_curve", []))
+        row["study_epochs"] = attrs.get("study_epochs", np.nan)  # student-epochs the study had spent when it ended
         row["fail_reason"] = attrs.get("fail_reason", "")
         row["node"] = attrs.get("node", "")  # the Ray node the trial ran on
         row["interrupted"] = bool(attrs.get("interrupted", False))  # retried by resume, not counted
@@ -135,6 +136,7 @@ def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teache
             "trial": int(row["number"]),
             "complete": k,
             "minutes": (pd.to_datetime(row["finished"]) - start).total_seconds() / 60,
+            "study_epochs": None if pd.isna(row.get("study_epochs")) else int(row["study_epochs"]),
             "hypervolume": normalized_hypervolume(seen[front_mask(seen, objectives)], objectives, teacher),
         })
     return out

@@ -110,3 +110,21 @@ def test_stopped_trials_are_pruned_with_reason_and_curve_and_stay_off_the_front(
     summary = json.loads((results / "study.json").read_text())
     assert summary["trials"]["PRUNED"] == len(pruned)
     assert "pruned" in stdout
+
+
+def test_epoch_budget_ends_the_study_at_equal_compute(tmp_path):
+    results, trials, stdout = _study(tmp_path, "budget", **{"train.epochs": 3, "search.trials": 50, "search.epoch_budget": 10, "search.pruner": "asha",
+                                                            "search.early_stopping": {"grace_period": 1, "reduction_factor": 2, "min_trials_per_rung": 2}})
+    summary = json.loads((results / "study.json").read_text())
+    table = pd.read_csv(results / "trials.csv")
+    spent = summary["epochs_spent"]
+    assert 10 <= spent <= 11  # a result already on its way when the budget ran out may add one
+    assert table["epochs_done"].sum() == spent  # stopped trials' epochs count too
+    assert len(trials) < 50 and "FAIL" not in {t.state.name for t in trials}
+    assert table["study_epochs"].max() == spent
+    cut = [t for t in trials if "epoch budget" in t.user_attrs.get("fail_reason", "")]
+    for t in cut:  # running when the budget ran out
+        assert t.state.name == "PRUNED" and t.user_attrs["study_epochs"] == spent
+    assert "until 10 student-epochs are spent" in stdout
+    history = summary["hypervolume_history"]
+    assert [h["study_epochs"] for h in history] == sorted(h["study_epochs"] for h in history)

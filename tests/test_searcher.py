@@ -150,3 +150,35 @@ def test_interrupted_trial_is_failed_then_retried_from_its_checkpoint(tmp_path):
     t = study.trials[retry["number"]]
     assert t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs["accuracy_curve"] == [0.4, 0.5, 0.9]
     assert not (inflight / "0001.pt").exists()  # continued and finished: no longer needed
+
+
+def test_epochs_are_counted_once_and_the_budget_ends_the_search(tmp_path):
+    from autodistill.tune.searcher import epochs_spent
+
+    cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=10, epoch_budget=7)
+    s.suggest("a"), s.suggest("b")
+    for epoch in (1, 2):
+        s.on_trial_result("a", {"accuracy": 0.5, "epoch": epoch})
+    s.on_trial_complete("a", finished())  # the last result comes only here: epoch 3 counts once
+    assert s.epochs_spent == 3
+    # b continues an interrupted trial from its epoch 2: those two epochs were the other trial's
+    s.on_trial_result("b", {"accuracy": 0.5, "epoch": 3, "resumed_epoch": 2, "prior_curve": [0.3, 0.4]})
+    s.on_trial_result("b", {"accuracy": 0.6, "epoch": 3, "resumed_epoch": 2})  # the same epoch again (a restart) is not new compute
+    s.on_trial_result("b", {"accuracy": 0.7, "epoch": 4, "resumed_epoch": 2})
+    assert s.epochs_spent == 5 and not s.budget_spent()
+    s.suggest("c")
+    s.on_trial_result("c", {"accuracy": 0.5, "epoch": 1})
+    s.on_trial_result("c", {"accuracy": 0.5, "epoch": 2})
+    assert s.epochs_spent == 7 and s.budget_spent()
+    assert s.suggest("d") == "FINISHED"  # the budget, not max_trials, ends it
+    s.stop_reason = "stopped by the epoch budget"
+    outcomes = {o.number: o for o in s.close_live()}
+    assert {o.state for o in outcomes.values()} == {"PRUNED"}
+    assert outcomes[2].reason == "stopped by the epoch budget after epoch 2"
+    trials = study.get_trials()
+    assert [t.user_attrs["study_epochs"] for t in trials] == [3, 7, 7]
+    # what a resumed study starts from: b's curve holds 4 epochs, 2 of them the continued trial's
+    assert len(trials[1].user_attrs["accuracy_curve"]) == 4 and trials[1].user_attrs["resumed_epoch"] == 2
+    assert epochs_spent(study) == 7

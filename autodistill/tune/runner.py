@@ -186,15 +186,20 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
         for point in config.search.points_to_evaluate:  # tried first, in order
             study.enqueue_trial(point, skip_if_exists=True)
     to_run = max(config.search.trials - recovery.counted, 0)
-    searcher = OptunaSearcher(study, space, config.objectives, to_run, inflight_dir=inflight_dir)
+    searcher = OptunaSearcher(study, space, config.objectives, to_run, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget)
     search_s = 0.0
+    if searcher.budget_spent():
+        log(f"the epoch budget ({config.search.epoch_budget}) is spent: {searcher.epochs_spent} student-epochs trained; no trials to run")
+        to_run = 0
     if to_run:
-        log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}), at most {config.search.max_concurrent} at once")
+        budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
+        log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
         logits = teacher_outputs(teacher_model, data)
         search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, logits, log)
     summary = finalize(config, study, teacher, log)
     summary["wall_s"] = time.perf_counter() - started
     summary["search_s"] = search_s
+    summary["epochs_spent"] = searcher.epochs_spent
     summary["data"] = data.summary()
     summary["platform"] = {"python": platform.python_version(), "machine": platform.machine(), "ray": ray.__version__}
     _io.write_json(results_dir / "study.json", summary)
@@ -236,7 +241,7 @@ def _search(config, results_dir, searcher, to_run, done_before, data, logits, lo
             callbacks=[progress],
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=config.search.max_failures),
-            stop=_InterruptStopper(searcher),
+            stop=_StudyStopper(searcher),
         ),
     )
     # Ray stops running trials only at the time budget (or on an interrupt): say which in
@@ -268,9 +273,10 @@ def max_epochs(config: StudyConfig) -> int:
 INTERRUPT_GRACE_S = 15.0
 
 
-class _InterruptStopper(Stopper):
-    """Ray Tune stopper that ends the whole run once the searcher is marked interrupted;
-    Ray then stops every running trial and tells the searcher, which records it as such."""
+class _StudyStopper(Stopper):
+    """Ray Tune stopper that ends the whole run once the searcher is marked interrupted or
+    the epoch budget is spent; Ray then stops every running trial and tells the searcher,
+    which records it as interrupted, or as PRUNED by the budget."""
 
     def __init__(self, searcher):
         self.searcher = searcher
@@ -279,13 +285,18 @@ class _InterruptStopper(Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.searcher.interrupted
+        if self.searcher.interrupted:
+            return True
+        if self.searcher.budget_spent():
+            self.searcher.stop_reason = "stopped by the epoch budget"
+            return True
+        return False
 
 
 @contextlib.contextmanager
 def _interrupt_handler(searcher, log: Callable[[str], None], results: Path):
     """First Ctrl-C / SIGTERM: mark the searcher interrupted, which ends the Ray Tune run at
-    its next step (:class:`_InterruptStopper`; Ray's own SIGINT handler is turned off so it
+    its next step (:class:`_StudyStopper`; Ray's own SIGINT handler is turned off so it
     cannot end the run without the searcher knowing). A second one raises KeyboardInterrupt.
 
     Ray's own processes ignore SIGINT, so Ctrl-C in a terminal stops gracefully; a SIGTERM to

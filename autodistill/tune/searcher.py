@@ -61,6 +61,7 @@ class OptunaSearcher(Searcher):
         max_trials: int,
         on_outcome: Callable[[str, Outcome], None] | None = None,
         inflight_dir: Path | None = None,
+        epoch_budget: int | None = None,
     ):
         super().__init__(metric="accuracy", mode="max")
         if max_trials < 0:
@@ -75,6 +76,10 @@ class OptunaSearcher(Searcher):
         self._last: dict[str, dict] = {}
         self._on_outcome = on_outcome
         self._inflight_dir = Path(inflight_dir) if inflight_dir is not None else None
+        # compute spent, in student-epochs over all trials (earlier runs of the study included)
+        self.epoch_budget = epoch_budget
+        self.epochs_spent = epochs_spent(study)
+        self._counted: dict[str, int] = {}  # trial_id -> last epoch counted
         self.stop_reason = "stopped"  # what a PRUNED trial's reason says stopped it
         self.stop_reasons: dict[str, str] = {}  # trial_id -> why the scheduler stopped it (filled by the scheduler)
         self.interrupted = False  # set by the driver's signal handler: unfinished trials are retried on resume
@@ -88,7 +93,7 @@ class OptunaSearcher(Searcher):
         return True  # objectives come from the study config, not from Tune
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._started >= self._max_trials:
+        if self._started >= self._max_trials or self.budget_spent():
             return Searcher.FINISHED
         trial = self._study.ask()  # an enqueued retry of an interrupted trial comes first
         params = sample(trial, self._space)
@@ -107,6 +112,19 @@ class OptunaSearcher(Searcher):
                 config["resume_from"] = str(inflight_path(self._inflight_dir, int(continues)))
         return config
 
+    def budget_spent(self) -> bool:
+        return self.epoch_budget is not None and self.epochs_spent >= self.epoch_budget
+
+    def _count_epochs(self, trial_id: str, result: dict) -> None:
+        """Each epoch a trial trains counts once; epochs restored from a checkpoint (an
+        interrupted trial's, counted with it) do not."""
+        counted = self._counted.get(trial_id, 0)
+        if "prior_curve" in result:
+            counted = max(counted, len(result["prior_curve"]))
+        epoch = int(result["epoch"])
+        self.epochs_spent += max(0, epoch - counted)
+        self._counted[trial_id] = max(counted, epoch)
+
     def live_trial(self, trial_id: str) -> optuna.Trial | None:
         """The Optuna trial of a running Ray trial (for an Optuna pruner's reports)."""
         return self._live.get(trial_id)
@@ -118,6 +136,7 @@ class OptunaSearcher(Searcher):
                 curve[:] = [float(a) for a in result["prior_curve"]]
             if "epoch" in result:  # never two entries for one epoch
                 del curve[int(result["epoch"]) - 1 :]
+                self._count_epochs(trial_id, result)
             curve.append(float(result["accuracy"]))
             self._last[trial_id] = result
             # stored as it grows: optuna-dashboard shows live curves, and a killed driver
@@ -145,7 +164,9 @@ class OptunaSearcher(Searcher):
         trial = self._live.pop(trial_id)
         curve = self._curves.pop(trial_id, [])
         self._last.pop(trial_id, None)
+        self._counted.pop(trial_id, None)
         trial.set_user_attr("accuracy_curve", curve)
+        trial.set_user_attr("study_epochs", self.epochs_spent)  # the study's compute when this trial ended
         outcome = self._outcome(trial, trial_id, result, error)
         outcome.continues = trial.user_attrs.get("continues")
         if self.before_tell is not None:
@@ -190,7 +211,8 @@ class OptunaSearcher(Searcher):
             return Outcome(trial.number, "FAIL", metrics, result.get("fail_reason", "unknown error"))
         if not result.get("finished"):
             epoch = result.get("epoch", 0)
-            reason = self.stop_reasons.pop(trial_id, None) or f"{self.stop_reason} after epoch {epoch}"
+            when = f"after epoch {epoch}" if epoch else "before its first epoch"
+            reason = self.stop_reasons.pop(trial_id, None) or f"{self.stop_reason} {when}"
             return Outcome(trial.number, "PRUNED", metrics, reason)
         bad = [m for m in self._objectives if not math.isfinite(float(metrics.get(m, math.nan)))]
         if bad:
@@ -202,7 +224,7 @@ class OptunaSearcher(Searcher):
         # Optuna objects hold locks and a database connection. ``autodistill resume`` never
         # restores this pickle: the Optuna storage is the study's state.
         state = self.__dict__.copy()
-        state.update(_study=None, _live={}, _curves={}, _last={}, _on_outcome=None, ray_trials={}, before_tell=None)
+        state.update(_study=None, _live={}, _curves={}, _last={}, _counted={}, _on_outcome=None, ray_trials={}, before_tell=None)
         return state
 
     # Ray saves searcher state with its experiment; the Optuna storage holds the real state,
@@ -216,6 +238,16 @@ class OptunaSearcher(Searcher):
         with open(checkpoint_path) as fh:
             state = json.load(fh)
         self._started = state["started"]
+
+
+def epochs_spent(study: optuna.Study) -> int:
+    """Student-epochs the study's trials have trained so far: each trial's curve, less the
+    epochs it took over from the interrupted trial it continued."""
+    total = 0
+    for t in study.get_trials(deepcopy=False):
+        attrs = t.user_attrs
+        total += max(0, len(attrs.get("accuracy_curve", [])) - int(attrs.get("resumed_epoch", 0) or 0))
+    return total
 
 
 def _ray_error_reason(ray_trial: Any) -> str:
