@@ -47,7 +47,12 @@ def make_sampler(config: StudyConfig, offset: int = 0):
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seed = config.search.seed + offset
     constraints = ConstraintsFunc(config.constraints) if config.constraints else None
-    startup = min(10, max(4, config.search.trials // 3))
+    # a third of the expected trials are random (4 to 10): with an epoch budget, expect as
+    # many trials as it holds at full length rather than search.trials, which may be far off
+    expected = config.search.trials
+    if config.search.epoch_budget:
+        expected = min(expected, max(1, config.search.epoch_budget // max_epochs(config)))
+    startup = min(10, max(4, expected // 3))
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.search.sampler == "nsga2":
