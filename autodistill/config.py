@@ -165,6 +165,27 @@ class DistillConfig(_Section):
     temperature: TemperatureConfig = TemperatureConfig()
 
 
+AUGMENT_TEACHER = ("views", "live")
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation, applied in batch to the tensors (no per-sample Python)."""
+
+    crop_padding: tunable("int", ge=0, le=16) = 0
+    """random crop: pad each side by this many pixels and crop back to the image size (images of 16 px and more); 0 = off"""
+    flip: tunable("bool") = False
+    """random horizontal flip (images of 16 px and more)"""
+    teacher: fixed_only("str", choices=AUGMENT_TEACHER) = "views"
+    """how the teacher sees the augmented batch: views = its outputs on `views` augmented copies of the training set, computed once per study and cached (Fast Knowledge Distillation; each epoch a sample is one of its views; crop_padding and flip must then be fixed); live = the teacher runs on every batch (any augmentation, one teacher forward per step)"""
+    views: fixed_only("int", ge=1, le=64) = 8
+    """augmented copies of the training set whose teacher outputs are cached (teacher: views)"""
+
+    @property
+    def active(self) -> bool:
+        """Whether augmentation may happen (a searched setting counts)."""
+        return any(v not in (0, False) for v in (*_choices(self.crop_padding), *_choices(self.flip)))
+
+
 PRUNE_IMPORTANCES = ("l1", "l2", "fpgm", "taylor", "bn_scale", "random")
 PRUNE_BACKENDS = ("torch_pruning", "nni")
 NNI_IMPORTANCES = ("l1", "l2", "fpgm", "taylor")
@@ -328,6 +349,7 @@ class StudyConfig(_Section):
     distill: DistillConfig = DistillConfig()
     compress: CompressConfig = CompressConfig()
     train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
     objectives: dict[str, Literal["max", "min"]] = Field(
         default_factory=lambda: {"accuracy": "max", "params": "min", "latency_ms": "min"}
     )
@@ -358,6 +380,10 @@ class StudyConfig(_Section):
 
     @model_validator(mode="after")
     def _check_compress(self) -> "StudyConfig":
+        augment = self.augment
+        if augment.teacher == "views" and _has_distribution(augment):
+            raise ValueError("augment: with teacher: views the teacher's outputs are cached once per study, so crop_padding and flip "
+                             "must be fixed; search them with teacher: live")
         compress = self.compress
         if any(q != "none" for q in _choices(compress.quantize)) and self.latency.device == "cuda":
             raise ValueError("compress.quantize: int8 models run on the CPU only; use latency.device: cpu")

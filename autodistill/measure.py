@@ -149,3 +149,12 @@ def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, fl
         "macs": count_macs(model, input_shape),
         "size_mb": state_dict_mb(model),
     }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

@@ -16,7 +16,7 @@ from .config import METRICS, LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
 
-TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "study_epochs", "train_s", "trial_s", "fail_reason"]
+TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "study_epochs", "train_s", "steps_s", "trial_s", "fail_reason"]
 
 
 def rdb_storage(url: str):
@@ -66,7 +66,7 @@ def trials_frame(study) -> pd.DataFrame:
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        for key in ("accuracy", "test_accuracy", *METRICS[1:], "train_s", "trial_s"):
+        for key in ("accuracy", "test_accuracy", *METRICS[1:], "train_s", "steps_s", "trial_s", "worker_rss_mb"):
             row[key] = attrs.get(key, np.nan)
         if "accuracy_float" in attrs:  # an int8 student: its accuracy before quantization
             row["accuracy_float"] = attrs["accuracy_float"]

@@ -60,6 +60,23 @@ OVERRIDES = [
     ({"search.points_to_evaluate": [{"distill.alpha": 1.5}]}, "search.points_to_evaluate[0]: distill.alpha = 1.5 is outside float [0.3, 0.9]"),
     ({"search.points_to_evaluate": [{"student.family": "resnet"}]}, "search.points_to_evaluate[0]: student.family = 'resnet' is outside choice {cnn, mobilenet}"),
 ]
+OVERRIDES += [
+    ({"search.epoch_budget": 0}, "search.epoch_budget"),
+    ({"augment.flip": {"choice": [True, False]}}, "augment: with teacher: views the teacher's outputs are cached once per study, so crop_padding and flip must be fixed"),
+    ({"augment.teacher": "sometimes"}, "augment.teacher"),
+    ({"augment.crop_padding": 40}, "augment.crop_padding"),
+]
+# found once the data is loaded: `search` only
+SEARCH_ONLY = [
+    ({"augment.flip": True}, "augment.crop_padding / augment.flip need images of at least 16 px; this dataset's are 8 px"),
+]
+try:
+    import torch
+
+    if not torch.cuda.is_available():
+        SEARCH_ONLY.append(({"search.resources.gpu": 0.25}, "search.resources.gpu is 0.25 but no CUDA GPU is visible here"))
+except ImportError:  # pragma: no cover
+    pass
 if importlib.util.find_spec("nni") is None:  # the optional extra: its absence is caught before anything starts
     OVERRIDES.append(({"compress.prune_backend": "nni"}, "compress.prune_backend: nni is not installed; pip install 'autodistill[nni]'"))
 
@@ -90,6 +107,11 @@ def _check(result, expected, tmp_path):
 @pytest.mark.parametrize("overrides, expected", OVERRIDES, ids=[e for _, e in OVERRIDES])
 def test_malformed_config(tmp_path, overrides, expected, command):
     _check(_invoke(command, small_study(tmp_path, **overrides)), expected, tmp_path)
+
+
+@pytest.mark.parametrize("overrides, expected", SEARCH_ONLY, ids=[e for _, e in SEARCH_ONLY])
+def test_malformed_for_the_data(tmp_path, overrides, expected):
+    _check(_invoke("search", small_study(tmp_path, **overrides)), expected, tmp_path)
 
 
 @pytest.mark.parametrize("content, expected", FILES, ids=[e for _, e in FILES])

@@ -31,8 +31,13 @@ def test_trained_once_then_loaded_from_cache(tmp_path):
     assert info2.val_accuracy == pytest.approx(info.val_accuracy)
     x = data.normalize(data.x_val[:4])
     assert torch.equal(model(x), again(x))
-    logits = teacher_outputs(model, data)
-    assert logits.shape == (len(data.y_train), 10)
+    targets = teacher_outputs(model, data, config, logs.append)
+    assert targets.logits.shape == (len(data.y_train), 10) and targets.logits.dtype == torch.float16
+    assert targets.views is None and targets.live is None and targets.source.startswith("computed")
+    exact = model(data.normalize(data.x_train))
+    assert torch.allclose(targets.logits.float(), exact, atol=1e-2, rtol=1e-3)  # float16 keeps ~3 significant digits
+    cached = teacher_outputs(model, data, config, logs.append)  # a second study: read from disk
+    assert cached.source.startswith("cache") and torch.equal(cached.logits, targets.logits)
 
 
 def test_cache_key_depends_on_what_determines_the_teacher(tmp_path):

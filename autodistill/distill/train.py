@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn as nn
 
+from .. import augment as _augment
 from .._errors import TrialDiverged
 from ..compress import observers_frozen
-from ..config import DistillConfig, TrainConfig
+from ..config import AugmentConfig, DistillConfig, TrainConfig
 from ..data import Dataset, batches
 from .losses import FusedKDLoss
 from .schedules import lr_factor, temperature_at
 
 if TYPE_CHECKING:
     from ..compress import Compression
+    from ..teacher import TeacherTargets
 
 
 @dataclass
@@ -32,6 +34,7 @@ class EpochStats:
     temperature: float | None
     lr: float
     epoch_s: float
+    steps_s: float = 0.0  # inside the training steps (batch, augmentation, teacher, forward, backward, update), not evaluation
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -51,11 +54,29 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's weights are (a quantized model, with no parameters, is on the CPU)."""
+    return next(iter(model.parameters()), torch.empty(0)).device
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (Ampere and later run it at full speed, no loss scaling); none on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Onto ``device``; a CUDA image batch in channels_last (the layout cuDNN's convolutions prefer)."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" and x.ndim == 4 else x
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, data: Dataset, split: str, batch_size: int = 512) -> torch.Tensor:
     model.eval()
+    device = device_of(model)
     x, y = data.split(split)
-    out = [model(data.normalize(xb)) for _, xb, _ in batches(x, y, batch_size)]
+    with autocast(device):
+        out = [model(to_device(data.normalize(xb.to(device)), device)).float().cpu() for _, xb, _ in batches(x, y, batch_size)]
     return torch.cat(out)  # (N, K)
 
 
@@ -71,17 +92,24 @@ def train(
     data: Dataset,
     train_cfg: TrainConfig,
     distill_cfg: DistillConfig | None = None,
-    teacher_logits: torch.Tensor | None = None,
+    teacher: "TeacherTargets | torch.Tensor | None" = None,
     *,
     seed: int = 0,
     on_epoch: Callable[[EpochStats], None] | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
     compression: "Compression | None" = None,
+    augment: AugmentConfig | None = None,
+    device: str | torch.device = "cpu",
 ) -> list[EpochStats]:
-    """Train ``model`` on ``data.x_train``; with ``teacher_logits`` (N_train, K) and a distill
-    config, by the fused KD loss, else by cross-entropy alone. Raises :class:`TrialDiverged`
-    when the loss stops being finite.
+    """Train ``model`` on ``data.x_train``; with ``teacher`` (:class:`TeacherTargets`, or the
+    teacher's logits (N_train, K)) and a distill config, by the fused KD loss, else by
+    cross-entropy alone. Raises :class:`TrialDiverged` when the loss stops being finite.
+
+    ``augment`` (fixed values) crops and flips each batch on the tensor; the teacher's outputs
+    for the augmented batch are its cached view outputs or, with a live teacher, computed on
+    the batch. On a CUDA ``device`` the data and the teacher's outputs move to the GPU once,
+    the model runs in channels_last and the forward pass in bf16 autocast.
 
     ``on_checkpoint`` receives, after each epoch, everything needed to continue (model,
     optimizer, LR schedule, shuffling and dropout RNG states, history), holding live tensors:
@@ -91,19 +119,38 @@ def train(
     With ``compression`` (:class:`autodistill.compress.Compression`), ``compression.model`` is
     trained instead of ``model``: it may be pruned before an epoch or become a QAT network,
     and the optimizer is then rebuilt for its new parameters (the LR schedule goes on)."""
+    from ..teacher import TeacherTargets
+
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    x, y = data.x_train, data.y_train
+    device = torch.device(device)
+    x, y = data.x_train.to(device), data.y_train.to(device)
+    targets = TeacherTargets(logits=teacher) if isinstance(teacher, torch.Tensor) else teacher
+    aug = augment if augment is not None and augment.active else None
     steps_per_epoch = math.ceil(len(y) / train_cfg.batch_size)
     total_steps = steps_per_epoch * train_cfg.epochs
     warmup_steps = round(train_cfg.warmup_epochs * steps_per_epoch)
     criterion = FusedKDLoss()
-    use_kd = teacher_logits is not None and distill_cfg is not None and distill_cfg.alpha > 0
+    use_kd = targets is not None and distill_cfg is not None and distill_cfg.alpha > 0
+    views = live = soft = None
+    if use_kd:
+        if aug is not None and targets.views is not None:
+            views, view_params = targets.views.to(device), targets.view_params
+        elif targets.live is not None and (aug is not None or targets.logits is None):  # the teacher runs on every batch
+            live = targets.live.to(device).eval()
+        elif aug is None and targets.logits is not None:
+            soft = targets.logits.to(device)
+        else:
+            raise ValueError("augmentation with a teacher needs its cached views or the live teacher")
     history: list[EpochStats] = []
     step = 0
     first_epoch = 1
     if compression is not None:
         model = compression.restore(resume.get("compress") if resume else None)
+    if device.type == "cuda":
+        if compression is not None:
+            raise ValueError("compressed students train on the CPU (pruning and int8 run there)")
+        model.to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_cfg)
     if resume is not None:
         model.load_state_dict(resume["model"])
@@ -118,15 +165,28 @@ def train(
             optimizer = make_optimizer(model, train_cfg)
         model.train()
         started = time.perf_counter()
-        sums: dict[str, float] = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
+        sums = {key: torch.zeros((), device=device) for key in ("loss", "ce", "kd")}  # summed on the device: no sync per step
         temperature = None
         for idx, xb, yb in batches(x, y, train_cfg.batch_size, shuffle=True, generator=generator):
             progress = step / max(total_steps - 1, 1)
             temperature = temperature_at(distill_cfg.temperature, progress) if use_kd else None
-            logits = model(data.normalize(xb))  # (B, K)
-            loss, parts = criterion(
-                logits, yb, teacher_logits[idx] if use_kd else None, distill_cfg.alpha if use_kd else 0.0, temperature or 1.0
-            )
+            soft_b = soft[idx.to(device)] if soft is not None else None
+            if aug is not None:
+                if views is not None:  # each sample is one of its cached views: the teacher saw exactly this image
+                    v = torch.randint(len(view_params), (len(idx),), generator=generator)
+                    params, soft_b = view_params[v, idx], views[v.to(device), idx.to(device)]
+                else:
+                    params = _augment.random_params(len(idx), aug.crop_padding, aug.flip, generator)
+                xb = _augment.apply(xb, params, aug.crop_padding)
+            inputs = to_device(data.normalize(xb), device)
+            with autocast(device):
+                if live is not None:
+                    with torch.no_grad():
+                        soft_b = live(inputs)
+                logits = model(inputs)  # (B, K)
+                loss, parts = criterion(
+                    logits.float(), yb, soft_b.float() if soft_b is not None else None, distill_cfg.alpha if use_kd else 0.0, temperature or 1.0
+                )
             if not torch.isfinite(loss):
                 raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -136,9 +196,13 @@ def train(
             optimizer.step()
             step += 1
             n = len(yb)
-            sums["loss"] += loss.item() * n
+            sums["loss"] += loss.detach() * n
             for key, value in parts.items():
-                sums[key] += value.item() * n
+                sums[key] += value * n
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        steps_s = time.perf_counter() - started
+        sums = {key: value.item() for key, value in sums.items()}
         with observers_frozen(model) if compression is not None and compression.qat else nullcontext():
             accuracy = evaluate(model, data, "val")
         stats = EpochStats(
@@ -150,6 +214,7 @@ def train(
             temperature=temperature,
             lr=train_cfg.lr * lr_factor(step, total_steps, warmup_steps),  # the next step's
             epoch_s=time.perf_counter() - started,
+            steps_s=steps_s,
         )
         history.append(stats)
         if on_checkpoint is not None and epoch < train_cfg.epochs:

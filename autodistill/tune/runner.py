@@ -24,7 +24,7 @@ from .. import _io
 from .._errors import AutodistillError, StudyInterrupted
 from ..config import StudyConfig, dump_config
 from ..data import load_dataset
-from ..measure import measure_latency, static_costs
+from ..measure import measure_latency, peak_rss_mb, static_costs
 from ..space import search_space
 
 
@@ -148,6 +148,7 @@ def _existing_trials(config: StudyConfig) -> int:
 def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool) -> StudyResult:
     import ray
 
+    from ..augment import check_augment
     from ..results import finalize, load_front, open_study, storage_url, trials_frame
     from ..teacher import prepare_teacher, teacher_outputs
     from .resume import describe, recover
@@ -165,6 +166,12 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
 
     data = load_dataset(config.data)
     log(f"data: {data.summary()}")
+    check_augment(config.augment, data.image_size)
+    if config.search.resources.gpu > 0 and not config.execution.address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise AutodistillError(f"search.resources.gpu is {config.search.resources.gpu} but no CUDA GPU is visible here (torch.cuda.is_available() is False); set it to 0")
     teacher_model, info = prepare_teacher(config, data, log)
     teacher = _teacher_record(config, teacher_model, info, data)
     tm = teacher["metrics"]
@@ -199,12 +206,15 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     if to_run:
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
-        logits = teacher_outputs(teacher_model, data)
-        search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, logits, log)
+        targets = teacher_outputs(teacher_model, data, config, log)
+        log(f"teacher outputs: {targets.nbytes / 2**20:.1f} MB ({targets.logits.dtype}), {targets.source}"
+            + (", the teacher runs live on augmented batches" if targets.live is not None else ""))
+        search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, targets, log)
     summary = finalize(config, study, teacher, log)
     summary["wall_s"] = time.perf_counter() - started
     summary["search_s"] = search_s
     summary["epochs_spent"] = searcher.epochs_spent
+    summary["driver_peak_rss_mb"] = peak_rss_mb()
     summary["data"] = data.summary()
     summary["platform"] = {"python": platform.python_version(), "machine": platform.machine(), "ray": ray.__version__}
     _io.write_json(results_dir / "study.json", summary)
@@ -212,7 +222,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     return StudyResult(results_dir, summary, trials_frame(study), load_front(results_dir), summary["wall_s"])
 
 
-def _search(config, results_dir, searcher, to_run, done_before, data, logits, log) -> float:
+def _search(config, results_dir, searcher, to_run, done_before, data, targets, log) -> float:
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
@@ -226,7 +236,7 @@ def _search(config, results_dir, searcher, to_run, done_before, data, logits, lo
     scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons)
     _init_ray(config)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, study=config, data=data, teacher_logits=logits),
+        tune.with_parameters(run_trial, study=config, data=data, teacher=targets),
         {"cpu": config.search.resources.cpu, "gpu": config.search.resources.gpu},
     )
     tuner = tune.Tuner(

@@ -31,7 +31,7 @@ from ray.tune.search import Searcher
 
 from ..space import Dimension, sample
 
-RECORDED_METRICS = ("accuracy", "accuracy_float", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "trial_s", "epoch", "resumed_epoch", "node")
+RECORDED_METRICS = ("accuracy", "accuracy_float", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "node")
 
 
 @dataclass

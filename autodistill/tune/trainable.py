@@ -39,9 +39,10 @@ from ..config import StudyConfig
 from ..constraints import cost_bounds, violations
 from ..data import Dataset
 from ..distill import evaluate, train
-from ..measure import measure_latency, state_dict_mb, static_costs
+from ..measure import measure_latency, peak_rss_mb, state_dict_mb, static_costs
 from ..space import resolve
 from ..students import build_student, make_spec
+from ..teacher import TeacherTargets, compute_device
 
 
 def student_spec(trial_cfg: StudyConfig, data: Dataset) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def run_trial(
     *,
     study: StudyConfig,
     data: Dataset,
-    teacher_logits: torch.Tensor | None,
+    teacher: TeacherTargets | None,
 ) -> None:
     """Ray Tune function trainable. ``config`` = {"number": optuna trial number, "params": {...}}."""
     from ray import tune
@@ -112,15 +113,19 @@ def run_trial(
             data,
             trial_cfg.train,
             trial_cfg.distill,
-            teacher_logits,
+            teacher,
             seed=seed,
             on_epoch=report_epoch,
             on_checkpoint=(lambda state: _io.torch_save(inflight, state)) if inflight is not None else None,
             resume=resume_state,
             compression=compression,
+            augment=trial_cfg.augment,
+            device=trial_device(study, compression),
         )
+        model.to("cpu", memory_format=torch.contiguous_format)
         train_s = time.perf_counter() - started
         final_stats = history[-1].as_dict()
+        final_stats["steps_s"] = sum(h.steps_s for h in history if h.epoch > int(base.get("resumed_epoch", 0) or 0))
         if compression is not None:
             base.update(pruned_costs())
             model = compression.finish()
@@ -138,6 +143,7 @@ def run_trial(
             "latency_ms": latency.median_ms,
             "train_s": train_s,
             "trial_s": time.perf_counter() - started,
+            "worker_rss_mb": peak_rss_mb(),
             "finished": True,
             **prior,
         }
@@ -178,6 +184,12 @@ class _PrunedCosts:
             if self.latency is not None:
                 self.costs["latency_ms"] = measure_latency(pruned, self.input_shape, self.latency).median_ms
         return self.costs
+
+
+def trial_device(study: StudyConfig, compression: Compression | None = None) -> str:
+    """CUDA for a trial given GPUs (``search.resources.gpu``), except a compressed student
+    (pruning and int8 run on the CPU); else the CPU."""
+    return "cpu" if compression is not None else compute_device(study)
 
 
 def _resume_state(config: dict[str, Any]) -> dict | None:
