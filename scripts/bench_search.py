@@ -219,12 +219,13 @@ def plot(runs: list[dict], budget: int, path: Path) -> None:
 
 def table(payload: dict) -> str:
     rows = [
-        "| sampler | search.pruner | final hypervolume | hypervolume at 1/3 of the budget | student-epochs to 95% of best | trials complete / stopped |",
+        "| sampler | search.pruner | final hypervolume | hypervolume at 1/3 of the budget | student-epochs to 95% of the best run (median of the seeds that got there) | trials complete / stopped |",
         "|---|---|---|---|---|---|",
     ]
     for arm in payload["summary"]["arms"].values():
         hv, third, reach = arm["final_hypervolume"], arm["hypervolume_at_third"], arm["epochs_to_95pct_best"]
-        reach_text = f"{reach['median']:.0f}" if reach["median"] is not None else f"not reached by {reach['n'] - reach['reached']}/{reach['n']} seeds"
+        reached = sorted(v for v in reach["values"] if v is not None)
+        reach_text = f"{statistics.median(reached):.0f} ({reach['reached']}/{reach['n']} seeds)" if reached else f"never (0/{reach['n']} seeds)"
         rows.append(f"| {arm['sampler']} | {arm['pruner']} | {hv['mean']:.4f} ± {hv['std']:.4f} | {third['mean']:.4f} ± {third['std']:.4f} | "
                     f"{reach_text} | {arm['trials']['COMPLETE']:.1f} / {arm['trials']['PRUNED']:.1f} |")
     return "\n".join(rows)
@@ -237,7 +238,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15, help="train.epochs of a trial")
     parser.add_argument("--workdir", type=Path, default=ROOT / "results" / "bench_search", help="where the studies are kept")
     parser.add_argument("--quick", action="store_true", help="1 seed, 4-epoch trials, a 24-epoch budget: a smoke run")
+    parser.add_argument("--report", action="store_true", help="print the table and redraw the plot from results/benchmarks/search.json; run nothing")
     args = parser.parse_args()
+    if args.report:
+        payload = json.loads((OUT_DIR / "search.json").read_text())
+        plot(payload["runs"], payload["budget_student_epochs"], OUT_DIR / "search.png")
+        print(table(payload))
+        report_targets(payload)
+        return
     if args.quick:
         args.seeds, args.budget, args.epochs = 1, 24, 4
         args.workdir = args.workdir.with_name(args.workdir.name + "_quick")
@@ -273,6 +281,10 @@ def main() -> None:
     plot(runs, args.budget, OUT_DIR / f"{name}.png")
     print(f"\nwrote {path} and {OUT_DIR / (name + '.png')}\n")
     print(table(payload))
+    report_targets(payload)
+
+
+def report_targets(payload: dict) -> None:
     print()
     for target, result in payload["summary"]["targets"].items():
         print(f"{'met' if result['met'] else 'MISSED'}: {target}: {json.dumps({k: v for k, v in result.items() if k != 'met'})}")
