@@ -152,9 +152,18 @@ def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, fl
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far, in MiB: Linux's VmHWM, which starts again
+    at exec (ru_maxrss keeps the parent's peak across fork + exec, so a study started by a
+    big process would report that process's memory); ru_maxrss elsewhere (bytes on macOS)."""
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

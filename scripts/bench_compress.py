@@ -119,7 +119,7 @@ def main() -> None:
         "latency": f"1 thread, {args.rounds} rounds x {args.repeats} timed runs after 10 warm-up runs; median and range over rounds; ratio to float within each round",
         "variants": results,
     }
-    path = write("compress", payload)
+    path = write("compress_quick" if args.quick else "compress", payload)  # a smoke run never replaces the real figures
     print(f"\nwrote {path}\n")
     print(table(payload))
 

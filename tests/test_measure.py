@@ -34,3 +34,19 @@ def test_timing_leaves_the_global_rng_alone():
     before = torch.get_rng_state()
     measure_latency(model, (1, 8, 8), LatencyConfig(warmup=1, repeats=2))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_peak_memory_is_this_process_not_its_parent():
+    """ru_maxrss survives fork + exec: a study started by a big process must not report it."""
+    import subprocess
+    import sys
+
+    from autodistill.measure import peak_rss_mb
+
+    ballast = bytearray(600 * 2**20)  # the parent's peak grows by 600 MiB
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # touched, so resident
+    parent = peak_rss_mb()
+    child = subprocess.run([sys.executable, "-c", "from autodistill.measure import peak_rss_mb; print(peak_rss_mb())"],
+                           capture_output=True, text=True, check=True)
+    assert float(child.stdout) < parent - 300
+    del ballast
