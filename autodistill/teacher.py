@@ -261,7 +261,7 @@ def teacher_outputs(model: nn.Module, data: Dataset, config: StudyConfig, log: C
     for name, tensor in arrays.items():
         _io.atomic_write(cache / f"{name}.npy", lambda fh, t=tensor: np.save(fh, t.numpy()))
     seconds = time.perf_counter() - started
-    what = f"{len(data.y_train)} images" + (f" x {1 + aug.views} views" if use_views else "")
+    what = f"{len(data.y_train)} images" + (f", plain and {aug.views} augmented views" if use_views else "")
     targets = TeacherTargets(**arrays, source=f"computed for {what} in {seconds:.1f} s, cached at {cache}")
     return _with_live(targets, model, aug)
 

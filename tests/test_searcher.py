@@ -182,3 +182,18 @@ def test_epochs_are_counted_once_and_the_budget_ends_the_search(tmp_path):
     # what a resumed study starts from: b's curve holds 4 epochs, 2 of them the continued trial's
     assert len(trials[1].user_attrs["accuracy_curve"]) == 4 and trials[1].user_attrs["resumed_epoch"] == 2
     assert epochs_spent(study) == 7
+
+
+def test_a_trial_cut_after_its_final_result_and_checkpoint_is_complete(searcher):
+    """The epoch budget can run out on a trial's last epoch, before Ray saw the trial end."""
+    from types import SimpleNamespace
+
+    s, study = searcher
+    s.suggest("done"), s.suggest("cut")
+    s.on_trial_result("done", finished())
+    s.on_trial_result("cut", {**finished(), "epoch": 2, "finished": False})
+    s.ray_trials.update(done=SimpleNamespace(checkpoint=object()), cut=SimpleNamespace(checkpoint=None))
+    s.stop_reason = "stopped by the epoch budget"
+    outcomes = {o.number: o for o in s.close_live()}
+    assert outcomes[0].state == "COMPLETE" and outcomes[1].state == "PRUNED"
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "PRUNED"]

@@ -150,7 +150,11 @@ class OptunaSearcher(Searcher):
         outcomes = []
         for trial_id in list(self._live):
             last = dict(self._last.get(trial_id) or {"epoch": 0})
-            last.pop("finished", None)
+            ray_trial = self.ray_trials.get(trial_id)
+            if not (ray_trial is not None and getattr(ray_trial, "checkpoint", None) is not None):
+                # complete only with its final result *and* checkpoint in: the epoch budget
+                # can run out on a trial's last epoch, before Ray saw the trial end
+                last.pop("finished", None)
             outcomes.append(self.on_trial_complete(trial_id, last))
         return outcomes
 
