@@ -192,20 +192,18 @@ class TeacherTargets:
         return sum(t.numel() * t.element_size() for t in (self.logits, self.views, self.view_params) if t is not None)
 
 
-def _weights_hash(model: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
     """Identifies the cached outputs: the teacher's weights, the training images and the
     augmented views (when the study uses cached views)."""
+
+    def raw(tensor: torch.Tensor):  # the bytes, without a copy where the tensor is contiguous on the CPU
+        return tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+
     digest = hashlib.sha256()
-    digest.update(_weights_hash(model).encode())
-    digest.update(data.x_train.contiguous().numpy().tobytes())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(raw(tensor))
+    digest.update(raw(data.x_train))
     aug = config.augment
     views = {"padding": aug.crop_padding, "flip": aug.flip, "views": aug.views} if aug.active and aug.teacher == "views" else None
     digest.update(json.dumps({"version": OUTPUTS_VERSION, "mean": data.mean, "std": data.std, "views": views}, sort_keys=True).encode())
