@@ -4,6 +4,7 @@ Pareto front with latency re-measured alone, hypervolume, and the files of ``res
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,11 +23,22 @@ TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs
 def rdb_storage(url: str):
     """Optuna storage for a SQLAlchemy URL. SQLite waits up to a minute for a lock instead of
     Python's 5 s: optuna-dashboard or a script reading the study while trials are written
-    must not make the driver fail with "database is locked"."""
+    must not make the driver fail with "database is locked", nor a reader that opens a new study
+    file at the moment the driver creates it."""
     import optuna
 
+    import sqlalchemy.exc
+
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # another process (a reader, the dashboard) created the schema at the same moment:
+            # the loser's INSERT of the schema version fails; the schema is there on the retry
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def open_study(storage: str, name: str, directions: list[str] | None = None, sampler=None):

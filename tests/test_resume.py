@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import optuna
@@ -19,6 +20,7 @@ from autodistill import parse_config
 from autodistill._lock import StudyLock, StudyLocked
 from autodistill.data import load_dataset
 from autodistill.distill import train
+from autodistill.results import open_study, rdb_storage
 from autodistill.students import build_student, make_spec
 
 
@@ -63,6 +65,31 @@ def test_training_continues_from_an_epoch_checkpoint_exactly():
     assert [h.epoch for h in rest] == [1, 2, 3, 4] and rest[:2] == history[:2]
     for a, b in zip(whole.state_dict().values(), continued.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_processes_opening_a_new_study_file_at_once_all_succeed(tmp_path):
+    # CI saw the driver die when this file's poller opened study.db in the same instant:
+    # both created the schema and the loser's INSERT of the alembic version failed.
+    # Threads racing on a fresh file reproduce it with plain RDBStorage every time.
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'race{attempt}.db'}"
+        barrier, errors = threading.Barrier(6), []
+
+        def open_it(url=url, barrier=barrier, errors=errors):
+            barrier.wait()
+            try:
+                rdb_storage(url)
+            except Exception as e:  # noqa: BLE001 - any failure is the bug
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        study = open_study(url, "s", ["max"])
+        assert study.directions[0].name == "MAXIMIZE"
 
 
 def _wait(db, name, predicate, proc, timeout=240):
