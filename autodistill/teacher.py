@@ -18,7 +18,7 @@ from . import _io
 from ._errors import CheckpointError
 from .config import StudyConfig, TrainConfig
 from .data import Dataset
-from .distill import evaluate, predict_logits, train
+from .distill import evaluate, train
 from .measure import count_params
 from .students import build_student, make_spec
 
