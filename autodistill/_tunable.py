@@ -125,11 +125,17 @@ def parse_tunable(
     lt: float | None = None,
     choices: Callable[[], Iterable[str]] | Iterable[str] | None = None,
     searchable: bool = True,
+    optional: bool = False,
 ) -> Any:
-    """Turn one raw YAML value into a fixed value or a distribution (see module doc)."""
+    """Turn one raw YAML value into a fixed value or a distribution (see module doc).
+    With ``optional``, ``null`` (None) is a fixed value too: the field's "off"."""
     convert = _CONVERT[kind]
+    if optional and raw is None:
+        return None
 
     def fixed(v: Any) -> Any:
+        if optional and v is None:
+            return None
         out = convert(v)
         if kind in ("float", "int"):
             if isinstance(out, float) and not math.isfinite(out):
@@ -185,8 +191,11 @@ def parse_tunable(
 
 
 def tunable(kind: str, **kwargs: Any) -> Any:
-    """An annotated pydantic type for a field that may be fixed or searched."""
+    """An annotated pydantic type for a field that may be fixed or searched
+    (``optional=True``: or null)."""
     base = {"float": float, "int": int, "bool": bool, "str": str}[kind]
+    if kwargs.get("optional"):
+        base = base | None
     return Annotated[
         base | FloatRange | IntRange | Choice,
         BeforeValidator(lambda raw: parse_tunable(raw, kind, **kwargs)),

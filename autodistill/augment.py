@@ -1,4 +1,5 @@
-"""Random crop and horizontal flip, applied to a whole uint8 batch at once.
+"""Random crop and horizontal flip, applied to a whole uint8 batch at once; MixUp and CutMix
+on the normalised float batch.
 
 An augmentation is described per sample by ``(dy, dx, flip)`` (an int16 tensor (B, 3)): the
 crop's offset in the image padded by ``padding`` pixels on each side, and whether it is
@@ -10,6 +11,8 @@ teacher saw from ``(V, N, 3)`` small integers.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -20,7 +23,7 @@ MIN_IMAGE_SIZE = 16
 
 def check_augment(cfg, image_size: int, where: str = "config") -> None:
     """Crop and flip are for natural images of 16 px and more (digits' 8x8 strokes are not)."""
-    if cfg.active and image_size < MIN_IMAGE_SIZE:
+    if cfg.crops and image_size < MIN_IMAGE_SIZE:
         raise ConfigError(f"{where}: augment.crop_padding / augment.flip need images of at least {MIN_IMAGE_SIZE} px; this dataset's are {image_size} px")
 
 
@@ -49,3 +52,34 @@ def view_params(n: int, views: int, padding: int, flip: bool, seed: int = 0) -> 
     """(views, n, 3): the fixed augmentations whose teacher outputs a study caches."""
     generator = torch.Generator().manual_seed(seed)
     return torch.stack([random_params(n, padding, flip, generator) for _ in range(views)])
+
+
+def mix(x: torch.Tensor, mixup: float, cutmix: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """MixUp (Zhang et al. 2018) or CutMix (Yun et al. 2019) of a float batch (B, C, H, W)
+    with a random permutation of itself; returns (mixed batch, permutation, lam), where lam is
+    the share of each image's own label (CE = lam CE(y) + (1 - lam) CE(y[perm])).
+
+    lam ~ Beta(a, a) for the method's ``a`` (0 = off); with both on, each batch uses one of
+    the two with equal chance. CutMix pastes a box of area ~(1 - lam) from the partner image
+    and sets lam to the exact share of pixels left. Random numbers come from ``generator``."""
+    import numpy as np
+
+    methods = [m for m, a in (("mixup", mixup), ("cutmix", cutmix)) if a > 0]
+    b, _, h, w = x.shape
+    perm = torch.randperm(b, generator=generator)
+    if not methods:
+        return x, perm, 1.0
+    rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator)))
+    method = methods[int(rng.integers(len(methods)))]
+    a = mixup if method == "mixup" else cutmix
+    lam = float(rng.beta(a, a))
+    partner = x[perm.to(x.device)]
+    if method == "mixup":
+        return lam * x + (1 - lam) * partner, perm, lam
+    cut_h, cut_w = int(round(h * math.sqrt(1 - lam))), int(round(w * math.sqrt(1 - lam)))
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    y0, y1 = max(cy - cut_h // 2, 0), min(cy + (cut_h + 1) // 2, h)
+    x0, x1 = max(cx - cut_w // 2, 0), min(cx + (cut_w + 1) // 2, w)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = partner[:, :, y0:y1, x0:x1]
+    return out, perm, 1.0 - (y1 - y0) * (x1 - x0) / (h * w)

@@ -23,7 +23,12 @@ METRICS = ("accuracy", "params", "macs", "size_mb", "latency_ms")
 per image, state-dict size in MB, and latency in ms per batch of ``latency.batch_size``."""
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
-TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine", "step")
+TEMPERATURE_SCHEDULES = ("constant", "linear", "cosine", "step", "sigmoid", "adaptive")
+WEIGHT_SCHEDULES = ("linear", "cosine", "sigmoid")
+FEATURE_DISTANCES = ("mse", "cosine")
+ATTENTION_TYPES = ("spatial", "cam", "matrix")
+SAMPLE_WEIGHTING = ("none", "confidence", "entropy")
+BALANCE = ("none", "gradnorm")
 
 
 class _Section(BaseModel):
@@ -106,6 +111,8 @@ class TeacherConfig(_Section):
     checkpoint: str | None = None
     """a state dict (.pt) for ``arch``; without one the teacher is trained once and cached"""
     train: TeacherTrainConfig = TeacherTrainConfig()
+    weight: float = Field(1.0, gt=0)
+    """weight of this teacher's soft targets in a multi-teacher study (``teachers:``); weights are normalised to sum 1"""
 
     @field_validator("arch")
     @classmethod
@@ -150,19 +157,60 @@ StudentConfig = _student_section()
 
 class TemperatureConfig(_Section):
     schedule: tunable("str", choices=TEMPERATURE_SCHEDULES) = "constant"
-    """constant (start), or linear / cosine / step from start to end over the training"""
+    """constant (start); linear / cosine / step / sigmoid from start to end over the training; adaptive: set per batch by the teacher's entropy (a confident teacher gets start, an unsure one end)"""
     start: tunable("float", gt=0, le=100) = 4.0
     """temperature at the first step (the only one for constant)"""
     end: tunable("float", gt=0, le=100) = 1.0
     """ignored by the constant schedule"""
     steps: tunable("int", ge=2, le=100) = 2
     """step schedule: number of plateaus between start and end"""
+    sharpness: tunable("float", gt=0, le=100) = 10.0
+    """sigmoid schedule: slope at mid-training (higher = a sharper switch from start to end)"""
 
 
 class DistillConfig(_Section):
+    """The loss of a trial::
+
+        total = w_ce * CE + w_kd * T^2 * KL + feature_weight * sum(feature) + attention_weight * sum(attention)
+
+    with w_kd = alpha (scheduled to alpha_end when set) and w_ce = ce_weight, or 1 - w_kd when
+    ce_weight is null. Feature and attention terms match the student's stages (feature_stages)
+    to the teacher's at the same relative depth; the teacher then runs on every batch."""
+
     alpha: tunable("float", ge=0, le=1) = 0.7
-    """weight of the soft-label KD term; the hard-label CE term gets 1 - alpha"""
+    """weight of the soft-label KD term (at the first step, when alpha_end is set)"""
+    alpha_end: tunable("float", ge=0, le=1, optional=True) = None
+    """KD weight at the last step (e.g. 0.7 -> 0.3); null keeps alpha constant"""
+    alpha_schedule: tunable("str", choices=WEIGHT_SCHEDULES) = "linear"
+    """how the KD weight goes from alpha to alpha_end"""
+    ce_weight: tunable("float", ge=0, le=10, optional=True) = None
+    """weight of the hard-label cross-entropy; null = 1 - the KD weight"""
     temperature: TemperatureConfig = TemperatureConfig()
+    sample_weighting: tunable("str", choices=SAMPLE_WEIGHTING) = "none"
+    """per-sample KD weight from the teacher: confidence (1 - max prob) or entropy; harder inputs get more teacher (mean 1 over the batch)"""
+    kd_clamp: tunable("float", gt=0, optional=True) = None
+    """cap on the T^2-compensated KD term: above it the term is scaled down to the cap (its gradient with it); null = no cap"""
+    feature_weight: tunable("float", ge=0, le=100) = 0.0
+    """FitNets feature loss weight (student stage -> 1x1 projector -> teacher stage); 0 = off"""
+    feature_stages: tunable("str") = "last"
+    """which student stages are matched: last, all, or indices like '1,2' (negative counts from the end)"""
+    feature_distance: tunable("str", choices=FEATURE_DISTANCES) = "mse"
+    """mse of the projected features, or cosine (1 - cosine similarity per position)"""
+    attention_weight: tunable("float", ge=0, le=1000) = 0.0
+    """attention loss weight; 0 = off"""
+    attention_type: tunable("str", choices=ATTENTION_TYPES) = "spatial"
+    """spatial: attention transfer (channel-pooled |A|^p maps of the matched stages); cam: class activation maps of the true class (last stage); matrix: self-attention matrices per layer (ViT student and teacher; spatial otherwise)"""
+    attention_p: tunable("float", gt=0, le=8) = 2.0
+    """exponent p of the spatial attention maps"""
+    balance: tunable("str", choices=BALANCE) = "none"
+    """gradnorm: each weighted term is rescaled by the mean gradient norm over its own, clamped to [0.5, 2] (one extra backward per term)"""
+    stage1_fraction: tunable("float", ge=0, lt=1) = 0.0
+    """staged training: this fraction of the epochs trains on the feature loss alone, then CE, KD and attention join; 0 = one stage"""
+
+    @property
+    def needs_teacher_features(self) -> bool:
+        """Whether the teacher's stage outputs may be needed (a searched weight counts)."""
+        return _may_be_on(self.feature_weight) or _may_be_on(self.attention_weight)
 
 
 AUGMENT_TEACHER = ("views", "live")
@@ -179,11 +227,25 @@ class AugmentConfig(_Section):
     """how the teacher sees the augmented batch: views = its outputs on `views` augmented copies of the training set, computed once per study and cached (Fast Knowledge Distillation; each epoch a sample is one of its views; crop_padding and flip must then be fixed); live = the teacher runs on every batch (any augmentation, one teacher forward per step)"""
     views: fixed_only("int", ge=1, le=64) = 8
     """augmented copies of the training set whose teacher outputs are cached (teacher: views)"""
+    mixup: tunable("float", ge=0, le=10) = 0.0
+    """MixUp: Beta(a, a) mixing of image pairs and their labels; 0 = off (needs teacher: live)"""
+    cutmix: tunable("float", ge=0, le=10) = 0.0
+    """CutMix: a Beta(a, a)-sized box pasted from another image; 0 = off (with mixup, each batch uses one of the two; needs teacher: live)"""
 
     @property
     def active(self) -> bool:
         """Whether augmentation may happen (a searched setting counts)."""
-        return any(v not in (0, False) for v in (*_choices(self.crop_padding), *_choices(self.flip)))
+        return self.crops or self.mixes
+
+    @property
+    def crops(self) -> bool:
+        """Whether random crop or flip may happen (a searched setting counts)."""
+        return _may_be_on(self.crop_padding) or _may_be_on(self.flip)
+
+    @property
+    def mixes(self) -> bool:
+        """Whether MixUp or CutMix may happen (a searched setting counts)."""
+        return _may_be_on(self.mixup) or _may_be_on(self.cutmix)
 
 
 PRUNE_IMPORTANCES = ("l1", "l2", "fpgm", "taylor", "bn_scale", "random")
@@ -345,6 +407,8 @@ class StudyConfig(_Section):
     """the study's folder under execution.results and its Optuna study name"""
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()
+    teachers: list[TeacherConfig] | None = None
+    """several teachers whose soft targets are averaged with their weights; the first also gives the features and attention (set this or teacher, not both)"""
     student: StudentConfig = Field(default_factory=StudentConfig)  # type: ignore[valid-type]
     distill: DistillConfig = DistillConfig()
     compress: CompressConfig = CompressConfig()
@@ -379,9 +443,37 @@ class StudyConfig(_Section):
         return objectives
 
     @model_validator(mode="after")
+    def _one_teacher_section(self) -> "StudyConfig":
+        if self.teachers is not None:
+            if not self.teachers:
+                raise ValueError("teachers: expected a non-empty list of teachers ({arch: ..., weight: ...})")
+            if "teacher" in self.model_fields_set and self.teacher != self.teachers[0]:
+                raise ValueError("set teacher or teachers, not both (teachers[0] is the primary teacher)")
+            self.teacher = self.teachers[0]
+        return self
+
+    @property
+    def all_teachers(self) -> list[TeacherConfig]:
+        return list(self.teachers) if self.teachers else [self.teacher]
+
+    @model_validator(mode="after")
     def _check_compress(self) -> "StudyConfig":
         augment = self.augment
-        if augment.teacher == "views" and _has_distribution(augment):
+        if augment.mixes and augment.teacher == "views" and (_may_be_on(self.distill.alpha) or _may_be_on(self.distill.alpha_end)):
+            raise ValueError("augment: mixup and cutmix make images no cached view holds, so the teacher must see each batch: set augment.teacher: live")
+        distill = self.distill
+        if distill.needs_teacher_features:
+            if any(isinstance(t.arch, str) for t in self.all_teachers[:1]):
+                raise ValueError("distill: feature and attention losses need the teacher's stage outputs, which torchvision teachers do not give here; "
+                                 "use a teacher from the student families")
+            if compress_may_be_active(self.compress):
+                raise ValueError("distill: feature and attention losses cannot be combined with compress (pruning and int8 change the matched layers)")
+        teacher_arch = self.teacher.arch
+        if "matrix" in _choices(distill.attention_type) and (isinstance(teacher_arch, str) or teacher_arch["family"] != "vit"):
+            raise ValueError("distill.attention_type: matrix matches self-attention matrices, so the teacher must be a vit")
+        for stages in _choices(distill.feature_stages):
+            parse_stages(stages, None)
+        if augment.teacher == "views" and (_has_distribution(augment.crop_padding) or _has_distribution(augment.flip)):
             raise ValueError("augment: with teacher: views the teacher's outputs are cached once per study, so crop_padding and flip "
                              "must be fixed; search them with teacher: live")
         compress = self.compress
@@ -392,7 +484,10 @@ class StudyConfig(_Section):
         stage_rates = compress.prune_stage_rates
         if stage_rates is not None:
             for family in _choices(self.student.family):
-                stages = len(getattr(self.student, family).widths)
+                dims = getattr(self.student, family)
+                if not hasattr(dims, "widths"):
+                    raise ValueError(f"compress.prune_stage_rates: student.{family} has no stages of channels to prune")
+                stages = len(dims.widths)
                 if stages != len(stage_rates):
                     raise ValueError(f"compress.prune_stage_rates has {len(stage_rates)} rates but student.{family} has {stages} stages")
         pruner = self.search.pruner
@@ -411,6 +506,44 @@ class StudyConfig(_Section):
     @property
     def results_dir(self) -> Path:
         return Path(self.execution.results) / self.name
+
+
+def parse_stages(text: str, num_stages: int | None) -> list[int]:
+    """``distill.feature_stages`` as stage indices (0-based) of a network with ``num_stages``
+    stages: 'last', 'all', or comma-separated indices (negative from the end). With
+    ``num_stages`` None only the syntax is checked."""
+    text = text.strip()
+    if text in ("last", "all"):
+        if num_stages is None:
+            return []
+        return [num_stages - 1] if text == "last" else list(range(num_stages))
+    try:
+        indices = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"distill.feature_stages: expected last, all or indices like '1,2', got {text!r}") from None
+    if num_stages is None:
+        return indices
+    out = []
+    for i in indices:
+        if not -num_stages <= i < num_stages:
+            raise ValueError(f"distill.feature_stages: stage {i} does not exist in a network of {num_stages} stages")
+        out.append(i % num_stages)
+    return sorted(set(out))
+
+
+def compress_may_be_active(compress: "CompressConfig") -> bool:
+    return compress.prunes or any(q != "none" for q in _choices(compress.quantize))
+
+
+def _may_be_on(value: Any) -> bool:
+    """Whether a fixed, chosen or ranged field may take a value other than 0 / False / None."""
+    from ._tunable import Choice
+
+    if isinstance(value, Choice):
+        return any(v not in (0, False, None) for v in value.choice)
+    if is_distribution(value):
+        return value.high > 0
+    return value not in (0, False, None)
 
 
 def _choices(value: Any) -> tuple:

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from . import _io
 from ._errors import CheckpointError
-from .config import StudyConfig, TrainConfig
+from .config import StudyConfig, TeacherConfig, TrainConfig
 from .data import Dataset
 from .distill import evaluate, train
 from .measure import count_params
@@ -41,20 +41,20 @@ def compute_device(config: StudyConfig) -> str:
     return "cuda" if config.search.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
 
 
-def teacher_spec(config: StudyConfig, data: Dataset) -> dict[str, Any]:
-    arch = config.teacher.arch
+def teacher_spec(config: StudyConfig, data: Dataset, teacher: TeacherConfig | None = None) -> dict[str, Any]:
+    arch = (teacher or config.teacher).arch
     family = arch if isinstance(arch, str) else arch["family"]
     dims = {} if isinstance(arch, str) else {k: v for k, v in arch.items() if k != "family"}
     return make_spec(family, dims, data)
 
 
-def cache_key(config: StudyConfig, spec: dict[str, Any]) -> str:
+def cache_key(config: StudyConfig, spec: dict[str, Any], teacher: TeacherConfig | None = None) -> str:
     blob = json.dumps(
         {
             "version": CACHE_VERSION,
             "data": config.data.model_dump(mode="json", exclude={"download"}),
             "spec": spec,
-            "train": config.teacher.train.model_dump(mode="json"),
+            "train": (teacher or config.teacher).train.model_dump(mode="json"),
         },
         sort_keys=True,
     )
@@ -117,22 +117,24 @@ def _arch_name(spec: dict[str, Any]) -> str:
 
 
 def prepare_teacher(
-    config: StudyConfig, data: Dataset, log: Callable[[str], None] = print
+    config: StudyConfig, data: Dataset, log: Callable[[str], None] = print, teacher: TeacherConfig | None = None
 ) -> tuple[nn.Module, TeacherInfo]:
-    spec = teacher_spec(config, data)
-    model = build_student(spec, seed=config.teacher.train.seed)
-    if config.teacher.checkpoint:
-        path = config.teacher.checkpoint
+    """The teacher ``teacher`` (default: the study's primary one), loaded or trained."""
+    tcfg = teacher or config.teacher
+    spec = teacher_spec(config, data, tcfg)
+    model = build_student(spec, seed=tcfg.train.seed)
+    if tcfg.checkpoint:
+        path = tcfg.checkpoint
         load_weights(model, load_state_dict(path, "teacher.checkpoint"), f"teacher.checkpoint {path}", _arch_name(spec))
         source = f"checkpoint {path}"
     else:
-        cache = Path(config.execution.results) / ".teachers" / cache_key(config, spec)
+        cache = Path(config.execution.results) / ".teachers" / cache_key(config, spec, tcfg)
         path = str(cache / "teacher.pt")
         if (cache / "teacher.pt").exists():
             load_weights(model, load_state_dict(path, "teacher cache"), "teacher cache", _arch_name(spec))
             source = f"cache {path}"
         else:
-            source = _train_teacher(config, data, model, spec, cache, log)
+            source = _train_teacher(config, tcfg, data, model, spec, cache, log)
     info = TeacherInfo(
         spec=spec,
         params=count_params(model),
@@ -145,9 +147,9 @@ def prepare_teacher(
 
 
 def _train_teacher(
-    config: StudyConfig, data: Dataset, model: nn.Module, spec: dict[str, Any], cache: Path, log: Callable[[str], None]
+    config: StudyConfig, teacher: TeacherConfig, data: Dataset, model: nn.Module, spec: dict[str, Any], cache: Path, log: Callable[[str], None]
 ) -> str:
-    tcfg = config.teacher.train
+    tcfg = teacher.train
     train_cfg = TrainConfig.model_validate(tcfg.model_dump(exclude={"seed"}))
     log(f"training teacher {_arch_name(spec)} ({count_params(model):,} params) for {tcfg.epochs} epochs")
     started = time.perf_counter()
@@ -170,22 +172,34 @@ OUTPUT_BATCH = 1024  # the teacher's batch when it computes the outputs once per
 
 @dataclass
 class TeacherTargets:
-    """What trials need of the teacher, computed once per study and handed to every trial
+    """What trials need of the teacher(s), computed once per study and handed to every trial
     through the Ray object store.
 
     ``logits`` (N_train, K) are the teacher's outputs on the un-augmented training set. With
     augmentation, either ``views`` (V, N_train, K), its outputs on V fixed augmented copies of
     the training set, with ``view_params`` (V, N_train, 3) describing each copy
     (:mod:`autodistill.augment`); or ``live``, the teacher itself, run on every augmented
-    batch (and on every batch when ``logits`` is None: the benchmark's baseline). The
-    cached outputs are float16 (half the memory and object-store traffic; the KD loss moves
-    by under 1e-3 relative, tested); the loss computes in float32."""
+    batch (and on every batch when ``logits`` is None: the benchmark's baseline). ``live`` is
+    also set when feature or attention losses need the teacher's stage outputs. The cached
+    outputs are float16 (half the memory and object-store traffic; the KD loss moves by under
+    1e-3 relative, tested); the loss computes in float32.
+
+    With several teachers (``teachers:``) ``logits`` is (M, N_train, K) and ``views``
+    (M, V, N_train, K), in the config's order, ``weights`` their weights; ``live`` is the first
+    and ``live_extra`` the others when all must run on every batch."""
 
     logits: torch.Tensor | None = None
     views: torch.Tensor | None = None
     view_params: torch.Tensor | None = None
     live: nn.Module | None = None
     source: str = ""
+    weights: list[float] | None = None
+    live_extra: list[nn.Module] | None = None
+
+    @property
+    def count(self) -> int:
+        """How many teachers."""
+        return 1 if self.weights is None else len(self.weights)
 
     @property
     def nbytes(self) -> int:
@@ -205,7 +219,7 @@ def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
         digest.update(raw(tensor))
     digest.update(raw(data.x_train))
     aug = config.augment
-    views = {"padding": aug.crop_padding, "flip": aug.flip, "views": aug.views} if aug.active and aug.teacher == "views" else None
+    views = {"padding": aug.crop_padding, "flip": aug.flip, "views": aug.views} if aug.crops and aug.teacher == "views" else None
     digest.update(json.dumps({"version": OUTPUTS_VERSION, "mean": data.mean, "std": data.std, "views": views}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
@@ -229,28 +243,62 @@ def _half(logits: torch.Tensor) -> torch.Tensor:
     return half if torch.isfinite(half).all() else logits  # logits beyond float16's range stay float32
 
 
-def teacher_outputs(model: nn.Module, data: Dataset, config: StudyConfig, log: Callable[[str], None] = print) -> TeacherTargets:
-    """The teacher's outputs for the study's trials, from the cache under
+def teacher_outputs(
+    models: nn.Module | list[nn.Module], data: Dataset, config: StudyConfig, log: Callable[[str], None] = print
+) -> TeacherTargets:
+    """The teachers' outputs for the study's trials, from the cache under
     ``<execution.results>/.teachers/outputs/`` or computed once (in batches of
-    :data:`OUTPUT_BATCH`) and stored there (``.npy``, float16)."""
+    :data:`OUTPUT_BATCH`) and stored there (``.npy``, float16), one entry per teacher.
+    ``models``: the teacher, or the teachers of ``config.all_teachers`` in order."""
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    each = [_one_teacher_outputs(model, data, config) for model in models]
+    aug = config.augment
+    if len(each) == 1:
+        targets = each[0]
+    else:
+
+        def stacked(name: str) -> torch.Tensor | None:
+            tensors = [getattr(t, name) for t in each]
+            if tensors[0] is None:
+                return None
+            if len({t.dtype for t in tensors}) > 1:  # one teacher's logits did not fit float16
+                tensors = [t.float() for t in tensors]
+            return torch.stack(tensors)
+
+        targets = TeacherTargets(
+            logits=stacked("logits"),
+            views=stacked("views"),
+            view_params=each[0].view_params,
+            source="; ".join(f"teacher {i}: {t.source}" for i, t in enumerate(each)),
+            weights=[t.weight for t in config.all_teachers],
+        )
+    for model in models:
+        model.cpu()  # trials move what they need to their own device
+    if (aug.active and aug.teacher == "live") or config.distill.needs_teacher_features:
+        targets.live = models[0].eval()
+    if aug.active and aug.teacher == "live" and len(models) > 1:
+        targets.live_extra = [m.eval() for m in models[1:]]
+    return targets
+
+
+def _one_teacher_outputs(model: nn.Module, data: Dataset, config: StudyConfig) -> TeacherTargets:
     import numpy as np
 
     from .augment import view_params
 
     model.eval().to(compute_device(config))
     aug = config.augment
-    use_views = aug.active and aug.teacher == "views"
+    use_views = aug.crops and aug.teacher == "views"
     cache = Path(config.execution.results) / ".teachers" / "outputs" / outputs_key(model, data, config)
     names = ["logits", "views", "view_params"] if use_views else ["logits"]
     started = time.perf_counter()
+    problem = ""
     if all((cache / f"{n}.npy").exists() for n in names):
         try:
             arrays = {n: torch.from_numpy(np.load(cache / f"{n}.npy")) for n in names}
-            targets = TeacherTargets(**arrays, source=f"cache {cache}")
+            return TeacherTargets(**arrays, source=f"cache {cache}")
         except (OSError, ValueError) as err:
-            log(f"teacher outputs cache {cache} unreadable ({err}): computing them again")
-        else:
-            return _with_live(targets, model, aug)
+            problem = f" (the cache was unreadable: {err})"
     arrays = {"logits": _half(_outputs(model, data, data.x_train))}
     if use_views:
         params = view_params(len(data.y_train), aug.views, aug.crop_padding, aug.flip)
@@ -260,12 +308,4 @@ def teacher_outputs(model: nn.Module, data: Dataset, config: StudyConfig, log: C
         _io.atomic_write(cache / f"{name}.npy", lambda fh, t=tensor: np.save(fh, t.numpy()))
     seconds = time.perf_counter() - started
     what = f"{len(data.y_train)} images" + (f", plain and {aug.views} augmented views" if use_views else "")
-    targets = TeacherTargets(**arrays, source=f"computed for {what} in {seconds:.1f} s, cached at {cache}")
-    return _with_live(targets, model, aug)
-
-
-def _with_live(targets: TeacherTargets, model: nn.Module, aug) -> TeacherTargets:
-    model.cpu()  # trials move what they need to their own device
-    if aug.active and aug.teacher == "live":
-        targets.live = model.eval()
-    return targets
+    return TeacherTargets(**arrays, source=f"computed for {what} in {seconds:.1f} s, cached at {cache}{problem}")

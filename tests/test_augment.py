@@ -103,15 +103,15 @@ def test_the_teacher_sees_the_batch_the_student_trains_on(tmp_path, monkeypatch,
     assert (targets.live is not None) == (mode == "live") and (targets.views is not None) == (mode == "views")
     seen = []
 
-    class Recorder(train_module.FusedKDLoss):
-        def forward(self, logits, y, teacher_logits, alpha, temperature):
-            seen.append(teacher_logits.detach().clone())
-            return super().forward(logits, y, teacher_logits, alpha, temperature)
+    class Recorder(train_module.DistillLoss):
+        def components(self, weights, logits, labels, **kw):
+            seen.append(kw["teacher_stack"][0].detach().float())  # (M=1, B, K)
+            return super().components(weights, logits, labels, **kw)
 
     inputs = []
     student = build_student(make_spec("cnn", {"widths": [4, 8], "depths": [1, 1]}, data), seed=0)
     student.register_forward_pre_hook(lambda mod, args: inputs.append(args[0].detach().clone()) if mod.training else None)
-    monkeypatch.setattr(train_module, "FusedKDLoss", Recorder)
+    monkeypatch.setattr(train_module, "DistillLoss", Recorder)
     train(student, data, config.train, config.distill, targets, augment=config.augment, seed=3)
     assert len(seen) == len(inputs) == 6  # 2 epochs x 3 batches
     with torch.no_grad():
@@ -145,3 +145,45 @@ def test_views_without_kd_still_augment(tmp_path):
     model = build_student(make_spec("cnn", {"widths": [4, 8], "depths": [1, 1]}, data), seed=0)
     history = train(model, data, config.train, None, None, augment=config.augment, seed=0)
     assert len(history) == 2 and history[0].steps_s > 0 and history[0].steps_s <= history[0].epoch_s
+
+
+def test_mixup_blends_pairs_and_cutmix_pastes_a_box_with_the_exact_share():
+    from autodistill.augment import mix
+
+    x = torch.arange(2 * 1 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
+    mixed, perm, lam = mix(x, 0.4, 0.0, torch.Generator().manual_seed(0))
+    assert 0 <= lam <= 1 and torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+    for seed in range(5):
+        cut, perm, lam = mix(x, 0.0, 1.0, torch.Generator().manual_seed(seed))
+        own = (cut == x).flatten(1).float().mean(dim=1)  # the pixels left of each image (the partners differ everywhere)
+        if perm.tolist() == [1, 0]:
+            assert own.tolist() == pytest.approx([lam, lam])
+    same = mix(x, 0.4, 1.0, torch.Generator().manual_seed(3)), mix(x, 0.4, 1.0, torch.Generator().manual_seed(3))
+    assert torch.equal(same[0][0], same[1][0]) and same[0][2] == same[1][2]  # a function of the generator
+    assert mix(x, 0.0, 0.0, torch.Generator())[2] == 1.0
+
+
+def test_mixup_needs_a_live_teacher_and_the_teacher_sees_the_mixed_batch(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="augment.teacher: live"):
+        parse_config({"augment": {"mixup": 0.2}})
+    parse_config({"augment": {"mixup": 0.2}, "distill": {"alpha": 0.0}})  # no teacher targets: nothing to cache
+    data = _images()
+    teacher = _teacher(data)
+    config = _study(tmp_path, mixup=0.4, cutmix=1.0, teacher="live")
+    targets = teacher_outputs(teacher, data, config, lambda m: None)
+    seen, inputs = [], []
+
+    class Recorder(train_module.DistillLoss):
+        def components(self, weights, logits, labels, **kw):
+            seen.append((kw["teacher_stack"][0].detach().clone(), kw["lam"], kw["labels_b"]))
+            return super().components(weights, logits, labels, **kw)
+
+    student = build_student(make_spec("cnn", {"widths": [4, 8], "depths": [1, 1]}, data), seed=0)
+    student.register_forward_pre_hook(lambda mod, args: inputs.append(args[0].detach().clone()) if mod.training else None)
+    monkeypatch.setattr(train_module, "DistillLoss", Recorder)
+    train(student, data, config.train, config.distill, targets, augment=config.augment, seed=3)
+    assert len(seen) == len(inputs) == 6
+    with torch.no_grad():
+        for x, (soft, lam, labels_b) in zip(inputs, seen):
+            assert torch.allclose(soft, teacher(x), atol=1e-4) and labels_b is not None
+    assert any(lam < 1 for _, lam, _ in seen)

@@ -59,7 +59,17 @@ def test_overrides_set_dotted_keys(tmp_path):
         ({"distill": {"alpha": {"choice": []}}}, "distill.alpha: choice must be a non-empty list"),
         ({"student": {"cnn": {"foo": 1}}}, "student.cnn.foo: unknown key; valid keys: widths, depths, width_mult, dropout"),
         ({"bogus": 1}, "bogus: unknown key"),
-        ({"student": {"family": "vit"}}, "student.family: unknown value 'vit'"),
+        ({"student": {"family": "vgg"}}, "student.family: unknown value 'vgg'"),
+        ({"distill": {"feature_stages": "first"}}, "distill.feature_stages: expected last, all or indices like '1,2', got 'first'"),
+        ({"distill": {"feature_weight": 1.0}, "teacher": {"arch": "torchvision:resnet18"}}, "torchvision teachers do not give"),
+        ({"distill": {"attention_weight": {"choice": [0, 1]}}, "compress": {"prune_rate": 0.3}}, "cannot be combined with compress"),
+        ({"distill": {"attention_type": "matrix"}}, "distill.attention_type: matrix matches self-attention matrices, so the teacher must be a vit"),
+        ({"distill": {"alpha_end": {"choice": [None, 2.0]}}}, "distill.alpha_end: must be <= 1, got 2"),
+        ({"distill": {"temperature": {"schedule": "exp"}}}, "distill.temperature.schedule: unknown value 'exp'"),
+        ({"augment": {"cutmix": 1.0}}, "mixup and cutmix make images no cached view holds"),
+        ({"teachers": []}, "teachers: expected a non-empty list"),
+        ({"teachers": [{"arch": {"family": "cnn"}}], "teacher": {"arch": {"family": "resnet"}}}, "set teacher or teachers, not both"),
+        ({"teachers": [{"arch": {"family": "cnn"}, "weight": 0}]}, "teachers[0].weight"),
         ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer, got 'ten'"),
         ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer, got 2.5"),
         ({"objectives": {"acc": "max"}}, "objectives: unknown metric 'acc'"),
@@ -123,3 +133,12 @@ def test_driver_side_paths_are_checked_by_load_config_not_by_the_model(tmp_path)
     path.write_text("data: {dataset: mnist, root: /nope/mnist}\n")
     with pytest.raises(ConfigError, match=r"data.root: directory not found: /nope/mnist"):
         load_config(path)
+
+
+def test_recipe_fields_parse_fixed_null_and_searched():
+    cfg = parse_config({"distill": {"alpha_end": {"choice": [None, 0.3]}, "ce_weight": None, "feature_weight": {"low": 0, "high": 2}},
+                        "teachers": [{"arch": {"family": "cnn"}}, {"arch": {"family": "vit", "depth": 2}, "weight": 0.5}]})
+    assert cfg.distill.alpha_end == Choice((None, 0.3)) and cfg.distill.ce_weight is None
+    assert cfg.distill.needs_teacher_features and cfg.teacher.arch["family"] == "cnn"
+    assert [t.weight for t in cfg.all_teachers] == [1.0, 0.5]
+    assert parse_config(dump_config(cfg) and __import__("yaml").safe_load(dump_config(cfg))).all_teachers[1].arch["family"] == "vit"

@@ -67,6 +67,27 @@ def test_training_continues_from_an_epoch_checkpoint_exactly():
         assert torch.equal(a, b)
 
 
+def test_training_with_projectors_continues_from_a_checkpoint_exactly():
+    from autodistill.distill import predict_logits
+    from autodistill.teacher import TeacherTargets
+
+    cfg = parse_config({"train": {"epochs": 3, "lr": 0.01}, "distill": {"alpha": 0.5, "feature_weight": 1.0, "feature_stages": "all", "attention_weight": 10.0}})
+    data = load_dataset(cfg.data)
+    teacher = build_student(make_spec("resnet", {"widths": [8, 16, 32], "depths": [1, 1, 1]}, data), seed=1).eval()
+    targets = TeacherTargets(logits=predict_logits(teacher, data, "train"), live=teacher)
+    spec = make_spec("cnn", {"widths": [8, 16], "depths": [1, 1]}, data)
+    states = []
+    whole = build_student(spec, seed=0)
+    history = train(whole, data, cfg.train, cfg.distill, targets, seed=3, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
+    assert states[0]["recipe"] and all(h.extra["loss_feat"] > 0 and h.extra["loss_att"] > 0 for h in history)
+    continued = build_student(spec, seed=0)
+    rest = train(continued, data, cfg.train, cfg.distill, targets, seed=3, resume=states[0])
+    same = lambda h: (h.epoch, h.accuracy, h.loss, h.loss_ce, h.loss_kd, h.extra["loss_feat"], h.extra["loss_att"])  # noqa: E731
+    assert [same(h) for h in rest] == [same(h) for h in history]
+    for a, b in zip(whole.state_dict().values(), continued.state_dict().values()):
+        assert torch.equal(a, b)
+
+
 def test_processes_opening_a_new_study_file_at_once_all_succeed(tmp_path):
     # CI saw the driver die when this file's poller opened study.db in the same instant:
     # both created the schema and the loser's INSERT of the alembic version failed.

@@ -6,19 +6,20 @@ from autodistill.students import build_student, get_family, list_families
 from autodistill.students._common import make_divisible, stage_strides
 
 FAMILIES = list_families()
+CONV = [f for f in FAMILIES if "widths" in get_family(f).dims.model_fields]
 
 
 def spec(family, image_size, in_channels=3, **dims):
     return {"family": family, "dims": dims, "in_channels": in_channels, "num_classes": 7, "image_size": image_size}
 
 
-def test_registry_lists_three_families():
-    assert {"cnn", "resnet", "mobilenet"} <= set(FAMILIES)
-    with pytest.raises(ValueError, match="unknown student family 'vit'; valid: cnn"):
-        get_family("vit")
+def test_registry_lists_the_families():
+    assert {"cnn", "resnet", "mobilenet", "vit"} <= set(FAMILIES) and set(CONV) == {"cnn", "resnet", "mobilenet"}
+    with pytest.raises(ValueError, match="unknown student family 'vgg'; valid: cnn"):
+        get_family("vgg")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CONV)
 @pytest.mark.parametrize("image_size, channels", [(8, 1), (32, 3), (224, 3)])
 def test_every_family_runs_forward_and_backward_at_every_size(family, image_size, channels):
     model = build_student(spec(family, image_size, channels, widths=[8, 16], depths=[1, 2], width_mult=0.5))
@@ -31,7 +32,7 @@ def test_every_family_runs_forward_and_backward_at_every_size(family, image_size
     assert len(feats) == 2 and feats[-1].shape[1] == 8  # 16 * 0.5
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", CONV)
 def test_dims_change_the_size(family):
     small = build_student(spec(family, 32, widths=[16, 32], depths=[1, 1], width_mult=0.5))
     big = build_student(spec(family, 32, widths=[16, 32], depths=[2, 2], width_mult=1.0))
@@ -83,3 +84,31 @@ def test_seeded_build_is_reproducible_and_leaves_the_global_rng_alone():
     for (_, wa), (_, wb), (_, wc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
         assert torch.equal(wa, wb)
     assert not torch.equal(a.stem[0].weight, c.stem[0].weight)
+
+
+@pytest.mark.parametrize("image_size, channels, patch", [(8, 1, 2), (32, 3, 4), (224, 3, 16)])
+def test_vit_runs_forward_and_backward_at_every_size(image_size, channels, patch):
+    model = build_student(spec("vit", image_size, channels, patch_size=patch, embed_dim=30, depth=3, heads=4))
+    x = torch.randn(2, channels, image_size, image_size)
+    logits, feats, attns = model.forward_distill(x, attention=True)
+    grid = image_size // patch
+    assert logits.shape == (2, 7) and len(feats) == 3 and feats[0].shape == (2, 32, grid, grid)  # 30 rounded up to 4 heads
+    assert len(attns) == 3 and attns[0].shape == (2, 4, grid * grid, grid * grid)
+    assert torch.allclose(attns[0].sum(dim=-1), torch.ones(2, 4, grid * grid), atol=1e-5)
+    assert torch.allclose(model(x), logits, atol=1e-5)  # the fused attention kernel gives the same logits
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    bigger = build_student(spec("vit", image_size, channels, patch_size=patch, embed_dim=64, depth=6, heads=4))
+    assert sum(p.numel() for p in bigger.parameters()) > 2 * sum(p.numel() for p in model.parameters())
+    with pytest.raises(ValueError, match="patch_size 64 is larger than the 8 px images"):
+        build_student(spec("vit", 8, 1, patch_size=64))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_class_activation_map_decomposes_the_logits(family):
+    dims = {"patch_size": 2, "embed_dim": 16, "depth": 2, "heads": 2} if family == "vit" else {"widths": [8, 16], "depths": [1, 1]}
+    model = build_student(spec(family, 8, 1, **dims)).eval()
+    logits, feats, _ = model.forward_distill(torch.randn(3, 1, 8, 8))
+    pooled = feats[-1].mean(dim=(2, 3))  # (B, C)
+    bias = logits - pooled @ model.cam_weight().T
+    assert torch.allclose(bias, bias[:1].expand_as(bias), atol=1e-5)  # the same bias for every sample

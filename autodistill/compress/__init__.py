@@ -52,6 +52,8 @@ class Compression:
     def __init__(self, cfg: CompressConfig, spec: dict[str, Any], epochs: int, data, batch_size: int, model: nn.Module):
         from ..students import build_student
 
+        if getattr(model, "is_transformer", False):
+            raise ValueError(f"compress: pruning and int8 of a {spec['family']} student are not supported (convolutional families only)")
         self.cfg = cfg
         self.spec = spec
         self.data = data

@@ -1,7 +1,8 @@
-"""Distillation: losses, schedules and the training loop of one trial."""
+"""Distillation: losses, schedules, the fused loss of a trial and its training loop."""
 
-from .losses import FusedKDLoss, KDLoss
-from .schedules import lr_factor, temperature_at
+from .losses import KDLoss
+from .recipe import DistillLoss
+from .schedules import kd_weight_at, lr_factor, ramp, temperature_at
 from .train import EpochStats, evaluate, predict_logits, train
 
-__all__ = ["EpochStats", "FusedKDLoss", "KDLoss", "evaluate", "lr_factor", "predict_logits", "temperature_at", "train"]
+__all__ = ["DistillLoss", "EpochStats", "KDLoss", "evaluate", "kd_weight_at", "lr_factor", "predict_logits", "ramp", "temperature_at", "train"]

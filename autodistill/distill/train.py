@@ -16,8 +16,8 @@ from .._errors import TrialDiverged
 from ..compress import observers_frozen
 from ..config import AugmentConfig, DistillConfig, TrainConfig
 from ..data import Dataset, batches
-from .losses import FusedKDLoss
-from .schedules import lr_factor, temperature_at
+from .recipe import TERMS, DistillLoss, student_forward, teacher_forward
+from .schedules import lr_factor
 
 if TYPE_CHECKING:
     from ..compress import Compression
@@ -44,10 +44,12 @@ class EpochStats:
         return out
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm parameters (the usual practice).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+def make_optimizer(model: nn.Module, cfg: TrainConfig, extra: nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW or SGD over the model's parameters and ``extra``'s (the loss's projectors). No
+    weight decay on biases and norm parameters (the usual practice)."""
+    params = [*model.parameters(), *(extra.parameters() if extra is not None else [])]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
@@ -127,19 +129,29 @@ def train(
     x, y = data.x_train.to(device), data.y_train.to(device)
     targets = TeacherTargets(logits=teacher) if isinstance(teacher, torch.Tensor) else teacher
     aug = augment if augment is not None and augment.active else None
+    crops = aug is not None and (aug.crop_padding > 0 or aug.flip)
+    mixes = aug is not None and (aug.mixup > 0 or aug.cutmix > 0)
     steps_per_epoch = math.ceil(len(y) / train_cfg.batch_size)
     total_steps = steps_per_epoch * train_cfg.epochs
     warmup_steps = round(train_cfg.warmup_epochs * steps_per_epoch)
-    criterion = FusedKDLoss()
-    use_kd = targets is not None and distill_cfg is not None and distill_cfg.alpha > 0
-    views = live = soft = None
-    if use_kd:
-        if aug is not None and targets.views is not None:
+    dcfg = distill_cfg
+    use_teacher = targets is not None and dcfg is not None and (
+        dcfg.alpha > 0 or (dcfg.alpha_end or 0) > 0 or dcfg.feature_weight > 0 or dcfg.attention_weight > 0
+    )
+    multi = use_teacher and targets.count > 1
+    views = soft = None
+    live_all: list[nn.Module] = []
+    if use_teacher:
+        if aug is not None and targets.views is not None and not mixes:
             views, view_params = targets.views.to(device), targets.view_params
-        elif targets.live is not None and (aug is not None or targets.logits is None):  # the teacher runs on every batch
-            live = targets.live.to(device).eval()
+            views = views if multi else views[None]  # (M, V, N, K)
+        elif targets.live is not None and (aug is not None or targets.logits is None):  # the teachers run on every batch
+            live_all = [m.to(device).eval() for m in [targets.live, *(targets.live_extra or [])]]
+            if len(live_all) != targets.count:
+                raise ValueError("augmentation with several teachers needs all of them live (augment.teacher: live)")
         elif aug is None and targets.logits is not None:
             soft = targets.logits.to(device)
+            soft = soft if multi else soft[None]  # (M, N, K)
         else:
             raise ValueError("augmentation with a teacher needs its cached views or the live teacher")
     history: list[EpochStats] = []
@@ -151,42 +163,74 @@ def train(
         if compression is not None:
             raise ValueError("compressed students train on the CPU (pruning and int8 run there)")
         model.to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, train_cfg)
+    primary = None
+    if use_teacher and targets.live is not None:
+        primary = targets.live.to(device).eval()
+    example = to_device(data.normalize(x[:1]), device)
+    criterion = DistillLoss(dcfg, model, primary, example, train_cfg.epochs, kd=use_teacher, teacher_weights=targets.weights if multi else None)
+    features, matrices = criterion.needs_student_features, criterion.needs_attention_matrices
+    if features and primary is None:
+        raise ValueError("feature and attention losses need the live teacher (TeacherTargets.live)")
+    if features and compression is not None:
+        raise ValueError("feature and attention losses cannot be combined with compression")
+    optimizer = make_optimizer(model, train_cfg, criterion)
     if resume is not None:
         model.load_state_dict(resume["model"])
+        if resume.get("recipe"):
+            criterion.load_state_dict(resume["recipe"])
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
         torch.set_rng_state(resume["torch_rng"])
         history = [EpochStats(**h) for h in resume["history"]]
         step, first_epoch = resume["step"], resume["epoch"] + 1
+    student_params = [p for p in model.parameters() if p.requires_grad]
     for epoch in range(first_epoch, train_cfg.epochs + 1):
         if compression is not None and compression.before_epoch(epoch):
             model = compression.model
-            optimizer = make_optimizer(model, train_cfg)
+            optimizer = make_optimizer(model, train_cfg, criterion)
+            student_params = [p for p in model.parameters() if p.requires_grad]
         model.train()
+        criterion.train()
         started = time.perf_counter()
-        sums = {key: torch.zeros((), device=device) for key in ("loss", "ce", "kd")}  # summed on the device: no sync per step
-        temperature = None
+        sums = {key: torch.zeros((), device=device) for key in ("loss", *TERMS)}  # summed on the device: no sync per step
+        scale_sums: dict[str, float] = {}
+        temperature = weights = None
         for idx, xb, yb in batches(x, y, train_cfg.batch_size, shuffle=True, generator=generator):
             progress = step / max(total_steps - 1, 1)
-            temperature = temperature_at(distill_cfg.temperature, progress) if use_kd else None
-            soft_b = soft[idx.to(device)] if soft is not None else None
-            if aug is not None:
+            weights = criterion.weights(progress, epoch)
+            stack = soft[:, idx.to(device)] if soft is not None else None  # (M, B, K)
+            if crops:
                 if views is not None:  # each sample is one of its cached views: the teacher saw exactly this image
                     v = torch.randint(len(view_params), (len(idx),), generator=generator)
-                    params, soft_b = view_params[v, idx], views[v.to(device), idx.to(device)]
+                    params, stack = view_params[v, idx], views[:, v.to(device), idx.to(device)]
                 else:
                     params = _augment.random_params(len(idx), aug.crop_padding, aug.flip, generator)
                 xb = _augment.apply(xb, params, aug.crop_padding)
             inputs = to_device(data.normalize(xb), device)
+            yb_b, lam = None, 1.0
+            if mixes:
+                inputs, perm, lam = _augment.mix(inputs, aug.mixup, aug.cutmix, generator)
+                yb_b = yb[perm.to(device)]
             with autocast(device):
-                if live is not None:
+                t_feats = t_attns = None
+                if live_all or features:
                     with torch.no_grad():
-                        soft_b = live(inputs)
-                logits = model(inputs)  # (B, K)
-                loss, parts = criterion(
-                    logits.float(), yb, soft_b.float() if soft_b is not None else None, distill_cfg.alpha if use_kd else 0.0, temperature or 1.0
+                        if features:
+                            t_logits, t_feats, t_attns = teacher_forward(primary, inputs, matrices)
+                        else:
+                            t_logits = live_all[0](inputs)
+                        if live_all:
+                            stack = torch.stack([t_logits, *(m(inputs) for m in live_all[1:])])
+                        elif stack is not None:
+                            stack = torch.cat([t_logits[None].to(stack.dtype), stack[1:]])
+                logits, s_feats, s_attns = student_forward(model, inputs, features, matrices)
+                temperature = criterion.temperature(progress, stack) if stack is not None and weights["kd"] > 0 else None
+                terms = criterion.components(
+                    weights, logits, yb, labels_b=yb_b, lam=lam, teacher_stack=stack, temperature=temperature or 1.0,
+                    student_feats=s_feats, student_attns=s_attns, teacher_feats=t_feats, teacher_attns=t_attns,
+                    student=model, teacher=primary,
                 )
+                loss, scales = criterion.combine(terms, weights, student_params)
             if not torch.isfinite(loss):
                 raise TrialDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}")
             optimizer.zero_grad(set_to_none=True)
@@ -197,24 +241,36 @@ def train(
             step += 1
             n = len(yb)
             sums["loss"] += loss.detach() * n
-            for key, value in parts.items():
-                sums[key] += value * n
+            for key, value in terms.items():
+                sums[key] += value.detach() * n
+            for key, value in scales.items():
+                scale_sums[key] = scale_sums.get(key, 0.0) + value * n
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         steps_s = time.perf_counter() - started
         sums = {key: value.item() for key, value in sums.items()}
         with observers_frozen(model) if compression is not None and compression.qat else nullcontext():
             accuracy = evaluate(model, data, "val")
+        extra: dict = {}
+        if criterion.feat_on:
+            extra["loss_feat"] = sums["feat"] / len(y)
+        if criterion.att_on:
+            extra["loss_att"] = sums["att"] / len(y)
+        if use_teacher:  # the weights of the epoch's last step
+            extra.update({f"w_{k}": float(v) for k, v in weights.items()})
+            extra["stage"] = criterion.stage(epoch)
+        extra.update({f"balance_{k}": v / len(y) for k, v in scale_sums.items()})
         stats = EpochStats(
             epoch=epoch,
             accuracy=accuracy,
             loss=sums["loss"] / len(y),
             loss_ce=sums["ce"] / len(y),
-            loss_kd=sums["kd"] / len(y) if use_kd else None,
-            temperature=temperature,
+            loss_kd=sums["kd"] / len(y) if criterion.kd else None,
+            temperature=float(temperature) if temperature is not None else None,
             lr=train_cfg.lr * lr_factor(step, total_steps, warmup_steps),  # the next step's
             epoch_s=time.perf_counter() - started,
             steps_s=steps_s,
+            extra=extra,
         )
         history.append(stats)
         if on_checkpoint is not None and epoch < train_cfg.epochs:
@@ -224,6 +280,7 @@ def train(
                     "step": step,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "recipe": criterion.state_dict(),
                     "compress": compression.state() if compression is not None else None,
                     "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(),

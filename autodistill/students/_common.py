@@ -87,6 +87,15 @@ class StagedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x)[-1])
 
+    def forward_distill(self, x: torch.Tensor, attention: bool = False):
+        """(logits, stage outputs, []): a conv net has no attention matrices."""
+        feats = self.forward_features(x)
+        return self.head(feats[-1]), feats, []
+
+    def cam_weight(self) -> torch.Tensor:
+        """(K, C): logits = cam_weight @ global average of the last stage + bias."""
+        return self.head[-1].weight
+
 
 def build_staged(
     dims,

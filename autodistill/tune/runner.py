@@ -172,13 +172,19 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
 
         if not torch.cuda.is_available():
             raise AutodistillError(f"search.resources.gpu is {config.search.resources.gpu} but no CUDA GPU is visible here (torch.cuda.is_available() is False); set it to 0")
-    teacher_model, info = prepare_teacher(config, data, log)
-    teacher = _teacher_record(config, teacher_model, info, data)
-    tm = teacher["metrics"]
-    log(
-        f"teacher: {info.spec['family']} ({tm['params']:,} params), validation accuracy {tm['accuracy']:.4f}, "
-        f"test accuracy {tm['test_accuracy']:.4f} [{info.source}]"
-    )
+    teacher_models, records = [], []
+    for i, tcfg in enumerate(config.all_teachers):
+        model_i, info = prepare_teacher(config, data, log, tcfg)
+        record = _teacher_record(config, model_i, info, data)
+        tm = record["metrics"]
+        which = f"teacher {i} (weight {tcfg.weight:g})" if config.teachers else "teacher"
+        log(
+            f"{which}: {info.spec['family']} ({tm['params']:,} params), validation accuracy {tm['accuracy']:.4f}, "
+            f"test accuracy {tm['test_accuracy']:.4f} [{info.source}]"
+        )
+        teacher_models.append(model_i)
+        records.append({**record, "weight": tcfg.weight})
+    teacher = records[0]  # the primary teacher: the reference the report compares students with
 
     space = search_space(config)
     directions = [config.objectives[m] for m in config.objectives]
@@ -194,6 +200,8 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     # replay the first run's sequence.
     study.sampler = make_sampler(config, offset=len(study.get_trials(deepcopy=False)))
     study.set_user_attr("teacher", teacher)
+    if config.teachers:
+        study.set_user_attr("teachers", records)
     if not resume:
         for point in config.search.points_to_evaluate:  # tried first, in order
             study.enqueue_trial(point, skip_if_exists=True)
@@ -206,9 +214,11 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     if to_run:
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
-        targets = teacher_outputs(teacher_model, data, config, log)
-        log(f"teacher outputs: {targets.nbytes / 2**20:.1f} MB ({targets.logits.dtype}), {targets.source}"
-            + (", the teacher runs live on augmented batches" if targets.live is not None else ""))
+        targets = teacher_outputs(teacher_models, data, config, log)
+        live = ""
+        if targets.live is not None:
+            live = ", the teacher runs live on " + ("every batch (feature and attention losses)" if config.distill.needs_teacher_features else "augmented batches")
+        log(f"teacher outputs: {targets.nbytes / 2**20:.1f} MB ({targets.logits.dtype}), {targets.source}{live}")
         search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, targets, log)
     summary = finalize(config, study, teacher, log)
     summary["wall_s"] = time.perf_counter() - started
