@@ -1,0 +1,115 @@
+"""What distillation buys on digits: CE-only training vs the best recipe of a small fixed grid.
+
+    python scripts/bench_kd_gain.py            # ~15 min on a 2-core CPU
+    python scripts/bench_kd_gain.py --quick    # a smoke run (~1 min)
+    python scripts/bench_kd_gain.py --report   # re-print the table from the JSON
+
+Three CNN students (width_mult 0.25, 0.5, 1.0 of widths [16, 32, 64]) learn from the default
+study's ResNet teacher (``search_spaces/digits.yaml``, trained on the full training split and
+cached), with the full training split and with 10% of it (where soft targets should matter
+most; 4x the epochs, so both see about as many steps). For each (size, data) the recipe with
+the best mean validation accuracy over the seeds is picked from :data:`GRID`; the table
+reports its test accuracy, and CE-only's, as mean +- std over ``--seeds`` seeds (every recipe
+runs with the same seeds). The test split is never used to choose.
+
+Writes ``results/benchmarks/kd_gain.json`` and prints the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _bench import OUT_DIR, machine, mean_std, write  # noqa: E402
+
+from autodistill.config import load_config, parse_config  # noqa: E402
+from autodistill.data import load_dataset  # noqa: E402
+from autodistill.distill import evaluate, predict_logits, train  # noqa: E402
+from autodistill.students import build_student, make_spec  # noqa: E402
+from autodistill.teacher import TeacherTargets, prepare_teacher  # noqa: E402
+
+SIZES = {"xs (w 0.25)": 0.25, "s (w 0.5)": 0.5, "m (w 1.0)": 1.0}
+FRACTIONS = {"full": None, "10%": 0.1}
+GRID = {
+    "kd a0.7 T4": {"alpha": 0.7, "temperature": {"start": 4.0}},
+    "kd a0.9 T4": {"alpha": 0.9, "temperature": {"start": 4.0}},
+    "kd a0.7>0.3 sigmoid T6>2": {"alpha": 0.7, "alpha_end": 0.3, "temperature": {"schedule": "sigmoid", "start": 6.0, "end": 2.0}},
+    "kd + features": {"alpha": 0.7, "temperature": {"start": 4.0}, "feature_weight": 0.5, "feature_stages": "all"},
+    "kd + attention": {"alpha": 0.7, "temperature": {"start": 4.0}, "attention_weight": 10.0, "feature_stages": "all"},
+    "kd + mixup": {"alpha": 0.7, "temperature": {"start": 4.0}, "mixup": 0.2},
+}
+
+
+def run(args) -> dict:
+    base = load_config(Path(__file__).resolve().parent.parent / "search_spaces" / "digits.yaml", {"execution.results": args.results})
+    full = load_dataset(base.data)
+    teacher, info = prepare_teacher(base, full, log=lambda m: print(f"  {m}", flush=True))
+    print(f"teacher: {info.spec['family']}, test accuracy {info.test_accuracy:.4f} [{info.source}]", flush=True)
+    rows = []
+    for fraction_name, fraction in FRACTIONS.items():
+        data_cfg = base.data.model_copy(update={"max_train_samples": max(10, round(fraction * len(full.y_train)))} if fraction else {})
+        data = load_dataset(data_cfg)
+        epochs = args.epochs * (4 if fraction else 1)
+        targets = TeacherTargets(logits=predict_logits(teacher, data, "train"), live=teacher)
+        for size_name, width in SIZES.items():
+            spec = make_spec("cnn", {"widths": [16, 32, 64], "depths": [1, 1, 1], "width_mult": width}, data)
+            results = {}
+            for method, recipe in {"ce only": None, **GRID}.items():
+                recipe = dict(recipe or {})
+                mixup = recipe.pop("mixup", 0.0)
+                cfg = parse_config({"train": {"epochs": epochs, "lr": 0.005, "batch_size": 64}, "distill": recipe or {"alpha": 0.0},
+                                    "augment": {"mixup": mixup, "teacher": "live"}})
+                val, test, seconds = [], [], []
+                for seed in range(args.seeds):
+                    model = build_student(spec, seed=seed)
+                    started = time.perf_counter()
+                    train(model, data, cfg.train, cfg.distill if recipe else None, targets if recipe else None, seed=seed, augment=cfg.augment)
+                    seconds.append(time.perf_counter() - started)
+                    val.append(evaluate(model, data, "val"))
+                    test.append(evaluate(model, data, "test"))
+                results[method] = {"val": mean_std(val), "test": mean_std(test), "train_s": mean_std(seconds)}
+                print(f"  {fraction_name:>4} {size_name:<11} {method:<26} val {results[method]['val']['mean']:.4f} "
+                      f"test {results[method]['test']['mean']:.4f} +- {results[method]['test']['std']:.4f}", flush=True)
+            best = max(GRID, key=lambda m: results[m]["val"]["mean"])
+            rows.append({"data": fraction_name, "train_samples": len(data.y_train), "epochs": epochs, "size": size_name,
+                         "params": sum(p.numel() for p in build_student(spec).parameters()), "best": best, "methods": results})
+    return {"machine": machine(), "seeds": args.seeds, "teacher": {"family": info.spec["family"], "test_accuracy": info.test_accuracy},
+            "grid": GRID, "rows": rows}
+
+
+def table(payload: dict) -> str:
+    lines = ["| data | student (params) | CE only, test | best recipe (chosen on val) | its test | gain |", "|---|---|---|---|---|---|"]
+    for row in payload["rows"]:
+        ce, best = row["methods"]["ce only"]["test"], row["methods"][row["best"]]["test"]
+        lines.append(f"| {row['data']} ({row['train_samples']} images) | {row['size']} ({row['params']:,}) | {ce['mean']:.4f} ± {ce['std']:.4f} | "
+                     f"{row['best']} | {best['mean']:.4f} ± {best['std']:.4f} | {best['mean'] - ce['mean']:+.4f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=20, help="epochs with the full training split (4x with 10%%)")
+    parser.add_argument("--results", default=str(Path(__file__).resolve().parent.parent / "results"), help="where the teacher is cached")
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 2 epochs: a smoke run")
+    parser.add_argument("--report", action="store_true", help="print the table of results/benchmarks/kd_gain.json")
+    args = parser.parse_args()
+    if args.report:
+        print(table(json.loads((OUT_DIR / "kd_gain.json").read_text())))
+        return
+    if args.quick:
+        args.seeds, args.epochs = 2, 2
+    payload = run(args)
+    path = write("kd_gain_quick" if args.quick else "kd_gain", payload)  # a smoke run never replaces the real figures
+    print(table(payload))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
