@@ -52,6 +52,12 @@ class DataConfig(_Section):
     """seed of the stratified splits: fixed, so every trial sees the same splits"""
     max_train_samples: int | None = Field(None, ge=10)
     """use at most this many training samples (stratified), for quick studies"""
+    storage: Literal["auto", "memory", "stream"] = "auto"
+    """imagefolder: memory = decoded once into uint8 tensors (batches cut by indexing); stream = decoded per batch from disk by a DataLoader (for folders that do not fit); auto = memory when it fits memory_limit_gb. Other datasets are always in memory"""
+    memory_limit_gb: float = Field(8.0, gt=0)
+    """the most decoded image data held in memory (data.storage auto / memory)"""
+    workers: int = Field(2, ge=0, le=64)
+    """DataLoader worker processes per trial that decode a streamed image folder (0 = in the trial's own process)"""
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
@@ -63,6 +69,8 @@ class DataConfig(_Section):
             raise ValueError(f"dataset {self.dataset!r} needs data.root (the directory holding it)")
         if self.image_size is not None and self.dataset != "imagefolder":
             raise ValueError("image_size applies to imagefolder only (other datasets keep their native size)")
+        if self.storage == "stream" and self.dataset != "imagefolder":
+            raise ValueError(f"storage: stream applies to imagefolder only ({self.dataset} is loaded into memory whole)")
         return self
 
 

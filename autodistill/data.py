@@ -3,6 +3,10 @@
 Images stay ``uint8`` (N, C, H, W) and are normalised per batch, so CIFAR-10's 50,000
 training images take 150 MB rather than 600 MB. A :class:`Dataset` is loaded once by the
 driver and handed to every trial through the Ray object store.
+
+An image folder too large for memory (``data.storage``) is streamed instead: each split is an
+:class:`ImageFiles`, which stands for the uint8 tensor where the code indexes it, and whose
+batches are decoded by a torch ``DataLoader`` with ``data.workers`` worker processes.
 """
 
 from __future__ import annotations
@@ -17,8 +21,77 @@ import torch
 from ._errors import DataError
 from .config import DataConfig
 
-MAX_IN_MEMORY_BYTES = 8 * 2**30
 DEFAULT_IMAGEFOLDER_SIZE = 64
+STATS_SAMPLE = 2048  # images of a streamed training split that the normalisation statistics are taken from
+
+
+def tensor_buffer(tensor: torch.Tensor) -> np.ndarray:
+    """A tensor's bytes for hashing, without a copy where it is contiguous on the CPU."""
+    return tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
+
+
+def _decode(path: str, size: int) -> torch.Tensor:
+    """One image file as a uint8 (3, size, size) tensor (RGB, bilinear resize)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            arr = np.array(img.convert("RGB").resize((size, size), Image.BILINEAR))
+    except OSError as err:
+        raise DataError(f"data.root: cannot read image {path}: {err}") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """A split of an image folder, decoded on demand: indexed like the uint8 (N, 3, S, S)
+    tensor it stands for (an int, a slice or an index tensor gives the decoded images), and
+    batched by :meth:`batches` through a ``DataLoader`` (``workers`` processes decode while
+    the model trains)."""
+
+    dtype = torch.uint8
+
+    def __init__(self, paths: list[str], size: int, workers: int):
+        self.paths, self.size, self.workers = list(paths), size, workers
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.paths), 3, self.size, self.size))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            return _decode(self.paths[index], self.size)
+        picks = range(len(self.paths))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).tolist()
+        if not len(picks):
+            return torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)
+        return torch.stack([_decode(self.paths[i], self.size) for i in picks])
+
+    def subset(self, indices) -> "ImageFiles":
+        return ImageFiles([self.paths[i] for i in np.asarray(indices).tolist()], self.size, self.workers)
+
+    def to(self, *args, **kwargs) -> "ImageFiles":
+        return self  # batches move to the device as they are decoded
+
+    def fingerprint(self) -> bytes:
+        """What identifies the images: paths, sizes, modification times and the decode size."""
+        import hashlib
+
+        digest = hashlib.sha256(str(self.size).encode())
+        for path in self.paths:
+            stat = Path(path).stat()
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.digest()
+
+    def batches(self, y: torch.Tensor, order: torch.Tensor, batch_size: int):
+        from torch.utils.data import DataLoader
+
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        loader = DataLoader(self, batch_sampler=[c.tolist() for c in chunks], num_workers=self.workers,
+                            prefetch_factor=4 if self.workers else None)
+        for idx, xb in zip(chunks, loader):
+            yield idx, xb, y[idx]
 
 
 @dataclass
@@ -37,7 +110,10 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if not self.mean:
-            x = self.x_train.float() / self.scale  # (N, C, H, W)
+            x = self.x_train
+            if isinstance(x, ImageFiles):  # evenly spaced images, not the whole folder
+                x = x[torch.linspace(0, len(x) - 1, min(len(x), STATS_SAMPLE)).round().long()]
+            x = x.float() / self.scale  # (N, C, H, W)
             self.mean = tuple(x.mean(dim=(0, 2, 3)).tolist())
             self.std = tuple(max(s, 1e-6) for s in x.std(dim=(0, 2, 3)).tolist())
 
@@ -62,20 +138,36 @@ class Dataset:
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.x_train, ImageFiles)
+
     def summary(self) -> str:
         c, h, w = self.x_train.shape[1:]
+        where = f", streamed from disk ({self.x_train.workers} DataLoader workers)" if self.streamed else ""
         return (
             f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test, "
-            f"{c}x{h}x{w}, {self.num_classes} classes"
+            f"{c}x{h}x{w}, {self.num_classes} classes{where}"
         )
+
+    def train_digest(self):
+        """Identifies the training images (for the teacher-outputs cache), from the tensor's
+        bytes or a streamed folder's file list."""
+        if self.streamed:
+            return self.x_train.fingerprint()
+        return tensor_buffer(self.x_train)
 
 
 def batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield (indices, x, y) batches by indexing the tensors (no DataLoader, no workers)."""
+    """Yield (indices, x, y) batches by indexing the tensors (no DataLoader, no workers); a
+    streamed split (:class:`ImageFiles`) is decoded by its DataLoader, in the same order."""
     n = len(y)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if isinstance(x, ImageFiles):
+        yield from x.batches(y, order, batch_size)
+        return
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size]
         yield idx, x[idx], y[idx]
@@ -93,11 +185,16 @@ def _stratified_split(labels: np.ndarray, held_out: float | int, seed: int) -> t
     return np.sort(keep), np.sort(held)
 
 
+def _take(x, indices: np.ndarray):
+    """Rows of an image tensor, or the files of a streamed split."""
+    return x.subset(indices) if isinstance(x, ImageFiles) else x[indices]
+
+
 def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     if n is None or n >= len(y):
         return x, y
     keep, _ = _stratified_split(y.numpy(), len(y) - n, seed)
-    return x[keep], y[keep]
+    return _take(x, keep), y[keep]
 
 
 def _from_pool(
@@ -108,8 +205,8 @@ def _from_pool(
     val_share = cfg.val_fraction / (1 - cfg.test_fraction)
     train, val = _stratified_split(y[rest].numpy(), val_share, cfg.split_seed)
     train, val = rest[train], rest[val]
-    x_tr, y_tr = _subsample(x[train], y[train], cfg.max_train_samples, cfg.split_seed)
-    return Dataset(name, x_tr, y_tr, x[val], y[val], x[test], y[test], classes, scale)
+    x_tr, y_tr = _subsample(_take(x, train), y[train], cfg.max_train_samples, cfg.split_seed)
+    return Dataset(name, x_tr, y_tr, _take(x, val), y[val], _take(x, test), y[test], classes, scale)
 
 
 def _with_official_test(
@@ -174,9 +271,9 @@ def load_torchvision(cfg: DataConfig) -> Dataset:
 
 
 def load_imagefolder(cfg: DataConfig) -> Dataset:
-    """A directory of class folders (torchvision ImageFolder), resized to ``image_size``."""
+    """A directory of class folders (torchvision ImageFolder), resized to ``image_size``: decoded
+    into memory, or streamed from disk when it would not fit (``data.storage``)."""
     import torchvision.datasets as tvd
-    from PIL import Image
 
     root = Path(cfg.root).expanduser()
     if not root.is_dir():
@@ -187,20 +284,21 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
         raise DataError(f"data.root: {err}") from None
     size = cfg.image_size or DEFAULT_IMAGEFOLDER_SIZE
     need = len(folder.samples) * 3 * size * size
-    if need > MAX_IN_MEMORY_BYTES:
-        raise DataError(
-            f"data.image_size: {len(folder.samples)} images at {size}px need {need / 2**30:.1f} GiB in memory "
-            f"(limit {MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB); lower image_size or set max_train_samples"
-        )
-    x = torch.empty(len(folder.samples), 3, size, size, dtype=torch.uint8)
-    for i, (path, _) in enumerate(folder.samples):
-        try:
-            with Image.open(path) as img:
-                arr = np.array(img.convert("RGB").resize((size, size), Image.BILINEAR))
-        except OSError as err:
-            raise DataError(f"data.root: cannot read image {path}: {err}") from None
-        x[i] = torch.from_numpy(arr).permute(2, 0, 1)
+    files = ImageFiles([path for path, _ in folder.samples], size, cfg.workers)
     y = torch.tensor(folder.targets, dtype=torch.int64)
+    stream = cfg.storage == "stream" or (cfg.storage == "auto" and need > cfg.memory_limit_gb * 2**30)
+    if cfg.storage == "memory" and need > cfg.memory_limit_gb * 2**30:
+        raise DataError(
+            f"data.storage: {len(folder.samples)} images at {size}px need {need / 2**30:.1f} GiB in memory "
+            f"(data.memory_limit_gb: {cfg.memory_limit_gb:g}); set data.storage: auto or stream, lower image_size or raise the limit"
+        )
+    if stream:
+        if files.paths:
+            _decode(files.paths[0], size)  # an unreadable folder fails here, not in a trial
+        return _from_pool("imagefolder", files, y, list(folder.classes), 255.0, cfg)
+    x = torch.empty(len(folder.samples), 3, size, size, dtype=torch.uint8)
+    for i in range(len(files)):
+        x[i] = files[i]
     return _from_pool("imagefolder", x, y, list(folder.classes), 255.0, cfg)
 
 

@@ -195,7 +195,7 @@ def _export(results_dir: Path, summary: dict, row: pd.Series, number: int, forma
     model, spec = _load_student(source)
     model.eval()
     data = load_dataset(config.data)
-    x_val = data.normalize(data.x_val)  # (N, C, H, W) float: the exported model's input
+    x_val = data.normalize(data.x_val[:])  # (N, C, H, W) float: the exported model's input ([:] decodes a streamed split)
     y_val = data.y_val.numpy()
     reference = predict_logits(model, data, "val").numpy()
     recorded = float(row["accuracy"])

@@ -17,7 +17,7 @@ import torch.nn as nn
 from . import _io
 from ._errors import CheckpointError
 from .config import StudyConfig, TeacherConfig, TrainConfig
-from .data import Dataset
+from .data import Dataset, batches, tensor_buffer
 from .distill import evaluate, train
 from .measure import count_params
 from .students import build_student, make_spec
@@ -52,7 +52,7 @@ def cache_key(config: StudyConfig, spec: dict[str, Any], teacher: TeacherConfig 
     blob = json.dumps(
         {
             "version": CACHE_VERSION,
-            "data": config.data.model_dump(mode="json", exclude={"download"}),
+            "data": config.data.model_dump(mode="json", exclude={"download", "storage", "memory_limit_gb", "workers"}),  # where images live does not change them
             "spec": spec,
             "train": (teacher or config.teacher).train.model_dump(mode="json"),
         },
@@ -210,14 +210,11 @@ def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
     """Identifies the cached outputs: the teacher's weights, the training images and the
     augmented views (when the study uses cached views)."""
 
-    def raw(tensor: torch.Tensor):  # the bytes, without a copy where the tensor is contiguous on the CPU
-        return tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy()
-
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
-        digest.update(raw(tensor))
-    digest.update(raw(data.x_train))
+        digest.update(tensor_buffer(tensor))
+    digest.update(data.train_digest())
     aug = config.augment
     views = {"padding": aug.crop_padding, "flip": aug.flip, "views": aug.views} if aug.crops and aug.teacher == "views" else None
     digest.update(json.dumps({"version": OUTPUTS_VERSION, "mean": data.mean, "std": data.std, "views": views}, sort_keys=True).encode())
@@ -230,10 +227,10 @@ def _outputs(model: nn.Module, data: Dataset, x: torch.Tensor, params: torch.Ten
 
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(x), OUTPUT_BATCH):
-        xb = x[start : start + OUTPUT_BATCH].to(device)
+    for idx, xb, _ in batches(x, data.y_train, OUTPUT_BATCH):  # in order; a streamed split decodes in its workers
+        xb = xb.to(device)
         if params is not None:
-            xb = apply(xb, params[start : start + OUTPUT_BATCH], padding)
+            xb = apply(xb, params[idx], padding)
         out.append(model(data.normalize(xb)).float().cpu())
     return torch.cat(out)
 

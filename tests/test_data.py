@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from autodistill import DataError, parse_config
+from autodistill import ConfigError, DataError, parse_config
 from autodistill.data import batches, load_dataset
 
 
@@ -102,3 +102,62 @@ def test_imagefolder_resizes_and_splits(tmp_path):
     assert d.x_train.shape[1:] == (3, 16, 16)
     assert d.classes == ["cat", "dog"]
     assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 20
+
+
+def _folder(root, per_class=12, classes=("cat", "dog", "eel")):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_a_streamed_image_folder_gives_the_same_data_and_batches(tmp_path):
+    from autodistill.data import ImageFiles, batches
+
+    root = _folder(tmp_path / "imgs")
+    memory = load_dataset(data_cfg(dataset="imagefolder", root=str(root), image_size=16, storage="memory"))
+    stream = load_dataset(data_cfg(dataset="imagefolder", root=str(root), image_size=16, storage="stream", workers=2))
+    assert isinstance(stream.x_train, ImageFiles) and not memory.streamed and stream.streamed
+    assert "streamed from disk (2 DataLoader workers)" in stream.summary()
+    assert stream.x_train.shape == memory.x_train.shape and stream.mean == memory.mean and stream.std == memory.std
+    for split in ("train", "val", "test"):
+        assert torch.equal(stream.split(split)[0][:], memory.split(split)[0]) and torch.equal(stream.split(split)[1], memory.split(split)[1])
+    got = list(batches(stream.x_train, stream.y_train, 5, shuffle=True, generator=torch.Generator().manual_seed(3)))
+    want = list(batches(memory.x_train, memory.y_train, 5, shuffle=True, generator=torch.Generator().manual_seed(3)))
+    assert len(got) == len(want) == -(-len(memory.y_train) // 5)
+    for (i1, x1, y1), (i2, x2, y2) in zip(got, want):
+        assert torch.equal(i1, i2) and torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_storage_auto_streams_a_folder_over_the_memory_limit(tmp_path):
+    root = _folder(tmp_path / "imgs")
+    need_gb = 36 * 3 * 16 * 16 / 2**30
+    assert load_dataset(data_cfg(dataset="imagefolder", root=str(root), image_size=16, memory_limit_gb=need_gb * 0.9)).streamed
+    assert not load_dataset(data_cfg(dataset="imagefolder", root=str(root), image_size=16, memory_limit_gb=need_gb * 1.1)).streamed
+    with pytest.raises(DataError, match=r"data.storage: 36 images at 16px need 0.0 GiB in memory \(data.memory_limit_gb: "):
+        load_dataset(data_cfg(dataset="imagefolder", root=str(root), image_size=16, storage="memory", memory_limit_gb=need_gb * 0.9))
+
+
+def test_streaming_applies_to_image_folders_only():
+    with pytest.raises(ConfigError, match="data: storage: stream applies to imagefolder only"):
+        data_cfg(storage="stream")
+
+
+def test_training_on_a_streamed_folder_equals_training_in_memory(tmp_path):
+    from autodistill.config import TrainConfig
+    from autodistill.distill import train
+    from autodistill.students import build_student, make_spec
+
+    root = _folder(tmp_path / "imgs")
+    runs = []
+    for storage in ("memory", "stream"):
+        data = load_dataset(data_cfg(dataset="imagefolder", root=str(root), image_size=16, storage=storage, workers=1))
+        model = build_student(make_spec("cnn", {"widths": [4, 8], "depths": [1, 1]}, data), seed=0)
+        runs.append([h.as_dict() for h in train(model, data, TrainConfig(epochs=2, batch_size=8), seed=0)])
+    for a, b in zip(*runs):
+        for key in ("accuracy", "loss", "loss_ce"):
+            assert a[key] == b[key]

@@ -196,6 +196,7 @@ def train(
         scale_sums: dict[str, float] = {}
         temperature = weights = None
         for idx, xb, yb in batches(x, y, train_cfg.batch_size, shuffle=True, generator=generator):
+            xb = xb.to(device)  # a streamed batch is decoded on the CPU; resident data is there already
             progress = step / max(total_steps - 1, 1)
             weights = criterion.weights(progress, epoch)
             stack = soft[:, idx.to(device)] if soft is not None else None  # (M, B, K)
