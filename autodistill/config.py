@@ -183,7 +183,8 @@ class DistillConfig(_Section):
 
     with w_kd = alpha (scheduled to alpha_end when set) and w_ce = ce_weight, or 1 - w_kd when
     ce_weight is null. Feature and attention terms match the student's stages (feature_stages)
-    to the teacher's at the same relative depth; the teacher then runs on every batch."""
+    to the teacher's at the same relative depth; the teacher's stage outputs are cached once per
+    study (execution.teacher_cache_gb) or, with augmentation, computed on every batch."""
 
     alpha: tunable("float", ge=0, le=1) = 0.7
     """weight of the soft-label KD term (at the first step, when alpha_end is set)"""
@@ -388,6 +389,8 @@ class ExecutionConfig(_Section):
     """SQLAlchemy URL of the Optuna storage; default sqlite:///<results>/<name>/study.db"""
     results: str = "results"
     """directory under which the study's folder <name> is created"""
+    teacher_cache_gb: float = Field(2.0, ge=0)
+    """largest cache of the primary teacher's stage outputs (float16, the training set) for feature and attention losses, shared with trials through the Ray object store; bigger -> the teacher runs on every batch instead; 0 = never cache"""
     ray_storage: str | None = None
     """where Ray Tune keeps its experiment and trial checkpoints (its storage_path): a folder every node can write (NFS) or a URI (s3://..., gs://...); default <results>/<name>, right for one machine or a shared filesystem"""
 

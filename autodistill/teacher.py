@@ -180,9 +180,16 @@ class TeacherTargets:
     the training set, with ``view_params`` (V, N_train, 3) describing each copy
     (:mod:`autodistill.augment`); or ``live``, the teacher itself, run on every augmented
     batch (and on every batch when ``logits`` is None: the benchmark's baseline). ``live`` is
-    also set when feature or attention losses need the teacher's stage outputs. The cached
-    outputs are float16 (half the memory and object-store traffic; the KD loss moves by under
-    1e-3 relative, tested); the loss computes in float32.
+    also set when feature or attention losses need the teacher's stage outputs: it is then run
+    on a batch only where ``features`` cannot stand in for it.
+
+    ``features``: the primary teacher's stage outputs on the un-augmented training set, one
+    (N_train, C, H, W) tensor per stage, and ``attentions`` its self-attention matrices
+    (N_train, heads, T, T) per block (a ViT teacher in a study with ``attention_type:
+    matrix``); cached when they fit ``execution.teacher_cache_gb``. A trial without
+    augmentation then never runs the teacher. The cached outputs are float16 (half the memory
+    and object-store traffic; the KD loss moves by under 1e-3 relative, tested); the loss
+    computes in float32.
 
     With several teachers (``teachers:``) ``logits`` is (M, N_train, K) and ``views``
     (M, V, N_train, K), in the config's order, ``weights`` their weights; ``live`` is the first
@@ -195,6 +202,8 @@ class TeacherTargets:
     source: str = ""
     weights: list[float] | None = None
     live_extra: list[nn.Module] | None = None
+    features: list[torch.Tensor] | None = None
+    attentions: list[torch.Tensor] | None = None
 
     @property
     def count(self) -> int:
@@ -203,7 +212,12 @@ class TeacherTargets:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.logits, self.views, self.view_params) if t is not None)
+        tensors = [self.logits, self.views, self.view_params, *(self.features or []), *(self.attentions or [])]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+    @property
+    def feature_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [*(self.features or []), *(self.attentions or [])])
 
 
 def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
@@ -271,6 +285,9 @@ def teacher_outputs(
         )
     for model in models:
         model.cpu()  # trials move what they need to their own device
+    if config.distill.needs_teacher_features:
+        targets.features, targets.attentions, note = _stage_outputs(models[0], data, config)
+        targets.source += f"; {note}"
     if (aug.active and aug.teacher == "live") or config.distill.needs_teacher_features:
         targets.live = models[0].eval()
     if aug.active and aug.teacher == "live" and len(models) > 1:
@@ -306,3 +323,55 @@ def _one_teacher_outputs(model: nn.Module, data: Dataset, config: StudyConfig) -
     seconds = time.perf_counter() - started
     what = f"{len(data.y_train)} images" + (f", plain and {aug.views} augmented views" if use_views else "")
     return TeacherTargets(**arrays, source=f"computed for {what} in {seconds:.1f} s, cached at {cache}{problem}")
+
+
+def _wants_matrices(config: StudyConfig) -> bool:
+    from .config import _choices
+
+    return config.distill.needs_teacher_features and "matrix" in _choices(config.distill.attention_type)
+
+
+@torch.no_grad()
+def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
+    """(features, attentions, what was done) of the primary teacher on the training set, for
+    feature and attention losses: read from or written to the outputs cache, or (None, None,
+    why) when they would exceed ``execution.teacher_cache_gb`` (the teacher then runs live)."""
+    import numpy as np
+
+    from .distill.recipe import teacher_forward
+
+    model.eval().to(compute_device(config))
+    matrices = _wants_matrices(config)
+    device = next(model.parameters()).device
+    example = data.normalize(data.x_train[:1].to(device))
+    _, feats, attns = teacher_forward(model, example, matrices)
+    per_image = sum(t[0].numel() for t in [*feats, *attns]) * 2  # float16
+    need = per_image * len(data.y_train)
+    limit = config.execution.teacher_cache_gb * 2**30
+    if need > limit:
+        model.cpu()
+        return None, None, (
+            f"its stage outputs would take {need / 2**30:.2f} GiB (execution.teacher_cache_gb: {config.execution.teacher_cache_gb:g}), "
+            f"so it runs live on every batch for feature and attention losses"
+        )
+    cache = Path(config.execution.results) / ".teachers" / "outputs" / outputs_key(model, data, config)
+    names = [f"feature_{i}" for i in range(len(feats))] + [f"attention_{i}" for i in range(len(attns))]
+    started = time.perf_counter()
+    if all((cache / f"{n}.npy").exists() for n in names):
+        try:
+            arrays = [torch.from_numpy(np.load(cache / f"{n}.npy")) for n in names]
+            model.cpu()
+            return arrays[: len(feats)], arrays[len(feats) :], f"stage outputs ({need / 2**20:.1f} MB) from the cache"
+        except (OSError, ValueError):
+            pass  # recomputed below
+    out: list[list[torch.Tensor]] = [[] for _ in names]
+    for _, xb, _ in batches(data.x_train, data.y_train, OUTPUT_BATCH):
+        _, feats, attns = teacher_forward(model, data.normalize(xb.to(device)), matrices)
+        for chunks, tensor in zip(out, [*feats, *attns]):
+            chunks.append(tensor.float().cpu())
+    arrays = [_half(torch.cat(chunks)) for chunks in out]
+    for name, tensor in zip(names, arrays):
+        _io.atomic_write(cache / f"{name}.npy", lambda fh, t=tensor: np.save(fh, t.numpy()))
+    model.cpu()
+    seconds = time.perf_counter() - started
+    return arrays[: len(feats)], arrays[len(feats) :], f"stage outputs ({need / 2**20:.1f} MB) computed in {seconds:.1f} s"

@@ -6,7 +6,8 @@
 (a) KD epoch time / CE-only epoch time of the same student, with the teacher's outputs cached
     (``TeacherTargets.logits``; with augmentation, its cached views) and with a live teacher
     run on every batch (the baseline), on digits (8x8x1) and on a 32x32x3 synthetic
-    workload (crop + flip for the augmented rows). Time inside the training steps of each
+    workload (crop + flip for the augmented rows); and the same with feature and attention
+    losses, whose teacher stage outputs are cached or computed live. Time inside the training steps of each
     epoch, one torch thread (a trial's default); modes are measured in interleaved rounds and
     the ratio is taken within each round; median and range over rounds.
 (b) Share of the default study's time spent inside training steps
@@ -87,6 +88,13 @@ def bench_epochs(args) -> dict:
         cache_s = time.perf_counter() - started
         modes = {"ce": (None, None, None), "kd cached": (config.distill, TeacherTargets(logits=cached.logits), None),
                  "kd live": (config.distill, TeacherTargets(live=teacher), None)}
+        # Feature (FitNets, every stage) + attention-transfer losses: the teacher's stage
+        # outputs cached once vs computed on every batch.
+        feat_config = parse_config({**config.model_dump(mode="json"), "augment": {},
+                                    "distill": {"feature_weight": 1.0, "feature_stages": "all", "attention_weight": 10.0}})
+        with_feats = teacher_outputs(teacher, data, feat_config, log=lambda m: None)
+        modes.update({"kd + features cached": (feat_config.distill, with_feats, None),
+                      "kd + features live": (feat_config.distill, TeacherTargets(logits=cached.logits, live=teacher), None)})
         if w["augment"]:
             modes.update({"ce + aug": (None, None, config.augment), "kd cached views + aug": (config.distill, cached, config.augment),
                           "kd live + aug": (config.distill, TeacherTargets(live=teacher), config.augment)})
@@ -95,7 +103,8 @@ def bench_epochs(args) -> dict:
             for mode, (distill_cfg, targets, augment) in modes.items():
                 times[mode].append(epoch_step_s(data, spec, config.train, distill_cfg, targets, augment))
         result = {"images": len(data.y_train), "student": w["student"], "teacher": w["teacher"], "batch_size": w["batch_size"],
-                  "teacher_outputs_s": cache_s, "teacher_outputs_mb": cached.nbytes / 2**20, "epoch_steps_s": {}, "ratio_to_ce": {}}
+                  "teacher_outputs_s": cache_s, "teacher_outputs_mb": cached.nbytes / 2**20,
+                  "teacher_stage_outputs_mb": with_feats.feature_bytes / 2**20, "epoch_steps_s": {}, "ratio_to_ce": {}}
         for mode, values in times.items():
             base = times["ce + aug" if "aug" in mode else "ce"]
             result["epoch_steps_s"][mode] = spread(values)

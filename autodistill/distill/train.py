@@ -171,6 +171,12 @@ def train(
     features, matrices = criterion.needs_student_features, criterion.needs_attention_matrices
     if features and primary is None:
         raise ValueError("feature and attention losses need the live teacher (TeacherTargets.live)")
+    # The teacher's stage outputs from the study's cache: only for the un-augmented images
+    # (with crops or mixing the teacher must see the batch itself).
+    cached_feats = cached_attns = None
+    if features and soft is not None and targets.features is not None and (not matrices or targets.attentions):
+        cached_feats = [f.to(device) for f in targets.features]
+        cached_attns = [a.to(device) for a in targets.attentions] if matrices else None
     if features and compression is not None:
         raise ValueError("feature and attention losses cannot be combined with compression")
     optimizer = make_optimizer(model, train_cfg, criterion)
@@ -214,7 +220,11 @@ def train(
                 yb_b = yb[perm.to(device)]
             with autocast(device):
                 t_feats = t_attns = None
-                if live_all or features:
+                if cached_feats is not None:
+                    idx_d = idx.to(device)
+                    t_feats = [f[idx_d] for f in cached_feats]
+                    t_attns = [a[idx_d] for a in cached_attns] if cached_attns is not None else None
+                elif live_all or features:
                     with torch.no_grad():
                         if features:
                             t_logits, t_feats, t_attns = teacher_forward(primary, inputs, matrices)

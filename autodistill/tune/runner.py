@@ -217,7 +217,10 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
         targets = teacher_outputs(teacher_models, data, config, log)
         live = ""
         if targets.live is not None:
-            live = ", the teacher runs live on " + ("every batch (feature and attention losses)" if config.distill.needs_teacher_features else "augmented batches")
+            if config.distill.needs_teacher_features and targets.features is None:
+                live = ", the teacher runs live on every batch (feature and attention losses)"
+            elif config.augment.active:
+                live = ", the teacher runs live on augmented batches"
         log(f"teacher outputs: {targets.nbytes / 2**20:.1f} MB ({targets.logits.dtype}), {targets.source}{live}")
         search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, targets, log)
     summary = finalize(config, study, teacher, log)
