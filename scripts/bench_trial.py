@@ -7,7 +7,8 @@
     (``TeacherTargets.logits``; with augmentation, its cached views) and with a live teacher
     run on every batch (the baseline), on digits (8x8x1) and on a 32x32x3 synthetic
     workload (crop + flip for the augmented rows); and the same with feature and attention
-    losses, whose teacher stage outputs are cached or computed live. Time inside the training steps of each
+    losses, whose teacher stage outputs are cached or computed live; and an image folder of
+    PNG files in memory vs streamed by DataLoader workers (``data.storage``). Time inside the training steps of each
     epoch, one torch thread (a trial's default); modes are measured in interleaved rounds and
     the ratio is taken within each round; median and range over rounds.
 (b) Share of the default study's time spent inside training steps
@@ -114,6 +115,40 @@ def bench_epochs(args) -> dict:
     return out
 
 
+def bench_stream(args) -> dict:
+    """An image folder of PNG files (32x32x3), in memory vs streamed by DataLoader workers
+    (``data.storage``): CE-only, and KD with cached teacher outputs, streamed."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(args.workdir) / "folder"
+    rng = np.random.default_rng(0)
+    for i in range(args.synthetic_n):
+        (root / str(i % 10)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / str(i % 10) / f"{i}.png")
+    w = WORKLOADS["synthetic 32x32x3"]
+    raw = {"data": {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1, "test_fraction": 0.1},
+           "train": {"epochs": args.epochs, "batch_size": w["batch_size"]}, "execution": {"results": args.workdir}}
+    memory = load_dataset(parse_config({**raw, "data": {**raw["data"], "storage": "memory"}}).data)
+    config = parse_config({**raw, "data": {**raw["data"], "storage": "stream", "workers": 2}})
+    stream = load_dataset(config.data)
+    spec = make_spec(w["student"][0], w["student"][1], memory)
+    teacher = build_student(make_spec(w["teacher"][0], w["teacher"][1], memory), seed=0).eval()
+    cached = TeacherTargets(logits=teacher_outputs(teacher, stream, config, log=lambda m: None).logits)
+    modes = {"ce, in memory": (memory, None, None), "ce, streamed (2 workers)": (stream, None, None),
+             "kd cached, streamed (2 workers)": (stream, config.distill, cached)}
+    times: dict[str, list[float]] = {m: [] for m in modes}
+    for _ in range(args.rounds):
+        for mode, (data, distill_cfg, targets) in modes.items():
+            times[mode].append(epoch_step_s(data, spec, config.train, distill_cfg, targets, None))
+    base = times["ce, in memory"]
+    result = {"images": len(memory.y_train), "student": w["student"], "teacher": w["teacher"], "batch_size": w["batch_size"],
+              "epoch_steps_s": {m: spread(v) for m, v in times.items()},
+              "ratio_to_ce": {m: spread([a / b for a, b in zip(v, base)]) for m, v in times.items()}}
+    print("  folder 32x32x3: " + ", ".join(f"{m} {r['median']:.2f}x" for m, r in result["ratio_to_ce"].items()), flush=True)
+    return result
+
+
 def bench_study(args) -> dict:
     """The default study through the CLI, ``args.studies`` times, teacher cached beforehand."""
     import pandas as pd
@@ -210,6 +245,7 @@ def main() -> None:
         args.workdir = workdir
         print("(a) KD vs CE-only epoch time", flush=True)
         epochs = bench_epochs(args)
+        epochs["folder 32x32x3 (PNG files)"] = bench_stream(args)
         print("(b)-(d) the default study", flush=True)
         study = bench_study(args)
     payload = {
