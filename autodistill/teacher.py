@@ -368,8 +368,8 @@ def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
     for _, xb, _ in batches(data.x_train, data.y_train, OUTPUT_BATCH):
         _, feats, attns = teacher_forward(model, data.normalize(xb.to(device)), matrices)
         for chunks, tensor in zip(out, [*feats, *attns]):
-            chunks.append(tensor.float().cpu())
-    arrays = [_half(torch.cat(chunks)) for chunks in out]
+            chunks.append(_half(tensor.float().cpu()))  # float16 as it comes: no float32 copy of the whole set
+    arrays = [torch.cat(chunks) for chunks in out]
     for name, tensor in zip(names, arrays):
         _io.atomic_write(cache / f"{name}.npy", lambda fh, t=tensor: np.save(fh, t.numpy()))
     model.cpu()
