@@ -356,6 +356,8 @@ class SearchConfig(_Section):
     """early stopping: none; pareto (multi-objective successive halving: a trial is compared with those that cost as little); asha (accuracy only); or an Optuna pruner for single-objective studies: median, percentile, successive_halving, hyperband, wilcoxon"""
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     """rungs of pareto / asha and the settings of the Optuna pruners"""
+    report_interval_s: float = Field(1.0, ge=0)
+    """with pruner none and no epoch_budget (nothing decides on intermediate results), a trial reports to the driver at most this often, each report carrying every epoch since the last (the curves stay complete); 0 = every epoch (one TensorBoard point per epoch). Each report costs the trial a round trip through the driver (~25 ms)"""
     max_failures: int = Field(1, ge=0)
     """times Ray restarts a trial whose worker process died (killed, out of memory, node lost); the restart continues from its last epoch. A trial that raises or diverges is not retried"""
     resources: SearchResources = SearchResources()

@@ -34,6 +34,18 @@ def test_completed_trial_is_told_its_objectives(searcher):
     assert t.user_attrs["latency_ms"] == 0.3
 
 
+def test_batched_reports_keep_every_epoch_of_the_curve_and_the_epoch_count(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_result("a", {"accuracy": 0.3, "epoch": 3, "curve_tail": [0.1, 0.2, 0.3]})  # epochs 1-3 in one report
+    s.on_trial_result("a", {"accuracy": 0.5, "epoch": 5, "curve_tail": [0.4, 0.5]})
+    assert study.get_trials()[0].user_attrs["accuracy_curve"] == [0.1, 0.2, 0.3, 0.4, 0.5]  # live, for the dashboard
+    s.on_trial_complete("a", finished(epoch=7, curve_tail=[0.8, 0.9]))
+    (t,) = study.get_trials()
+    assert t.user_attrs["accuracy_curve"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.8, 0.9]
+    assert s.epochs_spent == 7
+
+
 def test_failed_trial_keeps_its_reason(searcher):
     s, study = searcher
     s.suggest("a")

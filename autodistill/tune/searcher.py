@@ -134,10 +134,12 @@ class OptunaSearcher(Searcher):
             curve = self._curves[trial_id]
             if "prior_curve" in result:  # continued from a checkpoint (an interrupted trial's, or its own after a restart)
                 curve[:] = [float(a) for a in result["prior_curve"]]
+            # a report carries the accuracies of the epochs since the previous one
+            tail = [float(a) for a in result.get("curve_tail") or [result["accuracy"]]]
             if "epoch" in result:  # never two entries for one epoch
-                del curve[int(result["epoch"]) - 1 :]
+                del curve[int(result["epoch"]) - len(tail) :]
                 self._count_epochs(trial_id, result)
-            curve.append(float(result["accuracy"]))
+            curve.extend(tail)
             self._last[trial_id] = result
             # stored as it grows: optuna-dashboard shows live curves, and a killed driver
             # leaves the curve up to its last epoch

@@ -99,14 +99,23 @@ def run_trial(
         prior = {"prior_curve": [h["accuracy"] for h in resume_state["history"]]} if resume_state else {}
 
         fault = _injected_fault(number)
+        # Each report waits for the driver. When nothing decides on intermediate results,
+        # epochs are reported in batches (at most one report per interval); every report
+        # carries the accuracies since the last one, so the curves stay complete.
+        interval = study.search.report_interval_s if study.search.pruner == "none" and not study.search.epoch_budget else 0.0
+        unreported: list[float] = []
+        last_report = [time.perf_counter()]
 
         def report_epoch(stats) -> None:
             if fault:
                 _inject(fault, stats.epoch, model)
             base.update(pruned_costs())  # params, MACs, size of the network as it is now
-            if stats.epoch < epochs:  # the last epoch is reported below, with the checkpoint
-                tune.report({**base, **stats.as_dict(), "epochs": epochs, **prior})
+            unreported.append(stats.accuracy)
+            if stats.epoch < epochs and time.perf_counter() - last_report[0] >= interval:  # the last epoch is reported below, with the checkpoint
+                tune.report({**base, **stats.as_dict(), "epochs": epochs, "curve_tail": list(unreported), **prior})
                 prior.clear()
+                unreported.clear()
+                last_report[0] = time.perf_counter()
 
         history = train(
             model,
@@ -145,6 +154,7 @@ def run_trial(
             "trial_s": time.perf_counter() - started,
             "worker_rss_mb": peak_rss_mb(),
             "finished": True,
+            "curve_tail": list(unreported),
             **prior,
         }
         if not all(math.isfinite(final[k]) for k in ("accuracy", "params", "latency_ms")):
