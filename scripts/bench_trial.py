@@ -1,6 +1,6 @@
 """Trial overhead benchmark: what a trial spends besides the student's own training steps.
 
-    python scripts/bench_trial.py            # ~11 min on a 2-core CPU
+    python scripts/bench_trial.py            # ~15 min on a 2-core CPU
     python scripts/bench_trial.py --quick    # a smoke run (~1.5 min)
 
 (a) KD epoch time / CE-only epoch time of the same student, with the teacher's outputs cached
