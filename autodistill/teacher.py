@@ -212,12 +212,15 @@ class TeacherTargets:
 
     @property
     def nbytes(self) -> int:
-        tensors = [self.logits, self.views, self.view_params, *(self.features or []), *(self.attentions or [])]
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        return _nbytes([self.logits, self.views, self.view_params]) + self.feature_bytes
 
     @property
     def feature_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in [*(self.features or []), *(self.attentions or [])])
+        return _nbytes([*(self.features or []), *(self.attentions or [])])
+
+
+def _nbytes(tensors: list[torch.Tensor | None]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
@@ -283,11 +286,11 @@ def teacher_outputs(
             source="; ".join(f"teacher {i}: {t.source}" for i, t in enumerate(each)),
             weights=[t.weight for t in config.all_teachers],
         )
-    for model in models:
-        model.cpu()  # trials move what they need to their own device
     if config.distill.needs_teacher_features:
         targets.features, targets.attentions, note = _stage_outputs(models[0], data, config)
         targets.source += f"; {note}"
+    for model in models:
+        model.cpu()  # trials move what they need to their own device
     if (aug.active and aug.teacher == "live") or config.distill.needs_teacher_features:
         targets.live = models[0].eval()
     if aug.active and aug.teacher == "live" and len(models) > 1:
@@ -335,12 +338,12 @@ def _wants_matrices(config: StudyConfig) -> bool:
 def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
     """(features, attentions, what was done) of the primary teacher on the training set, for
     feature and attention losses: read from or written to the outputs cache, or (None, None,
-    why) when they would exceed ``execution.teacher_cache_gb`` (the teacher then runs live)."""
+    why) when they would exceed ``execution.teacher_cache_gb`` (the teacher then runs live).
+    ``model`` is in eval mode on the study's device (:func:`_one_teacher_outputs` put it there)."""
     import numpy as np
 
     from .distill.recipe import teacher_forward
 
-    model.eval().to(compute_device(config))
     matrices = _wants_matrices(config)
     device = next(model.parameters()).device
     example = data.normalize(data.x_train[:1].to(device))
@@ -349,7 +352,6 @@ def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
     need = per_image * len(data.y_train)
     limit = config.execution.teacher_cache_gb * 2**30
     if need > limit:
-        model.cpu()
         return None, None, (
             f"its stage outputs would take {need / 2**30:.2f} GiB (execution.teacher_cache_gb: {config.execution.teacher_cache_gb:g}), "
             f"so it runs live on every batch for feature and attention losses"
@@ -360,7 +362,6 @@ def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
     if all((cache / f"{n}.npy").exists() for n in names):
         try:
             arrays = [torch.from_numpy(np.load(cache / f"{n}.npy")) for n in names]
-            model.cpu()
             return arrays[: len(feats)], arrays[len(feats) :], f"stage outputs ({need / 2**20:.1f} MB) from the cache"
         except (OSError, ValueError):
             pass  # recomputed below
@@ -372,6 +373,5 @@ def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
     arrays = [torch.cat(chunks) for chunks in out]
     for name, tensor in zip(names, arrays):
         _io.atomic_write(cache / f"{name}.npy", lambda fh, t=tensor: np.save(fh, t.numpy()))
-    model.cpu()
     seconds = time.perf_counter() - started
     return arrays[: len(feats)], arrays[len(feats) :], f"stage outputs ({need / 2**20:.1f} MB) computed in {seconds:.1f} s"

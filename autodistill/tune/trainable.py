@@ -104,18 +104,19 @@ def run_trial(
         # carries the accuracies since the last one, so the curves stay complete.
         interval = study.search.report_interval_s if study.search.pruner == "none" and not study.search.epoch_budget else 0.0
         unreported: list[float] = []
-        last_report = [time.perf_counter()]
+        last_report = time.perf_counter()
 
         def report_epoch(stats) -> None:
+            nonlocal last_report
             if fault:
                 _inject(fault, stats.epoch, model)
             base.update(pruned_costs())  # params, MACs, size of the network as it is now
             unreported.append(stats.accuracy)
-            if stats.epoch < epochs and time.perf_counter() - last_report[0] >= interval:  # the last epoch is reported below, with the checkpoint
+            if stats.epoch < epochs and time.perf_counter() - last_report >= interval:  # the last epoch is reported below, with the checkpoint
                 tune.report({**base, **stats.as_dict(), "epochs": epochs, "curve_tail": list(unreported), **prior})
                 prior.clear()
                 unreported.clear()
-                last_report[0] = time.perf_counter()
+                last_report = time.perf_counter()
 
         history = train(
             model,
