@@ -164,6 +164,34 @@ def test_interrupted_trial_is_failed_then_retried_from_its_checkpoint(tmp_path):
     assert not (inflight / "0001.pt").exists()  # continued and finished: no longer needed
 
 
+def test_a_trial_killed_while_its_parameters_were_sampled_is_not_retried(tmp_path):
+    """SIGKILL between Optuna's ask and the last suggest: the trial holds some or none of its
+    parameters and never reached Ray. It is failed, not continued; a retry killed that way
+    does not stand for the trial it continued, which is retried again."""
+    from autodistill.tune.resume import recover
+
+    cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    inflight = tmp_path / "inflight"
+    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=3, inflight_dir=inflight)
+    ran = s.suggest("a")  # handed to Ray, then the driver was killed
+    half = study.ask()  # the driver was killed inside suggest(): no ray_trial_id, no parameters
+    rec = recover(study, inflight, log=lambda m: None)
+    assert rec.failed_stale == [ran["number"], half.number] and rec.retries == {ran["number"]: None}
+    (t,) = [t for t in study.get_trials() if t.number == half.number]
+    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"]
+    assert "before it started: its parameters were being sampled" in t.user_attrs["fail_reason"]
+
+    s2 = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=2, inflight_dir=inflight)
+    study.ask()  # the retry of `ran` is asked, and the driver is killed again before it reached Ray
+    rec = recover(study, inflight, log=lambda m: None)
+    assert rec.retries == {ran["number"]: None}  # `ran` is retried again, with its parameters
+    retry = s2.suggest("b")
+    assert retry["continues"] == ran["number"] and retry["params"] == ran["params"]
+    s2.on_trial_complete("b", finished())
+    assert recover(study, inflight, log=lambda m: None).retries == {}
+
+
 def test_epochs_are_counted_once_and_the_budget_ends_the_search(tmp_path):
     from autodistill.tune.searcher import epochs_spent
 

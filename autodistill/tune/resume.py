@@ -12,6 +12,11 @@ Each interrupted trial is retried once, as an enqueued trial with the same param
 ``continues = <its number>``; the retry continues from the interrupted trial's last epoch
 checkpoint when that file exists. Interrupted trials are not counted, retries are, so no
 trial is counted twice and the number of counted trials ends equal to the request.
+
+A trial killed while its parameters were being sampled (Optuna had created it, Ray never got
+it: it has no ``ray_trial_id``) never trained and may hold only some of its parameters: it is
+failed as interrupted but not retried; the study samples a new trial in its place (or, if it
+was itself a retry, retries the trial it continued).
 """
 
 from __future__ import annotations
@@ -38,6 +43,12 @@ def counted(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state.is_finished() and not trial.user_attrs.get("interrupted")
 
 
+def started(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether the trial was handed to Ray (the searcher records its Ray id once every
+    parameter is sampled)."""
+    return "ray_trial_id" in trial.user_attrs
+
+
 def recover(study: optuna.Study, inflight_dir: Path, log: Callable[[str], None] = print) -> Recovery:
     """Fail stale RUNNING trials and enqueue a retry for every interrupted trial without one."""
     import torch
@@ -46,16 +57,17 @@ def recover(study: optuna.Study, inflight_dir: Path, log: Callable[[str], None] 
     rec = Recovery()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         epochs = len(trial.user_attrs.get("accuracy_curve", []))
+        when = f"after epoch {epochs}" if started(trial) else "before it started: its parameters were being sampled"
         storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"{INTERRUPTED} (after epoch {epochs}; left RUNNING by a killed driver)")
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"{INTERRUPTED} ({when}; left RUNNING by a killed driver)")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         rec.failed_stale.append(trial.number)
     trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs["continues"] for t in trials if "continues" in t.user_attrs}
+    retried = {t.user_attrs["continues"] for t in trials if "continues" in t.user_attrs and (started(t) or t.state == TrialState.WAITING)}
     rec.waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
     rec.counted = sum(1 for t in trials if counted(t))
     for trial in trials:
-        if not (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")) or trial.number in retried:
+        if not (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")) or trial.number in retried or not started(trial):
             continue
         path = inflight_path(inflight_dir, trial.number)
         epoch = None
