@@ -70,6 +70,7 @@ def candidates(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str,
         inside = complete["number"].isin(remeasured.index)
         complete.loc[inside, "latency_ms"] = complete.loc[inside, "number"].map(remeasured)
         complete["latency_measured"] = np.where(inside, "alone, when the study ended", "during the search, beside other trials")
+        complete["on_front"] = inside
     return complete.reset_index(drop=True), trials, summary
 
 
@@ -85,9 +86,10 @@ def pick_trial(
 
     ``accuracy``: highest validation accuracy (ties: fewer params); ``params``: fewest
     parameters (ties: higher accuracy); ``latency``: lowest latency (ties: higher accuracy);
-    ``knee``: the knee (:func:`autodistill.pareto.knee_index`) of the Pareto front of the
-    eligible trials under the study's objectives; an integer: that trial. The rules pick among
-    the trials that meet the study's constraints.
+    ``knee``: the knee (:func:`autodistill.pareto.knee_index`) of the study's recorded front
+    (``pareto.csv``, column ``on_front``) among its eligible members, or, where the limits
+    leave none of them, of the Pareto front of the eligible trials; an integer: that trial.
+    The rules pick among the trials that meet the study's constraints.
     """
     if pick.isdigit():
         number = int(pick)
@@ -131,6 +133,10 @@ def pick_trial(
     if pick == "latency":
         return eligible.sort_values(["latency_ms", "accuracy"], ascending=[True, False]).iloc[0]
     names = list(objectives)
+    if "on_front" in eligible and eligible["on_front"].any():
+        # the recorded front: its members' latency was re-measured alone, the others' was
+        # not, so a front of the mixed figures could differ from the one the study reported
+        eligible = eligible[eligible["on_front"].astype(bool)]
     values = as_minimization(eligible[names].to_numpy(dtype=float), [objectives[m] for m in names])
     front = eligible[non_dominated_mask(values)].sort_values(names[0], ascending=objectives[names[0]] == "min")
     front_values = as_minimization(front[names].to_numpy(dtype=float), [objectives[m] for m in names])

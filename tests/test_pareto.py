@@ -76,3 +76,25 @@ def test_knee_is_the_point_closest_to_the_ideal_after_rescaling():
     assert knee_index(np.array([[3.0, 4.0]])) == 0
     with pytest.raises(ValueError):
         knee_index(np.empty((0, 2)))
+
+
+def test_export_knee_is_taken_on_the_recorded_front():
+    """Front members carry latency re-measured alone, the others their in-search figure: C
+    (dominated by B during the search) looks non-dominated once B's latency is re-measured
+    higher. The knee is picked on the recorded front, as the study reported it."""
+    import pandas as pd
+
+    from autodistill.export import pick_trial
+
+    objectives = {"accuracy": "max", "latency_ms": "min"}
+    complete = pd.DataFrame({
+        "number": [0, 1, 2],  # A, B, C
+        "accuracy": [0.95, 0.90, 0.89],
+        "latency_ms": [1.0, 0.8, 0.7],  # B re-measured (0.5 during the search); C in-search
+        "params": [100, 50, 40],
+        "on_front": [True, True, False],
+    })
+    assert int(pick_trial(complete, objectives, "knee")["number"]) == 0
+    assert int(pick_trial(complete.drop(columns="on_front"), objectives, "knee")["number"]) == 1  # the mixed figures' front differs
+    # limits that leave no front member: the front of the trials that meet them
+    assert int(pick_trial(complete, objectives, "knee", max_latency_ms=0.75)["number"]) == 2
