@@ -1,6 +1,6 @@
 """A real study (Ray Tune + Optuna) on an image folder streamed from disk by DataLoader
 workers inside the trial workers, with a feature loss whose teacher stage outputs are cached
-once for the study; then export, which verifies on the streamed validation split."""
+once for the study; then export, which verifies the file on the streamed validation split."""
 
 import json
 
@@ -50,6 +50,6 @@ def test_streamed_folder_study_with_cached_stage_outputs(tmp_path):
     metrics = json.loads(next((results / "trials").glob("*/metrics.json")).read_text())
     assert all(h["loss_feat"] > 0 for h in metrics["history"])
     out = tmp_path / "export"
-    exported = run_cli("export", results, "--pick", "knee", "--out", out, "--format", "pt,onnx")
+    exported = run_cli("export", results, "--pick", "knee", "--out", out, "--format", "pt")  # verified on the decoded val split
     assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-2000:]
-    assert (out / "student.onnx").is_file()
+    assert (out / "student.pt").is_file() and "max |logit diff| vs PyTorch" in exported.stdout
