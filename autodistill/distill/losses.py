@@ -68,16 +68,21 @@ def sample_weights(probs: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "confidence":
         u = 1 - probs.max(dim=-1).values
     elif mode == "entropy":
-        u = -torch.special.xlogy(probs, probs).sum(dim=-1) / math.log(probs.shape[-1])
+        u = _entropy(probs)
     else:
         raise ValueError(f"unknown sample weighting {mode!r}")
     mean = u.mean()
     return u / mean if mean > 1e-8 else torch.ones_like(u)
 
 
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    """H(p) / log K per sample (B,), in [0, 1]."""
+    return -torch.special.xlogy(probs, probs).sum(dim=-1) / math.log(probs.shape[-1])
+
+
 def normalized_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of H(p) / log K, in [0, 1] (what the adaptive temperature reads)."""
-    return (-torch.special.xlogy(probs, probs).sum(dim=-1) / math.log(probs.shape[-1])).mean()
+    return _entropy(probs).mean()
 
 
 # --- intermediate features (FitNets) and attention transfer ---------------------------
