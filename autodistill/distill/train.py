@@ -205,11 +205,12 @@ def train(
             xb = xb.to(device)  # a streamed batch is decoded on the CPU; resident data is there already
             progress = step / max(total_steps - 1, 1)
             weights = criterion.weights(progress, epoch)
-            stack = soft[:, idx.to(device)] if soft is not None else None  # (M, B, K)
+            idx_d = idx.to(device)  # the batch's rows of the teacher's cached outputs
+            stack = soft[:, idx_d] if soft is not None else None  # (M, B, K)
             if crops:
                 if views is not None:  # each sample is one of its cached views: the teacher saw exactly this image
                     v = torch.randint(len(view_params), (len(idx),), generator=generator)
-                    params, stack = view_params[v, idx], views[:, v.to(device), idx.to(device)]
+                    params, stack = view_params[v, idx], views[:, v.to(device), idx_d]
                 else:
                     params = _augment.random_params(len(idx), aug.crop_padding, aug.flip, generator)
                 xb = _augment.apply(xb, params, aug.crop_padding)
@@ -221,7 +222,6 @@ def train(
             with autocast(device):
                 t_feats = t_attns = None
                 if cached_feats is not None:
-                    idx_d = idx.to(device)
                     t_feats = [f[idx_d] for f in cached_feats]
                     t_attns = [a[idx_d] for a in cached_attns] if cached_attns is not None else None
                 elif live_all or features:
