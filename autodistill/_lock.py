@@ -15,12 +15,11 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ._errors import AutodistillError
-
-LOCK_NAME = ".lock"
+from .layout import LOCK as LOCK_NAME
 
 
 class StudyLocked(AutodistillError):
@@ -33,7 +32,7 @@ class StudyLock:
         self._log = log
         self._fd: int | None = None
 
-    def acquire(self) -> "StudyLock":
+    def acquire(self) -> StudyLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -64,7 +63,7 @@ class StudyLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "StudyLock":
+    def __enter__(self) -> StudyLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ._errors import AutodistillError
+from .compress.quantize import is_quantized
 
 
 def require_onnx() -> None:
@@ -25,21 +26,31 @@ def require_onnx() -> None:
 
 def save_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     """Write ``model`` (eval mode) as ONNX to ``path``; ``example`` is a (B, C, H, W) batch."""
-    from .compress.quantize import is_quantized
-
     require_onnx()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if is_quantized(model):
             torch.onnx.export(
-                model, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"], output_names=["logits"],
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["input"],
+                output_names=["logits"],
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             )
             return
         batch = torch.export.Dim("batch", min=1, max=4096)
         program = torch.onnx.export(
-            model, (example,), dynamo=True, input_names=["input"], output_names=["logits"],
-            dynamic_shapes=({0: batch},), external_data=False, verbose=False,
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            verbose=False,
         )
         program.save(str(path), external_data=False)
 

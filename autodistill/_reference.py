@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from .config import StudyConfig
+
 
 def _searchable(annotation: Any) -> bool:
     # tunable fields are unions that admit a distribution (see _tunable.tunable)
@@ -45,8 +47,6 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, 
 
 
 def markdown() -> str:
-    from .config import StudyConfig
-
     lines = ["| key | default | fixed or searched | meaning |", "|---|---|---|---|"]
     for key, default, kind, doc in rows(StudyConfig):
         lines.append(f"| `{key}` | `{default}` | {kind} | {doc} |")

@@ -15,8 +15,9 @@ allowed values are checked on the fixed value, on both ends of a range and on ev
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Iterable
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
@@ -129,23 +130,11 @@ def parse_tunable(
 ) -> Any:
     """Turn one raw YAML value into a fixed value or a distribution (see module doc).
     With ``optional``, ``null`` (None) is a fixed value too: the field's "off"."""
-    convert = _CONVERT[kind]
     if optional and raw is None:
         return None
 
     def fixed(v: Any) -> Any:
-        if optional and v is None:
-            return None
-        out = convert(v)
-        if kind in ("float", "int"):
-            if isinstance(out, float) and not math.isfinite(out):
-                raise ValueError(f"must be finite, got {out!r}")
-            _check_bounds(out, ge, gt, le, lt)
-        if choices is not None:
-            allowed = list(choices() if callable(choices) else choices)
-            if out not in allowed:
-                raise ValueError(f"unknown value {out!r}; valid: {', '.join(map(str, allowed))}")
-        return out
+        return None if optional and v is None else _fixed(v, kind, (ge, gt, le, lt), choices)
 
     if is_distribution(raw):
         return raw
@@ -154,18 +143,38 @@ def parse_tunable(
     if not searchable:
         raise ValueError(f"must be a fixed value here, not a distribution: {raw!r}")
     if "choice" in raw:
-        if set(raw) != {"choice"}:
-            extra = sorted(set(raw) - {"choice"})
-            raise ValueError(f"a choice takes only the key 'choice', got also {extra}")
-        values = raw["choice"]
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"choice must be a non-empty list, got {values!r}")
-        return Choice(tuple(fixed(v) for v in values))
+        return _choice(raw, fixed)
+    return _range(raw, kind, fixed)
+
+
+def _fixed(v: Any, kind: str, bounds: tuple, choices: Callable[[], Iterable[str]] | Iterable[str] | None) -> Any:
+    """One fixed value of a field: converted to its kind, inside its bounds and choices."""
+    out = _CONVERT[kind](v)
+    if kind in ("float", "int"):
+        if isinstance(out, float) and not math.isfinite(out):
+            raise ValueError(f"must be finite, got {out!r}")
+        _check_bounds(out, *bounds)
+    if choices is not None:
+        allowed = list(choices() if callable(choices) else choices)
+        if out not in allowed:
+            raise ValueError(f"unknown value {out!r}; valid: {', '.join(map(str, allowed))}")
+    return out
+
+
+def _choice(raw: dict, fixed: Callable[[Any], Any]) -> Choice:
+    if set(raw) != {"choice"}:
+        extra = sorted(set(raw) - {"choice"})
+        raise ValueError(f"a choice takes only the key 'choice', got also {extra}")
+    values = raw["choice"]
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"choice must be a non-empty list, got {values!r}")
+    return Choice(tuple(fixed(v) for v in values))
+
+
+def _range(raw: dict, kind: str, fixed: Callable[[Any], Any]) -> FloatRange | IntRange:
     unknown = set(raw) - _RANGE_KEYS
     if unknown or "low" not in raw or "high" not in raw:
-        raise ValueError(
-            f"expected a fixed value, {{low, high[, log, step]}} or {{choice: [...]}}, got {raw!r}"
-        )
+        raise ValueError(f"expected a fixed value, {{low, high[, log, step]}} or {{choice: [...]}}, got {raw!r}")
     if kind not in ("float", "int"):
         raise ValueError(f"a {kind} field takes a fixed value or {{choice: [...]}}, not a range")
     low, high = fixed(raw["low"]), fixed(raw["high"])

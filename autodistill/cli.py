@@ -8,16 +8,27 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from ._errors import AutodistillError, StudyInterrupted
+from .export import export_student
+from .loading import load_config, load_study_config
+from .report import front_table
+from .results import load_front, load_summary
+from .space import describe, search_space
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False, help="Automated knowledge distillation: search students, get the Pareto front.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    help="Automated knowledge distillation: search students, get the Pareto front.",
+)
 console = Console()
 if not console.is_terminal:  # logs and CI: wide enough that the front table is not truncated
     console = Console(width=160)
@@ -56,20 +67,23 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 @_user_errors
 def search(
     config_file: Path = typer.Argument(..., help="study YAML, e.g. search_spaces/digits.yaml"),
-    trials: Optional[int] = typer.Option(None, "--trials", help="number of trials (search.trials)"),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds (search.time_budget_s)"),
-    epoch_budget: Optional[int] = typer.Option(None, "--epoch-budget", help="student-epochs over all trials (search.epoch_budget)"),
-    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
-    results: Optional[str] = typer.Option(None, "--results", help="base directory of results (execution.results)"),
-    name: Optional[str] = typer.Option(None, "--name", help="study name and folder (name)"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (execution.address)"),
+    trials: int | None = typer.Option(None, "--trials", help="number of trials (search.trials)"),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="seconds (search.time_budget_s)"),
+    epoch_budget: int | None = typer.Option(None, "--epoch-budget", help="student-epochs over all trials (search.epoch_budget)"),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
+    results: str | None = typer.Option(None, "--results", help="base directory of results (execution.results)"),
+    name: str | None = typer.Option(None, "--name", help="study name and folder (name)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (execution.address)"),
 ) -> None:
     """Run a study: sample students and recipes, distill, measure, and report the Pareto front."""
-    from .config import load_config
-    from .tune.runner import run_study
+    from .tune.runner import run_study  # imports Ray
 
-    config = load_config(config_file, _overrides(trials=trials, time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent,
-                                                 results=results, name=name, address=address))
+    config = load_config(
+        config_file,
+        _overrides(
+            trials=trials, time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent, results=results, name=name, address=address
+        ),
+    )
     _print_result(config, run_study(config, log=_log))
 
 
@@ -78,8 +92,6 @@ def _log(message: str) -> None:
 
 
 def _print_result(config, result) -> None:
-    from .report import front_table
-
     summary = result.summary
     console.print(front_table(result.front, config.objectives, summary["teacher"], title=f"Pareto front of {config.name}"))
     counts = ", ".join(f"{k.lower()} {v}" for k, v in summary["trials"].items() if v)
@@ -94,39 +106,23 @@ def _print_result(config, result) -> None:
 @_user_errors
 def resume(
     results_dir: Path = typer.Argument(..., help="the study's results directory, e.g. results/digits"),
-    trials: Optional[int] = typer.Option(None, "--trials", min=1, help="add N trials to the study's request"),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="seconds for this run (search.time_budget_s)"),
-    epoch_budget: Optional[int] = typer.Option(None, "--epoch-budget", help="student-epochs of the whole study, earlier runs included (search.epoch_budget)"),
-    max_concurrent: Optional[int] = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (execution.address)"),
+    trials: int | None = typer.Option(None, "--trials", min=1, help="add N trials to the study's request"),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="seconds for this run (search.time_budget_s)"),
+    epoch_budget: int | None = typer.Option(None, "--epoch-budget", help="student-epochs of the whole study, earlier runs included (search.epoch_budget)"),
+    max_concurrent: int | None = typer.Option(None, "--max-concurrent", help="trials at once (search.max_concurrent)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (execution.address)"),
 ) -> None:
     """Finish an interrupted study (completed trials stay, interrupted ones continue from their
     last epoch), or add trials to a finished one with --trials N."""
-    from .tune.runner import run_study
+    from .tune.runner import run_study  # imports Ray
 
     overrides = _overrides(time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent, address=address)
-    config = _study_config(results_dir, overrides)
+    config = load_study_config(results_dir, overrides)
     if trials is not None:
         overrides["search.trials"] = config.search.trials + trials
         _log(f"request: {config.search.trials} + {trials} = {overrides['search.trials']} trials")
-        config = _study_config(results_dir, overrides)
+        config = load_study_config(results_dir, overrides)
     _print_result(config, run_study(config, log=_log, resume=True))
-
-
-def _study_config(results_dir: Path, overrides: dict[str, Any]):
-    """The config a study was started with (``<results_dir>/config.yaml``), pointed at
-    ``results_dir`` wherever it now lies."""
-    from .config import load_config
-
-    path = results_dir / "config.yaml"
-    if not results_dir.is_dir():
-        raise AutodistillError(f"{results_dir}: no such results directory")
-    if not path.is_file():
-        raise AutodistillError(f"{path}: not found; is {results_dir} a study's results directory?")
-    config = load_config(path, {**overrides, "execution.results": str(results_dir.resolve().parent)})
-    if config.name != results_dir.resolve().name:
-        raise AutodistillError(f"{results_dir}: the folder of study {config.name!r} must keep its name (the Optuna study is named after it)")
-    return config
 
 
 @app.command()
@@ -134,19 +130,17 @@ def _study_config(results_dir: Path, overrides: dict[str, Any]):
 def export(
     results_dir: Path = typer.Argument(..., help="the study's results directory, e.g. results/digits"),
     pick: str = typer.Option("knee", "--pick", help="knee | accuracy | params | latency | <trial number>"),
-    max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", help="only trials at most this slow"),
-    min_accuracy: Optional[float] = typer.Option(None, "--min-accuracy", help="only trials at least this accurate (validation)"),
-    formats: str = typer.Option("pt,torchscript,onnx", "--format", help="comma-separated: pt, torchscript, onnx"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for the files (default: <results_dir>/export/trial_<n>)"),
+    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="only trials at most this slow"),
+    min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="only trials at least this accurate (validation)"),
+    formats: str | None = typer.Option(None, "--format", help="comma-separated; image classifiers: pt, torchscript, onnx (default: all of the task's)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for the files (default: <results_dir>/export/trial_<n>)"),
 ) -> None:
     """Export a student (PyTorch, TorchScript, ONNX), verify each file against PyTorch on the
     validation split, and write its model card model.json."""
-    from .export import export_student
-
     if not results_dir.is_dir():
         raise AutodistillError(f"{results_dir}: no such results directory")
-    result = export_student(results_dir, pick, tuple(f.strip() for f in formats.split(",") if f.strip()), out,
-                            max_latency_ms, min_accuracy, log=_log)
+    chosen = None if formats is None else tuple(f.strip() for f in formats.split(",") if f.strip())
+    result = export_student(results_dir, pick, chosen, out, max_latency_ms, min_accuracy, log=_log)
     _log(f"exported trial {result.trial} to {result.out_dir}: {', '.join(p.name for p in result.files.values())}, model.json")
 
 
@@ -154,9 +148,6 @@ def export(
 @_user_errors
 def validate(config_file: Path = typer.Argument(..., help="study YAML")) -> None:
     """Check a study file and print its resolved search space."""
-    from .config import load_config
-    from .space import describe, search_space
-
     config = load_config(config_file)
     rows = describe(search_space(config))
     table = Table(title=f"search space of {config.name}: {len(rows)} dimension(s)", title_justify="left")
@@ -166,17 +157,15 @@ def validate(config_file: Path = typer.Argument(..., help="study YAML")) -> None
         table.add_row(row["dimension"], row["distribution"], row["when"])
     console.print(table)
     objectives = ", ".join(f"{k} ({v})" for k, v in config.objectives.items())
-    console.print(f"objectives: {objectives}; {config.search.trials} trials with {config.search.sampler}; results in {config.results_dir}",
-                  markup=False, highlight=False)
+    console.print(
+        f"objectives: {objectives}; {config.search.trials} trials with {config.search.sampler}; results in {config.results_dir}", markup=False, highlight=False
+    )
 
 
 @app.command()
 @_user_errors
 def show(results_dir: Path = typer.Argument(..., help="a study's results directory, e.g. results/digits")) -> None:
     """Print a study's Pareto front."""
-    from .results import load_front, load_summary
-    from .report import front_table
-
     summary = load_summary(results_dir)
     front = load_front(results_dir)
     objectives = summary["objectives"]

@@ -11,9 +11,9 @@ batches are decoded by a torch ``DataLoader`` with ``data.workers`` worker proce
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -68,10 +68,10 @@ class ImageFiles(torch.utils.data.Dataset):
             return torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)
         return torch.stack([_decode(self.paths[i], self.size) for i in picks])
 
-    def subset(self, indices) -> "ImageFiles":
+    def subset(self, indices) -> ImageFiles:
         return ImageFiles([self.paths[i] for i in np.asarray(indices).tolist()], self.size, self.workers)
 
-    def to(self, *args, **kwargs) -> "ImageFiles":
+    def to(self, *args, **kwargs) -> ImageFiles:
         return self  # batches move to the device as they are decoded
 
     def fingerprint(self) -> bytes:
@@ -88,8 +88,7 @@ class ImageFiles(torch.utils.data.Dataset):
         from torch.utils.data import DataLoader
 
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        loader = DataLoader(self, batch_sampler=[c.tolist() for c in chunks], num_workers=self.workers,
-                            prefetch_factor=4 if self.workers else None)
+        loader = DataLoader(self, batch_sampler=[c.tolist() for c in chunks], num_workers=self.workers, prefetch_factor=4 if self.workers else None)
         for idx, xb in zip(chunks, loader):
             yield idx, xb, y[idx]
 
@@ -145,10 +144,7 @@ class Dataset:
     def summary(self) -> str:
         c, h, w = self.x_train.shape[1:]
         where = f", streamed from disk ({self.x_train.workers} DataLoader workers)" if self.streamed else ""
-        return (
-            f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test, "
-            f"{c}x{h}x{w}, {self.num_classes} classes{where}"
-        )
+        return f"{self.name}: {len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test, {c}x{h}x{w}, {self.num_classes} classes{where}"
 
     def train_digest(self):
         """Identifies the training images (for the teacher-outputs cache), from the tensor's
@@ -197,9 +193,7 @@ def _subsample(x: torch.Tensor, y: torch.Tensor, n: int | None, seed: int) -> tu
     return _take(x, keep), y[keep]
 
 
-def _from_pool(
-    name: str, x: torch.Tensor, y: torch.Tensor, classes: list[str], scale: float, cfg: DataConfig
-) -> Dataset:
+def _from_pool(name: str, x: torch.Tensor, y: torch.Tensor, classes: list[str], scale: float, cfg: DataConfig) -> Dataset:
     """train/val/test from one pool (datasets without an official test split)."""
     rest, test = _stratified_split(y.numpy(), cfg.test_fraction, cfg.split_seed)
     val_share = cfg.val_fraction / (1 - cfg.test_fraction)
@@ -239,8 +233,7 @@ def _torchvision_split(cls: type, root: str, train: bool, download: bool, datase
     except RuntimeError as err:
         if "not found" in str(err).lower() or "corrupted" in str(err).lower():
             raise DataError(
-                f"data.root: {dataset} not found or corrupt under {root!r} "
-                f"(place the torchvision files there, or set data.download: true with internet access)"
+                f"data.root: {dataset} not found or corrupt under {root!r} (place the torchvision files there, or set data.download: true with internet access)"
             ) from None
         raise DataError(f"data.root: cannot read {dataset} under {root!r}: {err}") from None
     except OSError as err:
@@ -257,9 +250,7 @@ def _as_nchw(data) -> torch.Tensor:
 def load_torchvision(cfg: DataConfig) -> Dataset:
     import torchvision.datasets as tvd
 
-    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[
-        cfg.dataset
-    ]
+    cls = {"mnist": tvd.MNIST, "fashion_mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[cfg.dataset]
     root = str(Path(cfg.root).expanduser())
     if not cfg.download and not Path(root).is_dir():
         raise DataError(f"data.root: directory not found: {cfg.root}")
@@ -302,9 +293,16 @@ def load_imagefolder(cfg: DataConfig) -> Dataset:
     return _from_pool("imagefolder", x, y, list(folder.classes), 255.0, cfg)
 
 
+LOADERS = {
+    "digits": load_digits,
+    "mnist": load_torchvision,
+    "fashion_mnist": load_torchvision,
+    "cifar10": load_torchvision,
+    "cifar100": load_torchvision,
+    "imagefolder": load_imagefolder,
+}
+"""data.dataset -> its loader"""
+
+
 def load_dataset(cfg: DataConfig) -> Dataset:
-    if cfg.dataset == "digits":
-        return load_digits(cfg)
-    if cfg.dataset == "imagefolder":
-        return load_imagefolder(cfg)
-    return load_torchvision(cfg)
+    return LOADERS[cfg.dataset](cfg)

@@ -1,66 +1,38 @@
 """Export a study's chosen student and prove the files are the model that was measured.
 
-``autodistill export results/<name> --pick knee`` picks a completed trial, rebuilds the student
-from ``trials/<n>/spec.json`` and ``student.pt`` (``weights_only=True``), writes it as
-PyTorch (state dict + spec), TorchScript and ONNX, and then verifies each file by running it
-on the whole validation split: the logits must match PyTorch's within
-:data:`LOGIT_TOLERANCE` and the accuracy must match the one recorded by the trial. Only then
-is the export folder moved into place, with ``model.json`` (the model card) beside it.
+``autodistill export results/<name> --pick knee`` picks a completed trial (:func:`pick_trial`)
+and hands it to the study's task, which writes its formats and verifies each file against
+the PyTorch network (for image classifiers:
+:mod:`autodistill.tasks.image_classification.export`). The folder appears only once every
+file passed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import platform
-import time
-import warnings
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from . import _io
-from ._onnx import ort_session, save_onnx
-from ._errors import AutodistillError, CheckpointError
+from . import layout
+from ._errors import AutodistillError
+from ._lock import StudyLock
+from .loading import load_config
 from .pareto import as_minimization, knee_index, non_dominated_mask
+from .results import load_front, load_summary, load_trials
+from .tasks import ExportResult, VerificationError, get_task
 
-FORMATS = ("pt", "torchscript", "onnx")
+__all__ = ["PICKS", "ExportResult", "VerificationError", "candidates", "export_student", "pick_trial"]
+
 PICKS = ("knee", "accuracy", "params", "latency")
-LOGIT_TOLERANCE = 1e-4
-INT8_ONNX = {"mean_steps": 1.0, "agreement": 0.97, "accuracy": 0.02}
-"""An int8 student's ONNX file is run by ONNX Runtime's int8 arithmetic, whose requantization
-rounds differently from PyTorch's (FBGEMM), with graph optimisations off too: a logit can
-be a few quantization steps away, and a near-tie can flip. Its check is statistical: mean
-|logit diff| at most ``mean_steps`` quantization steps of the output (the last layer's
-scale), the same top-1 class on at least ``agreement`` of the validation samples, and
-accuracy within ``accuracy`` (or one sample) of the recorded one. A wrong file (a missing
-layer, a wrong scale) fails all three by far."""
-FILES = {"pt": "student.pt", "torchscript": "student.torchscript.pt", "onnx": "student.onnx"}
-
-
-class VerificationError(AutodistillError):
-    """An exported file does not reproduce the student."""
-
-
-@dataclass
-class ExportResult:
-    out_dir: Path
-    trial: int
-    files: dict[str, Path]
-    checks: dict[str, dict[str, float]] = field(default_factory=dict)
-    card: dict[str, Any] = field(default_factory=dict)
 
 
 # --- which trial ----------------------------------------------------------------------------
 def candidates(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """(completed trials with their metrics, all trials, the study summary); front members
     carry their re-measured latency."""
-    from .results import load_front, load_summary, load_trials
-
     summary = load_summary(results_dir)
     trials = load_trials(results_dir)
     complete = trials[trials["state"] == "COMPLETE"].copy()
@@ -92,40 +64,19 @@ def pick_trial(
     The rules pick among the trials that meet the study's constraints.
     """
     if pick.isdigit():
-        number = int(pick)
-        row = complete[complete["number"] == number]
-        if len(row):
-            return row.iloc[0]
-        known = all_trials[all_trials["number"] == number] if all_trials is not None else pd.DataFrame()
-        if len(known):
-            info = known.iloc[0]
-            reason = f" ({info['fail_reason']})" if isinstance(info.get("fail_reason"), str) and info["fail_reason"] else ""
-            raise AutodistillError(f"--pick {number}: trial {number} is {info['state']}{reason}; only completed trials can be exported")
-        raise AutodistillError(f"--pick {number}: no trial {number} in this study")
+        return _numbered(complete, int(pick), all_trials)
     if pick not in PICKS:
         raise AutodistillError(f"--pick: unknown rule {pick!r}; use one of {', '.join(PICKS)} or a trial number")
     if "feasible" in complete:  # a rule picks among the trials that meet the study's constraints
         infeasible = int((~complete["feasible"].astype(bool)).sum())
         complete = complete[complete["feasible"].astype(bool)]
         if complete.empty and infeasible:
-            raise AutodistillError(f"none of the {infeasible} completed trial(s) meets the study's constraints (trials.csv, column feasible); --pick <number> exports one anyway")
+            raise AutodistillError(
+                f"none of the {infeasible} completed trial(s) meets the study's constraints (trials.csv, column feasible); --pick <number> exports one anyway"
+            )
     if complete.empty:
         raise AutodistillError("the study has no completed trial to export")
-    eligible = complete
-    limits = []
-    if max_latency_ms is not None:
-        eligible = eligible[eligible["latency_ms"] <= max_latency_ms]
-        limits.append(f"latency_ms <= {max_latency_ms:g}")
-    if min_accuracy is not None:
-        eligible = eligible[eligible["accuracy"] >= min_accuracy]
-        limits.append(f"accuracy >= {min_accuracy:g}")
-    if eligible.empty:
-        best = complete.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
-        fastest = complete.sort_values("latency_ms").iloc[0]
-        raise AutodistillError(
-            f"no completed trial has {' and '.join(limits)} (most accurate: trial {int(best['number'])}, {best['accuracy']:.4f} at "
-            f"{best['latency_ms']:.3f} ms; fastest: trial {int(fastest['number'])}, {fastest['latency_ms']:.3f} ms at {fastest['accuracy']:.4f})"
-        )
+    eligible = _within_limits(complete, max_latency_ms, min_accuracy)
     if pick == "accuracy":
         return eligible.sort_values(["accuracy", "params"], ascending=[False, True]).iloc[0]
     if pick == "params":
@@ -143,222 +94,68 @@ def pick_trial(
     return front.iloc[knee_index(front_values)]
 
 
-# --- export and verification ----------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _numbered(complete: pd.DataFrame, number: int, all_trials: pd.DataFrame | None) -> pd.Series:
+    """``--pick <number>``: that trial, if it completed; else why it cannot be exported."""
+    row = complete[complete["number"] == number]
+    if len(row):
+        return row.iloc[0]
+    known = all_trials[all_trials["number"] == number] if all_trials is not None else pd.DataFrame()
+    if len(known):
+        info = known.iloc[0]
+        reason = f" ({info['fail_reason']})" if isinstance(info.get("fail_reason"), str) and info["fail_reason"] else ""
+        raise AutodistillError(f"--pick {number}: trial {number} is {info['state']}{reason}; only completed trials can be exported")
+    raise AutodistillError(f"--pick {number}: no trial {number} in this study")
 
 
-def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+def _within_limits(complete: pd.DataFrame, max_latency_ms: float | None, min_accuracy: float | None) -> pd.DataFrame:
+    """The completed trials within ``--max-latency-ms`` / ``--min-accuracy``; none is an error
+    that names the most accurate and the fastest trial."""
+    eligible = complete
+    limits = []
+    if max_latency_ms is not None:
+        eligible = eligible[eligible["latency_ms"] <= max_latency_ms]
+        limits.append(f"latency_ms <= {max_latency_ms:g}")
+    if min_accuracy is not None:
+        eligible = eligible[eligible["accuracy"] >= min_accuracy]
+        limits.append(f"accuracy >= {min_accuracy:g}")
+    if eligible.empty:
+        best = complete.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
+        fastest = complete.sort_values("latency_ms").iloc[0]
+        raise AutodistillError(
+            f"no completed trial has {' and '.join(limits)} (most accurate: trial {int(best['number'])}, {best['accuracy']:.4f} at "
+            f"{best['latency_ms']:.3f} ms; fastest: trial {int(fastest['number'])}, {fastest['latency_ms']:.3f} ms at {fastest['accuracy']:.4f})"
+        )
+    return eligible
 
 
 def export_student(
     results_dir: str | Path,
     pick: str = "knee",
-    formats: tuple[str, ...] = FORMATS,
+    formats: tuple[str, ...] | None = None,
     out_dir: str | Path | None = None,
     max_latency_ms: float | None = None,
     min_accuracy: float | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Pick, export, verify and describe a study's student (the API behind ``autodistill export``)."""
-    from ._lock import StudyLock
-
     results_dir = Path(results_dir)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise AutodistillError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(FORMATS)}")
     complete, trials, summary = candidates(results_dir)
+    config = load_config(layout.config_file(results_dir))
+    task = get_task(config.task)
+    formats = task.export_formats if formats is None else tuple(formats)
+    unknown = [f for f in formats if f not in task.export_formats]
+    if unknown or not formats:
+        raise AutodistillError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(task.export_formats)}")
     objectives = summary["objectives"]
     row = pick_trial(complete, objectives, pick, max_latency_ms, min_accuracy, all_trials=trials)
     number = int(row["number"])
-    out = Path(out_dir) if out_dir is not None else results_dir / "export" / f"trial_{number:04d}"
-    rule = pick if pick.isdigit() else f"{pick}" + "".join(
-        f", {k} {v:g}" for k, v in (("max latency_ms", max_latency_ms), ("min accuracy", min_accuracy)) if v is not None
+    out = Path(out_dir) if out_dir is not None else layout.export_dir(results_dir, number)
+    rule = (
+        pick
+        if pick.isdigit()
+        else f"{pick}" + "".join(f", {k} {v:g}" for k, v in (("max latency_ms", max_latency_ms), ("min accuracy", min_accuracy)) if v is not None)
     )
     log(f"picked trial {number} ({rule}): accuracy {row['accuracy']:.4f}, {int(row['params']):,} params, {row['latency_ms']:.3f} ms")
     # read-only on the study, but a resume writing trials/ meanwhile would race: hold the lock
     with StudyLock(results_dir, log):
-        return _export(results_dir, summary, row, number, tuple(dict.fromkeys(formats)), out, rule, log)
-
-
-def _export(results_dir: Path, summary: dict, row: pd.Series, number: int, formats: tuple[str, ...], out: Path, rule: str, log) -> ExportResult:
-    from .config import load_config
-    from .data import load_dataset
-    from .distill.train import predict_logits
-    from .results import _load_student
-    from .space import resolve
-    from .tune.progress import trial_dir
-
-    config = load_config(results_dir / "config.yaml")
-    source = trial_dir(results_dir, number)
-    if not (source / "student.pt").is_file():
-        raise CheckpointError(f"{source / 'student.pt'}: the checkpoint of trial {number} is missing")
-    model, spec = _load_student(source)
-    model.eval()
-    data = load_dataset(config.data)
-    x_val = data.normalize(data.x_val[:])  # (N, C, H, W) float: the exported model's input ([:] decodes a streamed split)
-    y_val = data.y_val.numpy()
-    reference = predict_logits(model, data, "val").numpy()
-    recorded = float(row["accuracy"])
-    example = x_val[:2].clone()
-
-    with _io.atomic_dir(out) as staging:
-        files: dict[str, Path] = {}
-        runners: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
-        if "pt" in formats:
-            from .students import build_student
-            from .teacher import load_state_dict
-
-            _io.torch_save(staging / FILES["pt"], model.state_dict())
-            _io.write_json(staging / "spec.json", spec)
-            rebuilt = build_student(json.loads((staging / "spec.json").read_text()))
-            rebuilt.load_state_dict(load_state_dict(staging / FILES["pt"], FILES["pt"]))
-            rebuilt.eval()
-            files["pt"] = staging / FILES["pt"]
-            runners["pt"] = lambda x, m=rebuilt: m(torch.from_numpy(x)).detach().numpy()
-        if "torchscript" in formats:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still what many runtimes load
-                traced = torch.jit.trace(model, example, check_trace=False)
-                _io.atomic_write(staging / FILES["torchscript"], lambda fh: torch.jit.save(traced, fh))
-                loaded = torch.jit.load(str(staging / FILES["torchscript"]))
-            loaded.eval()
-            files["torchscript"] = staging / FILES["torchscript"]
-            runners["torchscript"] = lambda x, m=loaded: m(torch.from_numpy(x)).detach().numpy()
-        if "onnx" in formats:
-            save_onnx(model, example, staging / FILES["onnx"])
-            session = ort_session(staging / FILES["onnx"])
-            files["onnx"] = staging / FILES["onnx"]
-            runners["onnx"] = lambda x, s=session: s.run(["logits"], {"input": x})[0]
-
-        checks: dict[str, dict[str, Any]] = {}
-        x_np = x_val.numpy()
-        output_step = _output_scale(model)
-        for fmt, run in runners.items():
-            with torch.no_grad():
-                logits = _batched(run, x_np)
-            int8_onnx = fmt == "onnx" and output_step is not None
-            checks[fmt] = check = _compare(logits, reference, y_val, recorded, output_step if int8_onnx else None)
-            log(f"  {fmt:<11} {files[fmt].name}: {check['summary']}")
-            failed = check.pop("failed")
-            if failed:
-                raise VerificationError(f"{fmt}: {failed} on the validation split")
-
-        trial_cfg = resolve(config, _trial_params(source))
-        card = _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks, config)
-        _io.write_json(staging / "model.json", card)
-    return ExportResult(out, number, {fmt: out / p.name for fmt, p in files.items()}, checks, card)
-
-
-def _compare(logits: np.ndarray, reference: np.ndarray, y: np.ndarray, recorded: float, int8_step: float | None) -> dict[str, Any]:
-    """How an exported file's logits compare with PyTorch's: exact (within
-    :data:`LOGIT_TOLERANCE`, accuracy within one sample) or, for ONNX Runtime's int8 kernels
-    (``int8_step`` = the output's quantization step), by :data:`INT8_ONNX`."""
-    diff = np.abs(logits - reference)
-    accuracy = float((logits.argmax(axis=1) == y).mean())
-    one_sample = 1.0 / len(y)
-    out: dict[str, Any] = {"max_abs_diff": float(diff.max()), "accuracy": accuracy, "recorded_accuracy": recorded, "samples": int(len(y))}
-    seen = f"validation accuracy {accuracy:.4f} (recorded {recorded:.4f})"
-    failed = None
-    if int8_step is None:
-        out["tolerance"] = LOGIT_TOLERANCE
-        out["summary"] = f"max |logit diff| vs PyTorch {out['max_abs_diff']:.2e}, {seen}"
-        if not out["max_abs_diff"] <= LOGIT_TOLERANCE:
-            failed = f"logits differ from PyTorch by {out['max_abs_diff']:.3g} (> {LOGIT_TOLERANCE:g})"
-        accuracy_tolerance = one_sample
-    else:
-        mean_steps = float(diff.mean()) / int8_step
-        agreement = float((logits.argmax(axis=1) == reference.argmax(axis=1)).mean())
-        out.update(output_step=int8_step, mean_abs_diff_steps=mean_steps, max_abs_diff_steps=out["max_abs_diff"] / int8_step, top1_agreement=agreement, criteria=INT8_ONNX)
-        out["summary"] = (
-            f"int8 kernels of ONNX Runtime: mean |logit diff| {mean_steps:.2f} quantization steps (max {out['max_abs_diff_steps']:.1f}), "
-            f"same top-1 on {agreement:.2%} of samples, {seen}"
-        )
-        if mean_steps > INT8_ONNX["mean_steps"]:
-            failed = f"mean |logit diff| is {mean_steps:.2f} quantization steps of the output (> {INT8_ONNX['mean_steps']:g})"
-        elif agreement < INT8_ONNX["agreement"]:
-            failed = f"the top-1 class differs from PyTorch's on {1 - agreement:.1%} of samples (> {1 - INT8_ONNX['agreement']:.0%})"
-        accuracy_tolerance = max(one_sample, INT8_ONNX["accuracy"])
-    if failed is None and abs(accuracy - recorded) > accuracy_tolerance + 1e-9:
-        failed = f"validation accuracy {accuracy:.4f} does not match the recorded {recorded:.4f}"
-    out["failed"] = failed
-    return out
-
-
-def _output_scale(model: torch.nn.Module) -> float | None:
-    """The quantization step of an int8 student's logits (its last int8 layer's output
-    scale); None for a float student."""
-    from .compress.quantize import is_quantized
-
-    if not is_quantized(model):
-        return None
-    scales = [float(m.scale) for m in model.modules() if isinstance(getattr(m, "scale", None), float)]
-    return scales[-1] if scales else None
-
-
-def _trial_params(trial_path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((trial_path / "spec.json").read_text())["params"]
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{trial_path / 'spec.json'}: cannot read the trial's parameters ({err})") from None
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("autodistill", "torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "optuna", "ray"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-def _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks, config) -> dict[str, Any]:
-    metrics = {}
-    for key in ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "latency_ms_in_trial"):
-        value = row.get(key)
-        if value is not None and pd.notna(value):
-            metrics[key] = int(value) if key in ("params", "macs") else float(value)
-    if isinstance(row.get("latency_measured"), str):
-        metrics["latency_measured"] = row["latency_measured"]
-    return {
-        "format": "autodistill model card v1",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "study": summary["name"],
-        "trial": number,
-        "picked_by": rule,
-        "architecture": spec,
-        "recipe": {
-            "searched": {k[len("param.") :]: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k.startswith("param.") and pd.notna(v)},
-            "train": trial_cfg.train.model_dump(mode="json"),
-            "distill": trial_cfg.distill.model_dump(mode="json"),
-            "compress": trial_cfg.compress.model_dump(mode="json"),
-            "seed": config.search.seed,
-        },
-        "metrics": metrics,
-        "latency": {"device": config.latency.device, "backend": config.latency.backend, "batch_size": config.latency.batch_size, "threads": config.latency.threads},
-        "teacher": summary.get("teacher"),
-        "data": {
-            "dataset": data.name,
-            "classes": data.classes,
-            "input": {"shape": ["batch", data.in_channels, data.image_size, data.image_size], "dtype": "float32", "name": "input"},
-            "output": {"shape": ["batch", data.num_classes], "name": "logits"},
-            "preprocessing": {
-                "formula": "input = (pixels / scale - mean[c]) / std[c]",
-                "scale": data.scale,
-                "mean": list(data.mean),
-                "std": list(data.std),
-            },
-            "splits": {"train": int(len(data.y_train)), "val": int(len(data.y_val)), "test": int(len(data.y_test))},
-        },
-        "files": {fmt: {"path": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)} for fmt, path in files.items()},
-        "verification": {"logit_tolerance": LOGIT_TOLERANCE, **checks},
-        "versions": _versions(),
-    }
+        return task.export(config, results_dir, summary, row, number, tuple(dict.fromkeys(formats)), out, rule, log)

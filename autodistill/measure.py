@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from ._onnx import ort_session, save_onnx
 from .config import LatencyConfig
 
 
@@ -60,9 +61,7 @@ class Latency:
     repeats: int
 
 
-def measure_latency(
-    model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyConfig, repeats: int | None = None
-) -> Latency:
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyConfig, repeats: int | None = None) -> Latency:
     """Median wall time of one forward pass of a batch of ``cfg.batch_size``, in eval mode,
     after ``cfg.warmup`` untimed runs, with ``cfg.threads`` intra-op threads, run by
     ``cfg.backend``: ``torch`` (the module itself), ``torchscript`` (traced and frozen) or
@@ -124,8 +123,6 @@ def _time_torch(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int,
 
 
 def _time_onnxruntime(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int) -> list[float]:
-    from ._onnx import ort_session, save_onnx
-
     x = _input(cfg.batch_size, input_shape)
     with tempfile.TemporaryDirectory(prefix="autodistill-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"

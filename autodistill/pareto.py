@@ -6,7 +6,7 @@ see :func:`as_minimization`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,11 +16,6 @@ def as_minimization(values: np.ndarray, directions: Sequence[str]) -> np.ndarray
     values = np.asarray(values, dtype=float)
     signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
     return values * signs
-
-
-def dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    """a dominates b: no worse in every objective and better in at least one."""
-    return bool(np.all(a <= b) and np.any(a < b))
 
 
 def non_dominated_mask(points: np.ndarray) -> np.ndarray:

@@ -22,6 +22,20 @@ _LABELS = {
 }
 
 
+def format_metric(name: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if name in ("accuracy", "test_accuracy"):
+        return f"{value:.4f}"
+    if name in ("params", "macs"):
+        return f"{int(value):,}"
+    if name == "size_mb":
+        return f"{value:.3f}"
+    if name == "latency_ms":
+        return f"{value:.3f}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _pairs(objectives: dict[str, str]) -> list[tuple[str, str]]:
     """(x, y) panels: accuracy against each cost; without accuracy, each pair of objectives."""
     names = list(objectives)
@@ -72,73 +86,17 @@ def _hover(frame: pd.DataFrame) -> list[str]:
 
 
 def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, study, summary: dict[str, Any]) -> None:
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
+    """``report.html``: the front table and the study's figures in one self-contained page."""
     objectives = config.objectives
     complete = trials[trials["state"] == "COMPLETE"]
-    pairs = _pairs(objectives)
-    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[f"{y} vs {x}" for x, y in pairs])
-    for col, (x, y) in enumerate(pairs, start=1):
-        if len(complete):
-            fig.add_trace(go.Scatter(x=complete[x], y=complete[y], mode="markers", name="trials", marker={"color": "#aaaaaa"},
-                                     text=_hover(complete), hoverinfo="text+x+y", showlegend=col == 1), row=1, col=col)
-        if len(front):
-            f = front.sort_values(x)
-            fig.add_trace(go.Scatter(x=f[x], y=f[y], mode="markers+lines", name="Pareto front", marker={"color": "#d62728", "size": 9},
-                                     line={"shape": "hv", "dash": "dot"}, text=_hover(f), hoverinfo="text+x+y", showlegend=col == 1), row=1, col=col)
-        fig.update_xaxes(title_text=x, type="log" if x in _LOG_SCALE else "linear", row=1, col=col)
-        fig.update_yaxes(title_text=y, row=1, col=col)
-    fig.update_layout(height=450, title="Accuracy vs cost")
-    figures = [fig]
-
-    three = [m for m in objectives][:3]
-    if len(three) == 3 and len(complete):
-        fig3 = go.Figure()
-        fig3.add_trace(go.Scatter3d(x=complete[three[0]], y=complete[three[1]], z=complete[three[2]], mode="markers",
-                                    marker={"size": 3, "color": "#aaaaaa"}, name="trials", text=_hover(complete)))
-        if len(front):
-            fig3.add_trace(go.Scatter3d(x=front[three[0]], y=front[three[1]], z=front[three[2]], mode="markers",
-                                        marker={"size": 6, "color": "#d62728"}, name="Pareto front", text=_hover(front)))
-        fig3.update_layout(height=550, title="The front in 3-D", scene={"xaxis_title": three[0], "yaxis_title": three[1], "zaxis_title": three[2]})
-        figures.append(fig3)
-
-    history = summary.get("hypervolume_history") or []
-    if history:
-        hv = go.Figure(go.Scatter(x=[h["minutes"] for h in history], y=[h["hypervolume"] for h in history], mode="lines+markers",
-                                  line={"shape": "hv"}, text=[f"after trial {h['trial']} ({h['complete']} complete)" for h in history],
-                                  hoverinfo="text+x+y", name="hypervolume"))
-        hv.update_layout(height=380, title="Normalised hypervolume of the front over the study (in-trial latency)",
-                         xaxis_title="minutes since the first trial started", yaxis_title="normalised hypervolume")
-        figures.append(hv)
-
-    importances = summary.get("importances") or {}
-    if importances:
-        imp = go.Figure()
-        for metric, values in importances.items():
-            names = list(values)[::-1]
-            imp.add_trace(go.Bar(y=names, x=[values[n] for n in names], orientation="h", name=metric))
-        imp.update_layout(height=120 + 28 * max(len(v) for v in importances.values()) * max(1, len(importances)), barmode="group",
-                          title="Parameter importances (Optuna fANOVA over completed trials; parameters that exist only for some "
-                          "families are left out by the evaluator)", xaxis_title="importance")
-        figures.append(imp)
-
-    colors = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#d62728"}
-    curves = go.Figure()
-    shown: set[str] = set()
-    for t in study.get_trials(deepcopy=False):
-        curve = t.user_attrs.get("accuracy_curve") or []
-        if not curve:
-            continue
-        state = "FAIL" if t.state.name == "FAIL" else t.state.name
-        label = {"COMPLETE": "completed", "PRUNED": "stopped", "FAIL": "failed or interrupted"}.get(state, state.lower())
-        curves.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines", name=label, legendgroup=label,
-                                    showlegend=label not in shown, text=f"trial {t.number} ({t.state.name.lower()})", hoverinfo="text+x+y",
-                                    line={"width": 1, "color": colors.get(state, "#999999"), "dash": "solid" if state == "COMPLETE" else "dot"}))
-        shown.add(label)
-    curves.update_layout(height=400, title="Validation accuracy per epoch: completed vs stopped trials", xaxis_title="epoch", yaxis_title="accuracy")
-    figures.append(curves)
-
+    figures = [
+        _cost_figure(objectives, complete, front),
+        _front_3d(objectives, complete, front),
+        _hypervolume_figure(summary.get("hypervolume_history") or []),
+        _importance_figure(summary.get("importances") or {}),
+        _curves_figure(study),
+    ]
+    figures = [f for f in figures if f is not None]
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{i}") for i, f in enumerate(figures)]
     show_cols = ["number", *objectives, *[c for c in ("test_accuracy", "macs", "size_mb", "family", "compression") if c in front and c not in objectives]]
     table = front[[c for c in show_cols if c in front]].to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(front) else "<p>no completed trial</p>"
@@ -150,21 +108,158 @@ def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, st
 </head><body>
 <h1>autodistill study <code>{html.escape(config.name)}</code></h1>
 <p>Trials: {html.escape(counts)}. Objectives: {html.escape(", ".join(f"{k} ({v})" for k, v in objectives.items()))}.
-Normalised hypervolume: {summary['hypervolume']:.4f}.</p>
-<p>Teacher: {html.escape(str(teacher.get('arch')))}, {teacher['metrics']['params']:,} params, validation accuracy {teacher['metrics']['accuracy']:.4f}.</p>
+Normalised hypervolume: {summary["hypervolume"]:.4f}.</p>
+<p>Teacher: {html.escape(str(teacher.get("arch")))}, {teacher["metrics"]["params"]:,} params, validation accuracy {teacher["metrics"]["accuracy"]:.4f}.</p>
 <h2>Pareto front</h2>
 {table}
-{''.join(parts)}
+{"".join(parts)}
 </body></html>
 """
     _io.write_text(path, page)
 
 
+def _cost_figure(objectives: dict[str, str], complete: pd.DataFrame, front: pd.DataFrame):
+    """Accuracy against each cost (or each pair of objectives): all trials and the front."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    pairs = _pairs(objectives)
+    fig = make_subplots(rows=1, cols=len(pairs), subplot_titles=[f"{y} vs {x}" for x, y in pairs])
+    for col, (x, y) in enumerate(pairs, start=1):
+        if len(complete):
+            fig.add_trace(
+                go.Scatter(
+                    x=complete[x],
+                    y=complete[y],
+                    mode="markers",
+                    name="trials",
+                    marker={"color": "#aaaaaa"},
+                    text=_hover(complete),
+                    hoverinfo="text+x+y",
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        if len(front):
+            f = front.sort_values(x)
+            fig.add_trace(
+                go.Scatter(
+                    x=f[x],
+                    y=f[y],
+                    mode="markers+lines",
+                    name="Pareto front",
+                    marker={"color": "#d62728", "size": 9},
+                    line={"shape": "hv", "dash": "dot"},
+                    text=_hover(f),
+                    hoverinfo="text+x+y",
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text=x, type="log" if x in _LOG_SCALE else "linear", row=1, col=col)
+        fig.update_yaxes(title_text=y, row=1, col=col)
+    fig.update_layout(height=450, title="Accuracy vs cost")
+    return fig
+
+
+def _front_3d(objectives: dict[str, str], complete: pd.DataFrame, front: pd.DataFrame):
+    """The first three objectives in 3-D (None with fewer objectives or no completed trial)."""
+    import plotly.graph_objects as go
+
+    three = [m for m in objectives][:3]
+    if len(three) < 3 or not len(complete):
+        return None
+
+    def points(frame: pd.DataFrame, size: int, color: str, name: str):
+        x, y, z = (frame[m] for m in three)
+        return go.Scatter3d(x=x, y=y, z=z, mode="markers", marker={"size": size, "color": color}, name=name, text=_hover(frame))
+
+    fig3 = go.Figure(points(complete, 3, "#aaaaaa", "trials"))
+    if len(front):
+        fig3.add_trace(points(front, 6, "#d62728", "Pareto front"))
+    fig3.update_layout(height=550, title="The front in 3-D", scene={"xaxis_title": three[0], "yaxis_title": three[1], "zaxis_title": three[2]})
+    return fig3
+
+
+def _hypervolume_figure(history: list[dict[str, Any]]):
+    import plotly.graph_objects as go
+
+    if not history:
+        return None
+    hv = go.Figure(
+        go.Scatter(
+            x=[h["minutes"] for h in history],
+            y=[h["hypervolume"] for h in history],
+            mode="lines+markers",
+            line={"shape": "hv"},
+            text=[f"after trial {h['trial']} ({h['complete']} complete)" for h in history],
+            hoverinfo="text+x+y",
+            name="hypervolume",
+        )
+    )
+    hv.update_layout(
+        height=380,
+        title="Normalised hypervolume of the front over the study (in-trial latency)",
+        xaxis_title="minutes since the first trial started",
+        yaxis_title="normalised hypervolume",
+    )
+    return hv
+
+
+def _importance_figure(importances: dict[str, dict[str, float]]):
+    import plotly.graph_objects as go
+
+    if not importances:
+        return None
+    imp = go.Figure()
+    for metric, values in importances.items():
+        names = list(values)[::-1]
+        imp.add_trace(go.Bar(y=names, x=[values[n] for n in names], orientation="h", name=metric))
+    imp.update_layout(
+        height=120 + 28 * max(len(v) for v in importances.values()) * max(1, len(importances)),
+        barmode="group",
+        title="Parameter importances (Optuna fANOVA over completed trials; parameters that exist only for some families are left out by the evaluator)",
+        xaxis_title="importance",
+    )
+    return imp
+
+
+def _curves_figure(study):
+    """Validation accuracy per epoch of every trial, completed vs stopped."""
+    import plotly.graph_objects as go
+
+    colors = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#d62728"}
+    curves = go.Figure()
+    shown: set[str] = set()
+    for t in study.get_trials(deepcopy=False):
+        curve = t.user_attrs.get("accuracy_curve") or []
+        if not curve:
+            continue
+        state = "FAIL" if t.state.name == "FAIL" else t.state.name
+        label = {"COMPLETE": "completed", "PRUNED": "stopped", "FAIL": "failed or interrupted"}.get(state, state.lower())
+        curves.add_trace(
+            go.Scatter(
+                x=list(range(1, len(curve) + 1)),
+                y=curve,
+                mode="lines",
+                name=label,
+                legendgroup=label,
+                showlegend=label not in shown,
+                text=f"trial {t.number} ({t.state.name.lower()})",
+                hoverinfo="text+x+y",
+                line={"width": 1, "color": colors.get(state, "#999999"), "dash": "solid" if state == "COMPLETE" else "dot"},
+            )
+        )
+        shown.add(label)
+    curves.update_layout(height=400, title="Validation accuracy per epoch: completed vs stopped trials", xaxis_title="epoch", yaxis_title="accuracy")
+    return curves
+
+
 def front_table(front: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, Any] | None = None, title: str = "Pareto front"):
     """A rich table of the front (what ``autodistill show`` prints)."""
     from rich.table import Table
-
-    from .tune.progress import format_metric
 
     extra = [c for c in ("test_accuracy", "params", "macs", "size_mb", "latency_ms") if c in front and c not in objectives]
     cols = [*objectives, *extra]
@@ -178,7 +273,9 @@ def front_table(front: pd.DataFrame, objectives: dict[str, str], teacher: dict[s
         table.add_column(c, justify="right")
     if teacher:
         tm = teacher["metrics"]
-        table.add_row("teacher", str(teacher.get("family", "")), *([""] if compressed else []), *(format_metric(c, tm.get(c, np.nan)) for c in cols), style="dim")
+        table.add_row(
+            "teacher", str(teacher.get("family", "")), *([""] if compressed else []), *(format_metric(c, tm.get(c, np.nan)) for c in cols), style="dim"
+        )
     for _, row in front.iterrows():
         family = row.get("family", row.get("param.student.family", ""))
         how = [str(row["compression"]) if pd.notna(row["compression"]) else "-"] if compressed else []

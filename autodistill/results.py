@@ -5,19 +5,37 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import _io
+from . import _io, layout
 from ._errors import AutodistillError, CheckpointError
 from .config import METRICS, LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
+from .report import write_html, write_png
+from .tasks import Task, get_task
 
-TRIAL_COLUMNS = ["number", "state", "accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "epochs_done", "study_epochs", "train_s", "steps_s", "trial_s", "fail_reason"]
+TRIAL_COLUMNS = [
+    "number",
+    "state",
+    "accuracy",
+    "test_accuracy",
+    "params",
+    "macs",
+    "size_mb",
+    "latency_ms",
+    "epochs_done",
+    "study_epochs",
+    "train_s",
+    "steps_s",
+    "trial_s",
+    "fail_reason",
+]
 
 
 def rdb_storage(url: str):
@@ -26,7 +44,6 @@ def rdb_storage(url: str):
     must not make the driver fail with "database is locked", nor a reader that opens a new study
     file at the moment the driver creates it."""
     import optuna
-
     import sqlalchemy.exc
 
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
@@ -62,14 +79,13 @@ def open_study(storage: str, name: str, directions: list[str] | None = None, sam
     existing = ["max" if d.name == "MAXIMIZE" else "min" for d in study.directions]
     if existing != list(directions):
         raise AutodistillError(
-            f"study {name!r} in {url} has objective directions {existing}, this config asks {list(directions)}; "
-            "use another name or results directory"
+            f"study {name!r} in {url} has objective directions {existing}, this config asks {list(directions)}; use another name or results directory"
         )
     return study
 
 
 def storage_url(config: StudyConfig) -> str:
-    return config.execution.storage or f"sqlite:///{(config.results_dir / 'study.db').resolve()}"
+    return config.execution.storage or f"sqlite:///{layout.study_db(config.results_dir).resolve()}"
 
 
 def trials_frame(study) -> pd.DataFrame:
@@ -144,13 +160,15 @@ def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teache
     for k in range(1, len(complete) + 1):
         seen = complete.iloc[:k]
         row = seen.iloc[-1]
-        out.append({
-            "trial": int(row["number"]),
-            "complete": k,
-            "minutes": (pd.to_datetime(row["finished"]) - start).total_seconds() / 60,
-            "study_epochs": None if pd.isna(row.get("study_epochs")) else int(row["study_epochs"]),
-            "hypervolume": normalized_hypervolume(seen[front_mask(seen, objectives)], objectives, teacher),
-        })
+        out.append(
+            {
+                "trial": int(row["number"]),
+                "complete": k,
+                "minutes": (pd.to_datetime(row["finished"]) - start).total_seconds() / 60,
+                "study_epochs": None if pd.isna(row.get("study_epochs")) else int(row["study_epochs"]),
+                "hypervolume": normalized_hypervolume(seen[front_mask(seen, objectives)], objectives, teacher),
+            }
+        )
     return out
 
 
@@ -188,76 +206,55 @@ def _parquet_frame(trials: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _load_student(trial_path: Path):
-    from .students import build_student
-    from .teacher import load_state_dict, load_weights
-
-    spec_file = trial_path / "spec.json"
-    try:
-        spec = json.loads(spec_file.read_text())["spec"]
-    except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{spec_file}: cannot read the student spec ({err})") from None
-    model = build_student(spec)
-    load_weights(model, load_state_dict(trial_path / "student.pt", str(trial_path / "student.pt")), str(trial_path), spec["family"])
-    return model, spec
-
-
-def remeasure_front(
-    frame: pd.DataFrame, results_dir: Path, latency: LatencyConfig, log: Callable[[str], None] = print
-) -> pd.DataFrame:
-    """Latency of each front member measured again, one at a time, with nothing else running
-    (``latency.final_repeats`` runs). In-trial latency is kept as ``latency_ms_in_trial``."""
-    from .compress import describe as describe_compression
-    from .measure import measure_latency
-    from .tune.progress import trial_dir
-
+def remeasure_front(frame: pd.DataFrame, results_dir: Path, latency: LatencyConfig, task: Task, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """The latency metrics of each front member measured again, one at a time, with nothing
+    else running (``latency.final_repeats`` runs). The in-trial figure of each is kept as
+    ``<metric>_in_trial``, the spread as ``<metric>_p10`` / ``_p90``."""
     frame = frame.copy()
-    frame["latency_ms_in_trial"] = frame["latency_ms"]
-    for col in ("latency_ms_p10", "latency_ms_p90"):
-        frame[col] = np.nan
+    for metric in task.latency_metrics:
+        frame[f"{metric}_in_trial"] = frame[metric]
+        for col in (f"{metric}_p10", f"{metric}_p90"):
+            frame[col] = np.nan
     unreadable = []
     for i, row in frame.iterrows():
-        path = trial_dir(results_dir, int(row["number"]))
+        path = layout.trial_dir(results_dir, int(row["number"]))
         try:
-            model, spec = _load_student(path)
+            model, spec = task.load_student(path)
         except CheckpointError as err:  # a front member must be exportable: leave it out, say why
             log(f"trial {int(row['number'])} left out of the front: {err}")
             unreadable.append(i)
             continue
-        lat = measure_latency(model, (spec["in_channels"], spec["image_size"], spec["image_size"]), latency, repeats=latency.final_repeats)
-        frame.loc[i, ["latency_ms", "latency_ms_p10", "latency_ms_p90"]] = [lat.median_ms, lat.p10_ms, lat.p90_ms]
-        frame.loc[i, "family"] = spec["family"]
-        frame.loc[i, "compression"] = describe_compression(spec)
-        frame.loc[i, "checkpoint"] = str(path / "student.pt")
+        measured = task.measure_latency(model, spec, latency, latency.final_repeats)
+        frame.loc[i, list(measured)] = list(measured.values())
+        for col, text in task.describe_student(spec).items():
+            frame.loc[i, col] = text
+        frame.loc[i, "checkpoint"] = str(path / layout.STUDENT)
     frame = frame.drop(index=unreadable)
     log(f"re-measured the latency of {len(frame)} front member(s) alone ({latency.final_repeats} runs each)")
     return frame
 
 
-def finalize(
-    config: StudyConfig, study, teacher: dict[str, Any], log: Callable[[str], None] = print, remeasure: bool = True
-) -> dict[str, Any]:
+def finalize(config: StudyConfig, study, teacher: dict[str, Any], log: Callable[[str], None] = print, remeasure: bool = True) -> dict[str, Any]:
     """Write trials.csv, pareto.csv, pareto.png, report.html and study.json; return the summary."""
-    from .report import write_html, write_png
-
     results_dir = config.results_dir
+    task = get_task(config.task)
     objectives = config.objectives
     trials = trials_frame(study)
     if config.constraints and len(trials):  # only feasible completed trials make the front
         trials["feasible"] = feasible(trials, config.constraints) & (trials["state"] == "COMPLETE")
-    _io.write_text(results_dir / "trials.csv", trials.to_csv(index=False))
-    _io.atomic_write(results_dir / "trials.parquet", lambda fh: _parquet_frame(trials).to_parquet(fh, index=False))
+    _io.write_text(results_dir / layout.TRIALS_CSV, trials.to_csv(index=False))
+    _io.atomic_write(results_dir / layout.TRIALS_PARQUET, lambda fh: _parquet_frame(trials).to_parquet(fh, index=False))
     complete = trials[(trials["state"] == "COMPLETE") & trials.get("feasible", True)].reset_index(drop=True)
     front = complete[front_mask(complete, objectives)] if len(complete) else complete
-    if remeasure and len(front) and "latency_ms" in front:
-        measured = remeasure_front(front, results_dir, config.latency, log)
+    if remeasure and len(front) and set(task.latency_metrics) <= set(front.columns):
+        measured = remeasure_front(front, results_dir, config.latency, task, log)
         while len(measured) < len(front):  # unreadable checkpoints left out: who is on the front now?
             complete = complete[~complete["number"].isin(set(front["number"]) - set(measured["number"]))]
             front = complete[front_mask(complete, objectives)] if len(complete) else complete
-            measured = remeasure_front(front, results_dir, config.latency, log)
+            measured = remeasure_front(front, results_dir, config.latency, task, log)
         front = measured[front_mask(measured, objectives)] if len(measured) else measured
     front = front.sort_values(list(objectives)[0], ascending=objectives[list(objectives)[0]] == "min")
-    _io.write_text(results_dir / "pareto.csv", front.to_csv(index=False))
+    _io.write_text(results_dir / layout.PARETO_CSV, front.to_csv(index=False))
     hv = normalized_hypervolume(front, objectives, teacher["metrics"])
     own = trials[~trials["interrupted"].astype(bool)] if len(trials) else trials
     counts = own["state"].value_counts().to_dict() if len(own) else {}
@@ -274,8 +271,8 @@ def finalize(
         "importances": param_importances(study, objectives),
         "teacher": teacher,
     }
-    write_png(results_dir / "pareto.png", complete, front, objectives, teacher)
-    write_html(results_dir / "report.html", config, trials, front, study, summary)
+    write_png(results_dir / layout.PARETO_PNG, complete, front, objectives, teacher)
+    write_html(results_dir / layout.REPORT_HTML, config, trials, front, study, summary)
     return summary
 
 
@@ -290,14 +287,13 @@ def read_study_file(results_dir: str | Path, name: str) -> Path:
 
 def load_trials(results_dir: str | Path) -> pd.DataFrame:
     """The trials table of a study (``trials.csv``) as a DataFrame."""
-    return pd.read_csv(read_study_file(results_dir, "trials.csv"))
+    return pd.read_csv(read_study_file(results_dir, layout.TRIALS_CSV))
 
 
 def load_front(results_dir: str | Path) -> pd.DataFrame:
     """The Pareto front of a study (``pareto.csv``, re-measured latency) as a DataFrame."""
-    return pd.read_csv(read_study_file(results_dir, "pareto.csv"))
+    return pd.read_csv(read_study_file(results_dir, layout.PARETO_CSV))
 
 
 def load_summary(results_dir: str | Path) -> dict[str, Any]:
-    return json.loads(read_study_file(results_dir, "study.json").read_text())
-
+    return json.loads(read_study_file(results_dir, layout.STUDY_JSON).read_text())

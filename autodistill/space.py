@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ._errors import ConfigError
 from ._tunable import Choice, Distribution, FloatRange, IntRange, is_distribution
 from .config import StudyConfig, format_loc, parse_config
 
@@ -66,7 +67,7 @@ def search_space(config: StudyConfig) -> list[Dimension]:
     return dims
 
 
-def suggest(trial: "optuna.Trial", dim: Dimension) -> Any:
+def suggest(trial: optuna.Trial, dim: Dimension) -> Any:
     d = dim.dist
     if isinstance(d, Choice):
         return trial.suggest_categorical(dim.name, list(d.choice))
@@ -77,7 +78,7 @@ def suggest(trial: "optuna.Trial", dim: Dimension) -> Any:
     raise TypeError(f"not a distribution: {d!r}")
 
 
-def sample(trial: "optuna.Trial", space: list[Dimension]) -> dict[str, Any]:
+def sample(trial: optuna.Trial, space: list[Dimension]) -> dict[str, Any]:
     """Define-by-run: ask ``trial`` for every active dimension; returns {name: value}."""
     params: dict[str, Any] = {}
     for dim in space:
@@ -122,8 +123,6 @@ def check_points(config: StudyConfig, source: str = "config") -> None:
     """Each of ``search.points_to_evaluate`` names dimensions of this study's space with
     values inside their distributions, and its family's dimensions only; raises
     :class:`ConfigError` in one line."""
-    from ._errors import ConfigError
-
     space = {dim.name: dim for dim in search_space(config)}
     for i, point in enumerate(config.search.points_to_evaluate):
         where = f"{source}: search.points_to_evaluate[{i}]"

@@ -6,21 +6,25 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from . import _io
-from ._errors import CheckpointError
-from .config import StudyConfig, TeacherConfig, TrainConfig
+from . import _io, layout
+from .augment import apply, view_params
+from .checkpoints import arch_name, load_state_dict, load_weights
+from .config import StudyConfig, TeacherConfig, TrainConfig, choices
 from .data import Dataset, batches, tensor_buffer
 from .distill import evaluate, train
+from .distill.recipe import teacher_forward
 from .measure import count_params
 from .students import build_student, make_spec
+from .targets import TeacherTargets
 
 CACHE_VERSION = 1  # bump when the teacher training code changes what it produces
 
@@ -52,68 +56,14 @@ def cache_key(config: StudyConfig, spec: dict[str, Any], teacher: TeacherConfig 
     blob = json.dumps(
         {
             "version": CACHE_VERSION,
-            "data": config.data.model_dump(mode="json", exclude={"download", "storage", "memory_limit_gb", "workers"}),  # where images live does not change them
+            # where images live does not change them
+            "data": config.data.model_dump(mode="json", exclude={"download", "storage", "memory_limit_gb", "workers"}),
             "spec": spec,
             "train": (teacher or config.teacher).train.model_dump(mode="json"),
         },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)``; accepts a bare state dict or one under
-    ``state_dict`` / ``model`` (common training-script formats)."""
-    try:
-        with warnings.catch_warnings():  # int8 tensors are stored through the deprecated TypedStorage
-            warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{what}: file not found: {path}") from None
-    except Exception as err:  # truncated zip, pickle of code objects, not a torch file, ...
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{what}: cannot read {path} as a state dict ({first[:200]})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(_is_state(v) for v in obj.values()):
-        raise CheckpointError(f"{what}: {path} is not a state dict (a mapping of names to tensors)")
-    return obj
-
-
-def _is_state(value) -> bool:
-    """A state dict entry: a tensor, or what int8 modules store (packed (weight, bias)
-    tuples, dtypes)."""
-    if isinstance(value, (tuple, list)):
-        return all(v is None or isinstance(v, torch.Tensor) for v in value)
-    return isinstance(value, (torch.Tensor, torch.dtype))
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, arch: str) -> None:
-    """``load_state_dict(strict=True)`` with a one-line error naming what does not match."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and isinstance(v, torch.Tensor) and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if shapes:
-            parts.append(f"{len(shapes)} of other shape (e.g. {shapes[0]})")
-        raise CheckpointError(f"{what}: does not match the architecture {arch}: " + "; ".join(parts))
-    model.load_state_dict(state)
-
-
-def _arch_name(spec: dict[str, Any]) -> str:
-    dims = ", ".join(f"{k}={v}" for k, v in spec["dims"].items())
-    return f"{spec['family']}({dims})" if dims else spec["family"]
 
 
 def prepare_teacher(
@@ -125,13 +75,13 @@ def prepare_teacher(
     model = build_student(spec, seed=tcfg.train.seed)
     if tcfg.checkpoint:
         path = tcfg.checkpoint
-        load_weights(model, load_state_dict(path, "teacher.checkpoint"), f"teacher.checkpoint {path}", _arch_name(spec))
+        load_weights(model, load_state_dict(path, "teacher.checkpoint"), f"teacher.checkpoint {path}", arch_name(spec))
         source = f"checkpoint {path}"
     else:
-        cache = Path(config.execution.results) / ".teachers" / cache_key(config, spec, tcfg)
+        cache = layout.teacher_cache(config.execution.results, cache_key(config, spec, tcfg))
         path = str(cache / "teacher.pt")
         if (cache / "teacher.pt").exists():
-            load_weights(model, load_state_dict(path, "teacher cache"), "teacher cache", _arch_name(spec))
+            load_weights(model, load_state_dict(path, "teacher cache"), "teacher cache", arch_name(spec))
             source = f"cache {path}"
         else:
             source = _train_teacher(config, tcfg, data, model, spec, cache, log)
@@ -151,7 +101,7 @@ def _train_teacher(
 ) -> str:
     tcfg = teacher.train
     train_cfg = TrainConfig.model_validate(tcfg.model_dump(exclude={"seed"}))
-    log(f"training teacher {_arch_name(spec)} ({count_params(model):,} params) for {tcfg.epochs} epochs")
+    log(f"training teacher {arch_name(spec)} ({count_params(model):,} params) for {tcfg.epochs} epochs")
     started = time.perf_counter()
 
     def progress(stats) -> None:
@@ -168,59 +118,6 @@ def _train_teacher(
 
 OUTPUTS_VERSION = 1  # bump when what the outputs cache holds changes
 OUTPUT_BATCH = 1024  # the teacher's batch when it computes the outputs once per study
-
-
-@dataclass
-class TeacherTargets:
-    """What trials need of the teacher(s), computed once per study and handed to every trial
-    through the Ray object store.
-
-    ``logits`` (N_train, K) are the teacher's outputs on the un-augmented training set. With
-    augmentation, either ``views`` (V, N_train, K), its outputs on V fixed augmented copies of
-    the training set, with ``view_params`` (V, N_train, 3) describing each copy
-    (:mod:`autodistill.augment`); or ``live``, the teacher itself, run on every augmented
-    batch (and on every batch when ``logits`` is None: the benchmark's baseline). ``live`` is
-    also set when feature or attention losses need the teacher's stage outputs: it is then run
-    on a batch only where ``features`` cannot stand in for it.
-
-    ``features``: the primary teacher's stage outputs on the un-augmented training set, one
-    (N_train, C, H, W) tensor per stage, and ``attentions`` its self-attention matrices
-    (N_train, heads, T, T) per block (a ViT teacher in a study with ``attention_type:
-    matrix``); cached when they fit ``execution.teacher_cache_gb``. A trial without
-    augmentation then never runs the teacher. The cached outputs are float16 (half the memory
-    and object-store traffic; the KD loss moves by under 1e-3 relative, tested); the loss
-    computes in float32.
-
-    With several teachers (``teachers:``) ``logits`` is (M, N_train, K) and ``views``
-    (M, V, N_train, K), in the config's order, ``weights`` their weights; ``live`` is the first
-    and ``live_extra`` the others when all must run on every batch."""
-
-    logits: torch.Tensor | None = None
-    views: torch.Tensor | None = None
-    view_params: torch.Tensor | None = None
-    live: nn.Module | None = None
-    source: str = ""
-    weights: list[float] | None = None
-    live_extra: list[nn.Module] | None = None
-    features: list[torch.Tensor] | None = None
-    attentions: list[torch.Tensor] | None = None
-
-    @property
-    def count(self) -> int:
-        """How many teachers."""
-        return 1 if self.weights is None else len(self.weights)
-
-    @property
-    def nbytes(self) -> int:
-        return _nbytes([self.logits, self.views, self.view_params]) + self.feature_bytes
-
-    @property
-    def feature_bytes(self) -> int:
-        return _nbytes([*(self.features or []), *(self.attentions or [])])
-
-
-def _nbytes(tensors: list[torch.Tensor | None]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
@@ -240,8 +137,6 @@ def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
 
 @torch.no_grad()
 def _outputs(model: nn.Module, data: Dataset, x: torch.Tensor, params: torch.Tensor | None = None, padding: int = 0) -> torch.Tensor:
-    from .augment import apply
-
     device = next(model.parameters()).device
     out = []
     for idx, xb, _ in batches(x, data.y_train, OUTPUT_BATCH):  # in order; a streamed split decodes in its workers
@@ -257,9 +152,7 @@ def _half(logits: torch.Tensor) -> torch.Tensor:
     return half if torch.isfinite(half).all() else logits  # logits beyond float16's range stay float32
 
 
-def teacher_outputs(
-    models: nn.Module | list[nn.Module], data: Dataset, config: StudyConfig, log: Callable[[str], None] = print
-) -> TeacherTargets:
+def teacher_outputs(models: nn.Module | list[nn.Module], data: Dataset, config: StudyConfig, log: Callable[[str], None] = print) -> TeacherTargets:
     """The teachers' outputs for the study's trials, from the cache under
     ``<execution.results>/.teachers/outputs/`` or computed once (in batches of
     :data:`OUTPUT_BATCH`) and stored there (``.npy``, float16), one entry per teacher.
@@ -299,14 +192,10 @@ def teacher_outputs(
 
 
 def _one_teacher_outputs(model: nn.Module, data: Dataset, config: StudyConfig) -> TeacherTargets:
-    import numpy as np
-
-    from .augment import view_params
-
     model.eval().to(compute_device(config))
     aug = config.augment
     use_views = aug.crops and aug.teacher == "views"
-    cache = Path(config.execution.results) / ".teachers" / "outputs" / outputs_key(model, data, config)
+    cache = layout.outputs_cache(config.execution.results, outputs_key(model, data, config))
     names = ["logits", "views", "view_params"] if use_views else ["logits"]
     started = time.perf_counter()
     problem = ""
@@ -329,9 +218,7 @@ def _one_teacher_outputs(model: nn.Module, data: Dataset, config: StudyConfig) -
 
 
 def _wants_matrices(config: StudyConfig) -> bool:
-    from .config import _choices
-
-    return config.distill.needs_teacher_features and "matrix" in _choices(config.distill.attention_type)
+    return config.distill.needs_teacher_features and "matrix" in choices(config.distill.attention_type)
 
 
 @torch.no_grad()
@@ -340,10 +227,6 @@ def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
     feature and attention losses: read from or written to the outputs cache, or (None, None,
     why) when they would exceed ``execution.teacher_cache_gb`` (the teacher then runs live).
     ``model`` is in eval mode on the study's device (:func:`_one_teacher_outputs` put it there)."""
-    import numpy as np
-
-    from .distill.recipe import teacher_forward
-
     matrices = _wants_matrices(config)
     device = next(model.parameters()).device
     example = data.normalize(data.x_train[:1].to(device))
@@ -352,11 +235,15 @@ def _stage_outputs(model: nn.Module, data: Dataset, config: StudyConfig):
     need = per_image * len(data.y_train)
     limit = config.execution.teacher_cache_gb * 2**30
     if need > limit:
-        return None, None, (
-            f"its stage outputs would take {need / 2**30:.2f} GiB (execution.teacher_cache_gb: {config.execution.teacher_cache_gb:g}), "
-            f"so it runs live on every batch for feature and attention losses"
+        return (
+            None,
+            None,
+            (
+                f"its stage outputs would take {need / 2**30:.2f} GiB (execution.teacher_cache_gb: {config.execution.teacher_cache_gb:g}), "
+                f"so it runs live on every batch for feature and attention losses"
+            ),
         )
-    cache = Path(config.execution.results) / ".teachers" / "outputs" / outputs_key(model, data, config)
+    cache = layout.outputs_cache(config.execution.results, outputs_key(model, data, config))
     names = [f"feature_{i}" for i in range(len(feats))] + [f"attention_{i}" for i in range(len(attns))]
     started = time.perf_counter()
     if all((cache / f"{n}.npy").exists() for n in names):

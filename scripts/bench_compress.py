@@ -92,8 +92,18 @@ def main() -> None:
             test.append(evaluate(model, data, "test"))
             if seed == 0:
                 models[name] = model
-        results[name] = {"compress": compress, **costs, "val_accuracy": mean_std(val), "test_accuracy": mean_std(test), "latency_ms": {}, "latency_ratio_to_float": {}}
-        print(f"  trained {name:<22} params {costs['params']:>8,}  size {costs['size_mb']:.3f} MB  test acc {mean_std(test)['mean']:.4f}  ({time.time() - started:.0f} s)", flush=True)
+        results[name] = {
+            "compress": compress,
+            **costs,
+            "val_accuracy": mean_std(val),
+            "test_accuracy": mean_std(test),
+            "latency_ms": {},
+            "latency_ratio_to_float": {},
+        }
+        print(
+            f"  trained {name:<22} params {costs['params']:>8,}  size {costs['size_mb']:.3f} MB  test acc {mean_std(test)['mean']:.4f}  ({time.time() - started:.0f} s)",
+            flush=True,
+        )
 
     # latency: rounds over every variant, so that the machine's drift hits all of them alike
     rounds: dict[tuple[str, str, int], list[float]] = {}

@@ -28,11 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _bench import OUT_DIR, machine, mean_std, write  # noqa: E402
 
-from autodistill.config import load_config, parse_config  # noqa: E402
+from autodistill.config import parse_config  # noqa: E402
 from autodistill.data import load_dataset  # noqa: E402
 from autodistill.distill import evaluate, predict_logits, train  # noqa: E402
+from autodistill.loading import load_config  # noqa: E402
 from autodistill.students import build_student, make_spec  # noqa: E402
-from autodistill.teacher import TeacherTargets, prepare_teacher  # noqa: E402
+from autodistill.targets import TeacherTargets  # noqa: E402
+from autodistill.teacher import prepare_teacher  # noqa: E402
 
 SIZES = {"xs (w 0.25)": 0.25, "s (w 0.5)": 0.5, "m (w 1.0)": 1.0}
 FRACTIONS = {"full": None, "10%": 0.1}
@@ -63,8 +65,13 @@ def run(args) -> dict:
             for method, recipe in {"ce only": None, **GRID}.items():
                 recipe = dict(recipe or {})
                 mixup = recipe.pop("mixup", 0.0)
-                cfg = parse_config({"train": {"epochs": epochs, "lr": 0.005, "batch_size": 64}, "distill": recipe or {"alpha": 0.0},
-                                    "augment": {"mixup": mixup, "teacher": "live"}})
+                cfg = parse_config(
+                    {
+                        "train": {"epochs": epochs, "lr": 0.005, "batch_size": 64},
+                        "distill": recipe or {"alpha": 0.0},
+                        "augment": {"mixup": mixup, "teacher": "live"},
+                    }
+                )
                 val, test, seconds = [], [], []
                 for seed in range(args.seeds):
                     model = build_student(spec, seed=seed)
@@ -74,21 +81,40 @@ def run(args) -> dict:
                     val.append(evaluate(model, data, "val"))
                     test.append(evaluate(model, data, "test"))
                 results[method] = {"val": mean_std(val), "test": mean_std(test), "train_s": mean_std(seconds)}
-                print(f"  {fraction_name:>4} {size_name:<11} {method:<26} val {results[method]['val']['mean']:.4f} "
-                      f"test {results[method]['test']['mean']:.4f} +- {results[method]['test']['std']:.4f}", flush=True)
+                print(
+                    f"  {fraction_name:>4} {size_name:<11} {method:<26} val {results[method]['val']['mean']:.4f} "
+                    f"test {results[method]['test']['mean']:.4f} +- {results[method]['test']['std']:.4f}",
+                    flush=True,
+                )
             best = max(GRID, key=lambda m: results[m]["val"]["mean"])
-            rows.append({"data": fraction_name, "train_samples": len(data.y_train), "epochs": epochs, "size": size_name,
-                         "params": sum(p.numel() for p in build_student(spec).parameters()), "best": best, "methods": results})
-    return {"machine": machine(), "seeds": args.seeds, "teacher": {"family": info.spec["family"], "test_accuracy": info.test_accuracy},
-            "grid": GRID, "rows": rows}
+            rows.append(
+                {
+                    "data": fraction_name,
+                    "train_samples": len(data.y_train),
+                    "epochs": epochs,
+                    "size": size_name,
+                    "params": sum(p.numel() for p in build_student(spec).parameters()),
+                    "best": best,
+                    "methods": results,
+                }
+            )
+    return {
+        "machine": machine(),
+        "seeds": args.seeds,
+        "teacher": {"family": info.spec["family"], "test_accuracy": info.test_accuracy},
+        "grid": GRID,
+        "rows": rows,
+    }
 
 
 def table(payload: dict) -> str:
     lines = ["| data | student (params) | CE only, test | best recipe (chosen on val) | its test | gain |", "|---|---|---|---|---|---|"]
     for row in payload["rows"]:
         ce, best = row["methods"]["ce only"]["test"], row["methods"][row["best"]]["test"]
-        lines.append(f"| {row['data']} ({row['train_samples']} images) | {row['size']} ({row['params']:,}) | {ce['mean']:.4f} ± {ce['std']:.4f} | "
-                     f"{row['best']} | {best['mean']:.4f} ± {best['std']:.4f} | {best['mean'] - ce['mean']:+.4f} |")
+        lines.append(
+            f"| {row['data']} ({row['train_samples']} images) | {row['size']} ({row['params']:,}) | {ce['mean']:.4f} ± {ce['std']:.4f} | "
+            f"{row['best']} | {best['mean']:.4f} ± {best['std']:.4f} | {best['mean'] - ce['mean']:+.4f} |"
+        )
     return "\n".join(lines)
 
 

@@ -85,7 +85,7 @@ def epochs_to_reach(curve: list[tuple[int, float]], target: float) -> int | None
 
 
 def study_config(args, workdir: Path, sampler: str, pruner: str, seed: int):
-    from autodistill.config import load_config
+    from autodistill.loading import load_config
 
     overrides = {
         "name": f"{sampler}-{pruner}-s{seed}",
@@ -161,8 +161,12 @@ def summarise(runs: list[dict], budget: int) -> dict:
                 "pruner": pruner,
                 "final_hypervolume": mean_std([r["final_hypervolume"] for r in mine]),
                 "hypervolume_at_third": mean_std([hv_at(r["curve"], budget / 3) for r in mine]),
-                "epochs_to_95pct_best": {"median": statistics.median(reached) if len(reached) == len(mine) else None,
-                                         "values": reach, "reached": len(reached), "n": len(mine)},
+                "epochs_to_95pct_best": {
+                    "median": statistics.median(reached) if len(reached) == len(mine) else None,
+                    "values": reach,
+                    "reached": len(reached),
+                    "n": len(mine),
+                },
                 "trials": {k: statistics.fmean(r["trials"][k] for r in mine) for k in ("COMPLETE", "PRUNED")},
                 "wall_s": statistics.fmean(r["wall_s"] for r in mine),
             }
@@ -181,7 +185,8 @@ def summarise(runs: list[dict], budget: int) -> dict:
         a, p = arms.get(f"{sampler}+asha"), arms.get(f"{sampler}+pareto")
         if a and p:
             targets[f"{sampler}: pareto hypervolume >= asha"] = {
-                "pareto": p["final_hypervolume"]["mean"], "asha": a["final_hypervolume"]["mean"],
+                "pareto": p["final_hypervolume"]["mean"],
+                "asha": a["final_hypervolume"]["mean"],
                 "met": p["final_hypervolume"]["mean"] >= a["final_hypervolume"]["mean"],
             }
     return {"best_final_hypervolume": best, "arms": arms, "targets": targets}
@@ -226,8 +231,10 @@ def table(payload: dict) -> str:
         hv, third, reach = arm["final_hypervolume"], arm["hypervolume_at_third"], arm["epochs_to_95pct_best"]
         reached = sorted(v for v in reach["values"] if v is not None)
         reach_text = f"{statistics.median(reached):.0f} ({reach['reached']}/{reach['n']} seeds)" if reached else f"never (0/{reach['n']} seeds)"
-        rows.append(f"| {arm['sampler']} | {arm['pruner']} | {hv['mean']:.4f} ± {hv['std']:.4f} | {third['mean']:.4f} ± {third['std']:.4f} | "
-                    f"{reach_text} | {arm['trials']['COMPLETE']:.1f} / {arm['trials']['PRUNED']:.1f} |")
+        rows.append(
+            f"| {arm['sampler']} | {arm['pruner']} | {hv['mean']:.4f} ± {hv['std']:.4f} | {third['mean']:.4f} ± {third['std']:.4f} | "
+            f"{reach_text} | {arm['trials']['COMPLETE']:.1f} / {arm['trials']['PRUNED']:.1f} |"
+        )
     return "\n".join(rows)
 
 
@@ -260,9 +267,12 @@ def main() -> None:
             for pruner in PRUNERS:
                 r = run_one(args, args.workdir, sampler, pruner, seed, settings)
                 runs.append(r)
-                print(f"  seed {seed} {sampler:>6}+{pruner:<6} hypervolume {r['final_hypervolume']:.4f}  complete {r['trials']['COMPLETE']:>3}  "
-                      f"stopped {r['trials']['PRUNED']:>3}  failed {r['trials']['FAIL']}  epochs {r['epochs_spent']}  "
-                      f"({r['wall_s']:.0f} s; {time.time() - started:.0f} s so far)", flush=True)
+                print(
+                    f"  seed {seed} {sampler:>6}+{pruner:<6} hypervolume {r['final_hypervolume']:.4f}  complete {r['trials']['COMPLETE']:>3}  "
+                    f"stopped {r['trials']['PRUNED']:>3}  failed {r['trials']['FAIL']}  epochs {r['epochs_spent']}  "
+                    f"({r['wall_s']:.0f} s; {time.time() - started:.0f} s so far)",
+                    flush=True,
+                )
     failed = sum(r["trials"]["FAIL"] for r in runs)
     payload = {
         "machine": info,

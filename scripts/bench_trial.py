@@ -39,12 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from _bench import ROOT, machine, spread, write  # noqa: E402
 
-from autodistill.config import load_config, parse_config  # noqa: E402
+from autodistill.config import parse_config  # noqa: E402
 from autodistill.data import Dataset, load_dataset  # noqa: E402
 from autodistill.distill import train  # noqa: E402
+from autodistill.layout import trial_dir  # noqa: E402
+from autodistill.loading import load_config  # noqa: E402
 from autodistill.students import build_student, make_spec  # noqa: E402
-from autodistill.teacher import TeacherTargets, teacher_outputs  # noqa: E402
-from autodistill.tune.progress import trial_dir  # noqa: E402
+from autodistill.targets import TeacherTargets  # noqa: E402
+from autodistill.teacher import teacher_outputs  # noqa: E402
 
 WORKLOADS = {
     "digits 8x8x1": {
@@ -80,32 +82,54 @@ def bench_epochs(args) -> dict:
     out = {}
     for name, w in WORKLOADS.items():
         data = load_dataset(parse_config({}).data) if name.startswith("digits") else synthetic(args.synthetic_n)
-        config = parse_config({"train": {"epochs": args.epochs, "batch_size": w["batch_size"]},
-                               "augment": w["augment"] or {}, "execution": {"results": args.workdir}})
+        config = parse_config(
+            {"train": {"epochs": args.epochs, "batch_size": w["batch_size"]}, "augment": w["augment"] or {}, "execution": {"results": args.workdir}}
+        )
         spec = make_spec(w["student"][0], w["student"][1], data)
         teacher = build_student(make_spec(w["teacher"][0], w["teacher"][1], data), seed=0).eval()
         started = time.perf_counter()
         cached = teacher_outputs(teacher, data, config, log=lambda m: None)
         cache_s = time.perf_counter() - started
-        modes = {"ce": (None, None, None), "kd cached": (config.distill, TeacherTargets(logits=cached.logits), None),
-                 "kd live": (config.distill, TeacherTargets(live=teacher), None)}
+        modes = {
+            "ce": (None, None, None),
+            "kd cached": (config.distill, TeacherTargets(logits=cached.logits), None),
+            "kd live": (config.distill, TeacherTargets(live=teacher), None),
+        }
         # Feature (FitNets, every stage) + attention-transfer losses: the teacher's stage
         # outputs cached once vs computed on every batch.
-        feat_config = parse_config({**config.model_dump(mode="json"), "augment": {},
-                                    "distill": {"feature_weight": 1.0, "feature_stages": "all", "attention_weight": 10.0}})
+        feat_config = parse_config(
+            {**config.model_dump(mode="json"), "augment": {}, "distill": {"feature_weight": 1.0, "feature_stages": "all", "attention_weight": 10.0}}
+        )
         with_feats = teacher_outputs(teacher, data, feat_config, log=lambda m: None)
-        modes.update({"kd + features cached": (feat_config.distill, with_feats, None),
-                      "kd + features live": (feat_config.distill, TeacherTargets(logits=cached.logits, live=teacher), None)})
+        modes.update(
+            {
+                "kd + features cached": (feat_config.distill, with_feats, None),
+                "kd + features live": (feat_config.distill, TeacherTargets(logits=cached.logits, live=teacher), None),
+            }
+        )
         if w["augment"]:
-            modes.update({"ce + aug": (None, None, config.augment), "kd cached views + aug": (config.distill, cached, config.augment),
-                          "kd live + aug": (config.distill, TeacherTargets(live=teacher), config.augment)})
+            modes.update(
+                {
+                    "ce + aug": (None, None, config.augment),
+                    "kd cached views + aug": (config.distill, cached, config.augment),
+                    "kd live + aug": (config.distill, TeacherTargets(live=teacher), config.augment),
+                }
+            )
         times: dict[str, list[float]] = {m: [] for m in modes}
         for _ in range(args.rounds):
             for mode, (distill_cfg, targets, augment) in modes.items():
                 times[mode].append(epoch_step_s(data, spec, config.train, distill_cfg, targets, augment))
-        result = {"images": len(data.y_train), "student": w["student"], "teacher": w["teacher"], "batch_size": w["batch_size"],
-                  "teacher_outputs_s": cache_s, "teacher_outputs_mb": cached.nbytes / 2**20,
-                  "teacher_stage_outputs_mb": with_feats.feature_bytes / 2**20, "epoch_steps_s": {}, "ratio_to_ce": {}}
+        result = {
+            "images": len(data.y_train),
+            "student": w["student"],
+            "teacher": w["teacher"],
+            "batch_size": w["batch_size"],
+            "teacher_outputs_s": cache_s,
+            "teacher_outputs_mb": cached.nbytes / 2**20,
+            "teacher_stage_outputs_mb": with_feats.feature_bytes / 2**20,
+            "epoch_steps_s": {},
+            "ratio_to_ce": {},
+        }
         for mode, values in times.items():
             base = times["ce + aug" if "aug" in mode else "ce"]
             result["epoch_steps_s"][mode] = spread(values)
@@ -127,24 +151,35 @@ def bench_stream(args) -> dict:
         (root / str(i % 10)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / str(i % 10) / f"{i}.png")
     w = WORKLOADS["synthetic 32x32x3"]
-    raw = {"data": {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1, "test_fraction": 0.1},
-           "train": {"epochs": args.epochs, "batch_size": w["batch_size"]}, "execution": {"results": args.workdir}}
+    raw = {
+        "data": {"dataset": "imagefolder", "root": str(root), "image_size": 32, "val_fraction": 0.1, "test_fraction": 0.1},
+        "train": {"epochs": args.epochs, "batch_size": w["batch_size"]},
+        "execution": {"results": args.workdir},
+    }
     memory = load_dataset(parse_config({**raw, "data": {**raw["data"], "storage": "memory"}}).data)
     config = parse_config({**raw, "data": {**raw["data"], "storage": "stream", "workers": 2}})
     stream = load_dataset(config.data)
     spec = make_spec(w["student"][0], w["student"][1], memory)
     teacher = build_student(make_spec(w["teacher"][0], w["teacher"][1], memory), seed=0).eval()
     cached = TeacherTargets(logits=teacher_outputs(teacher, stream, config, log=lambda m: None).logits)
-    modes = {"ce, in memory": (memory, None, None), "ce, streamed (2 workers)": (stream, None, None),
-             "kd cached, streamed (2 workers)": (stream, config.distill, cached)}
+    modes = {
+        "ce, in memory": (memory, None, None),
+        "ce, streamed (2 workers)": (stream, None, None),
+        "kd cached, streamed (2 workers)": (stream, config.distill, cached),
+    }
     times: dict[str, list[float]] = {m: [] for m in modes}
     for _ in range(args.rounds):
         for mode, (data, distill_cfg, targets) in modes.items():
             times[mode].append(epoch_step_s(data, spec, config.train, distill_cfg, targets, None))
     base = times["ce, in memory"]
-    result = {"images": len(memory.y_train), "student": w["student"], "teacher": w["teacher"], "batch_size": w["batch_size"],
-              "epoch_steps_s": {m: spread(v) for m, v in times.items()},
-              "ratio_to_ce": {m: spread([a / b for a, b in zip(v, base)]) for m, v in times.items()}}
+    result = {
+        "images": len(memory.y_train),
+        "student": w["student"],
+        "teacher": w["teacher"],
+        "batch_size": w["batch_size"],
+        "epoch_steps_s": {m: spread(v) for m, v in times.items()},
+        "ratio_to_ce": {m: spread([a / b for a, b in zip(v, base)]) for m, v in times.items()},
+    }
     print("  folder 32x32x3: " + ", ".join(f"{m} {r['median']:.2f}x" for m, r in result["ratio_to_ce"].items()), flush=True)
     return result
 
@@ -168,8 +203,9 @@ def bench_study(args) -> dict:
     for r in range(args.studies):
         name = f"trial-bench-{r}"
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "autodistill", "search", str(study_file), "--results", args.workdir, "--name", name],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "autodistill", "search", str(study_file), "--results", args.workdir, "--name", name], capture_output=True, text=True
+        )
         wall = time.perf_counter() - started
         if proc.returncode != 0:
             raise SystemExit(f"the study failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -183,27 +219,36 @@ def bench_study(args) -> dict:
             evaluation += sum(h["epoch_s"] - h["steps_s"] for h in history)
         slots = summary["search_s"] * config.search.max_concurrent
         steps, n = float(trials["steps_s"].sum()), len(trials)
-        runs.append({
-            "trials": n,
-            "process_wall_s": wall,
-            "study_wall_s": summary["wall_s"],
-            "search_s": summary["search_s"],
-            "steps_s": steps,
-            "trial_s": float(trials["trial_s"].sum()),
-            "evaluation_s": evaluation,
-            "share_of_search": steps / slots,
-            "share_of_process": steps / (wall * config.search.max_concurrent),
-            "outside_trial_per_trial_s": (slots - float(trials["trial_s"].sum())) / n,
-            "inside_trial_not_steps_per_trial_s": float((trials["trial_s"] - trials["steps_s"]).sum()) / n,
-            "evaluation_per_trial_s": evaluation / max(len(done), 1),
-            "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
-            "worker_peak_rss_mb": float(trials["worker_rss_mb"].max()),
-        })
-        print(f"  study {r + 1}/{args.studies}: steps {runs[-1]['share_of_search']:.0%} of the search's trial slots, "
-              f"{runs[-1]['share_of_process']:.0%} of the process; {wall:.0f} s", flush=True)
+        runs.append(
+            {
+                "trials": n,
+                "process_wall_s": wall,
+                "study_wall_s": summary["wall_s"],
+                "search_s": summary["search_s"],
+                "steps_s": steps,
+                "trial_s": float(trials["trial_s"].sum()),
+                "evaluation_s": evaluation,
+                "share_of_search": steps / slots,
+                "share_of_process": steps / (wall * config.search.max_concurrent),
+                "outside_trial_per_trial_s": (slots - float(trials["trial_s"].sum())) / n,
+                "inside_trial_not_steps_per_trial_s": float((trials["trial_s"] - trials["steps_s"]).sum()) / n,
+                "evaluation_per_trial_s": evaluation / max(len(done), 1),
+                "driver_peak_rss_mb": summary["driver_peak_rss_mb"],
+                "worker_peak_rss_mb": float(trials["worker_rss_mb"].max()),
+            }
+        )
+        print(
+            f"  study {r + 1}/{args.studies}: steps {runs[-1]['share_of_search']:.0%} of the search's trial slots, "
+            f"{runs[-1]['share_of_process']:.0%} of the process; {wall:.0f} s",
+            flush=True,
+        )
     keys = [k for k in runs[0] if k != "trials"]
-    return {"config": "search_spaces/digits.yaml" + (" (6 trials of 5 epochs)" if args.quick else ""),
-            "max_concurrent": config.search.max_concurrent, "runs": runs, **{k: spread([r[k] for r in runs]) for k in keys}}
+    return {
+        "config": "search_spaces/digits.yaml" + (" (6 trials of 5 epochs)" if args.quick else ""),
+        "max_concurrent": config.search.max_concurrent,
+        "runs": runs,
+        **{k: spread([r[k] for r in runs]) for k in keys},
+    }
 
 
 def table(payload: dict) -> str:

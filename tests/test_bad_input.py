@@ -4,9 +4,8 @@ value or file, exit code 2, no traceback, and nothing written under results/."""
 import importlib.util
 
 import pytest
-from typer.testing import CliRunner
-
 from helpers import small_study
+from typer.testing import CliRunner
 
 from autodistill.cli import app
 
@@ -58,11 +57,17 @@ OVERRIDES = [
     ({"constraints": {"latency_ms": {}}}, "constraints.latency_ms: give min, max or both"),
     ({"search.points_to_evaluate": [{"distill.beta": 0.5}]}, "search.points_to_evaluate[0]: 'distill.beta' is not a searched dimension"),
     ({"search.points_to_evaluate": [{"distill.alpha": 1.5}]}, "search.points_to_evaluate[0]: distill.alpha = 1.5 is outside float [0.3, 0.9]"),
-    ({"search.points_to_evaluate": [{"student.family": "resnet"}]}, "search.points_to_evaluate[0]: student.family = 'resnet' is outside choice {cnn, mobilenet}"),
+    (
+        {"search.points_to_evaluate": [{"student.family": "resnet"}]},
+        "search.points_to_evaluate[0]: student.family = 'resnet' is outside choice {cnn, mobilenet}",
+    ),
 ]
 OVERRIDES += [
     ({"search.epoch_budget": 0}, "search.epoch_budget"),
-    ({"augment.flip": {"choice": [True, False]}}, "augment: with teacher: views the teacher's outputs are cached once per study, so crop_padding and flip must be fixed"),
+    (
+        {"augment.flip": {"choice": [True, False]}},
+        "augment: with teacher: views the teacher's outputs are cached once per study, so crop_padding and flip must be fixed",
+    ),
     ({"augment.teacher": "sometimes"}, "augment.teacher"),
     ({"augment.crop_padding": 40}, "augment.crop_padding"),
 ]

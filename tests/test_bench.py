@@ -33,12 +33,14 @@ def test_search_hypervolume_by_hand():
 
 def test_curve_and_compute_to_reach():
     b = _script("bench_search")
-    trials = pd.DataFrame({
-        "state": ["COMPLETE", "PRUNED", "COMPLETE", "COMPLETE"],
-        "accuracy": [0.9, 0.99, 0.95, 0.85],
-        "params": [1000, 10, 10**4.5, 1000],
-        "study_epochs": [15, 20, 40, 55],
-    })
+    trials = pd.DataFrame(
+        {
+            "state": ["COMPLETE", "PRUNED", "COMPLETE", "COMPLETE"],
+            "accuracy": [0.9, 0.99, 0.95, 0.85],
+            "params": [1000, 10, 10**4.5, 1000],
+            "study_epochs": [15, 20, 40, 55],
+        }
+    )
     curve = b.hv_curve(trials, 1e6)
     assert [e for e, _ in curve] == [15, 40, 55]  # the pruned trial never counts
     assert curve[0][1] == pytest.approx(0.5) and curve[1][1] == pytest.approx((0.3 + 0.075) / 0.6) and curve[2][1] == curve[1][1]
@@ -47,6 +49,7 @@ def test_curve_and_compute_to_reach():
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 @pytest.mark.parametrize("script", ["bench_search", "bench_trial", "bench_compress", "bench_kd_gain"])
 def test_benchmark_quick_runs(script):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT)

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import free_port, small_study
 
 from autodistill import load_trials
+
+pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
 RAY = Path(sys.executable).with_name("ray")
 
@@ -27,14 +28,22 @@ def cluster(tmp_path):
     # the token every node and the driver share (what ~/.ray/auth_token holds on a real cluster)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     common = ["--num-cpus=1", "--block", "--disable-usage-stats"]
-    head = subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        [str(RAY), "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     nodes = [head]
     try:
         address = f"127.0.0.1:{port}"
         _wait_nodes(address, env, 1)
-        nodes.append(subprocess.Popen([str(RAY), "start", f"--address={address}", *common], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        nodes.append(
+            subprocess.Popen(
+                [str(RAY), "start", f"--address={address}", *common], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+        )
         ids = _wait_nodes(address, env, 2)
         yield address, env, ids
     finally:
@@ -48,8 +57,7 @@ def cluster(tmp_path):
 
 
 def _wait_nodes(address, env, n, timeout=120):
-    code = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
-            "print(' '.join(sorted(x['NodeID'] for x in ray.nodes() if x['Alive'])))")
+    code = f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(' '.join(sorted(x['NodeID'] for x in ray.nodes() if x['Alive'])))"
     deadline = time.time() + timeout
     while time.time() < deadline:
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -63,8 +71,9 @@ def _wait_nodes(address, env, n, timeout=120):
 def test_study_runs_on_both_nodes_of_a_real_cluster(cluster, tmp_path):
     address, env, node_ids = cluster
     cfg = small_study(tmp_path, "cluster", **{"search.trials": 4, "train.epochs": 8, "search.max_concurrent": 2})
-    result = subprocess.run([sys.executable, "-m", "autodistill", "search", str(cfg), "--address", address],
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "autodistill", "search", str(cfg), "--address", address], env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = tmp_path / "results" / "cluster"
     trials = load_trials(results)

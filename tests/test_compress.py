@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import run_cli, small_study
 
-from autodistill.compress import Compression, prune_schedule
+from autodistill.compress import Compression, build_network, prune_schedule
 from autodistill.compress.prune import step_ratio
 from autodistill.compress.quantize import is_quantized
 from autodistill.config import LatencyConfig, parse_config
@@ -19,7 +20,6 @@ from autodistill.data import load_dataset
 from autodistill.distill import evaluate, train
 from autodistill.measure import count_params, measure_latency, state_dict_mb, static_costs
 from autodistill.students import build_student, make_spec
-from helpers import run_cli, small_study
 
 INPUT = (1, 8, 8)
 
@@ -39,7 +39,7 @@ def _setup(data, family, epochs=4, dims=None, **compress):
 def _rebuilt(compression):
     """The final network rebuilt from its spec and state dict, as results/export do."""
     spec = json.loads(json.dumps(compression.compressed_spec()))  # through JSON, as spec.json
-    rebuilt = build_student(spec)
+    rebuilt = build_network(spec)
     rebuilt.load_state_dict(compression.model.state_dict())
     return rebuilt.eval()
 
@@ -148,7 +148,9 @@ def test_pruned_qat_training_continues_from_an_epoch_checkpoint_exactly(data):
     dims = {"dropout": 0.2}
     cfg, spec, model, whole = _setup(data, "resnet", epochs=5, dims=dims, **compress)
     states = []
-    history = train(model, data, cfg.train, seed=1, compression=whole, on_checkpoint=lambda s: states.append(copy.deepcopy(s)), on_epoch=lambda _: whole.float_model())
+    history = train(
+        model, data, cfg.train, seed=1, compression=whole, on_checkpoint=lambda s: states.append(copy.deepcopy(s)), on_epoch=lambda _: whole.float_model()
+    )
     assert states[2]["compress"]["qat"] and states[2]["compress"]["layers"]
     cfg, spec, model, continued = _setup(data, "resnet", epochs=5, dims=dims, **compress)
     rest = train(model, data, cfg.train, seed=1, compression=continued, resume=states[2], on_epoch=lambda _: continued.float_model())
@@ -202,7 +204,7 @@ def test_qat_evaluation_does_not_move_the_quantization_ranges(data):
 
 
 def test_int8_onnx_check_passes_rounding_and_fails_a_wrong_file():
-    from autodistill.export import _compare
+    from autodistill.tasks.image_classification.export import _compare
 
     rng = np.random.default_rng(0)
     step = 0.05
@@ -244,6 +246,7 @@ def test_nni_chooses_and_torch_pruning_removes(data, importance):
 
 
 # --- in a study ------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_study_with_compression_records_real_costs_and_exports_int8(tmp_path):
     """A study whose space holds pruning and PTQ: every compressed trial's params, size and
     accuracy are those of its saved network; the int8 one exports to all three formats."""
@@ -282,7 +285,7 @@ def test_study_with_compression_records_real_costs_and_exports_int8(tmp_path):
     data = load_dataset(parse_config({}).data)
     for _, row in done.iterrows():  # the recorded accuracy is the saved network's (int8 or pruned)
         trial_dir = results / "trials" / f"{int(row['number']):04d}"
-        network = build_student(json.loads((trial_dir / "spec.json").read_text())["spec"])
+        network = build_network(json.loads((trial_dir / "spec.json").read_text())["spec"])
         network.load_state_dict(torch.load(trial_dir / "student.pt", weights_only=True))
         assert evaluate(network, data, "val") == pytest.approx(row["accuracy"], abs=1e-9)
     by_params = done.groupby("param.compress.prune_rate")["params"].max()

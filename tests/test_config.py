@@ -4,7 +4,7 @@ import pytest
 
 from autodistill import ConfigError, load_config, parse_config
 from autodistill._tunable import Choice, FloatRange, IntRange
-from autodistill.config import dump_config
+from autodistill.loading import dump_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,7 @@ def test_yaml_cannot_run_code(tmp_path):
 
 
 def test_driver_side_paths_are_checked_by_load_config_not_by_the_model(tmp_path):
-    from autodistill.config import check_paths
+    from autodistill.loading import check_paths
 
     raw = {"teacher": {"checkpoint": "/does/not/exist.pt"}}
     cfg = parse_config(raw)  # a trial re-validates its config on a worker, which may not see the file
@@ -136,8 +136,12 @@ def test_driver_side_paths_are_checked_by_load_config_not_by_the_model(tmp_path)
 
 
 def test_recipe_fields_parse_fixed_null_and_searched():
-    cfg = parse_config({"distill": {"alpha_end": {"choice": [None, 0.3]}, "ce_weight": None, "feature_weight": {"low": 0, "high": 2}},
-                        "teachers": [{"arch": {"family": "cnn"}}, {"arch": {"family": "vit", "depth": 2}, "weight": 0.5}]})
+    cfg = parse_config(
+        {
+            "distill": {"alpha_end": {"choice": [None, 0.3]}, "ce_weight": None, "feature_weight": {"low": 0, "high": 2}},
+            "teachers": [{"arch": {"family": "cnn"}}, {"arch": {"family": "vit", "depth": 2}, "weight": 0.5}],
+        }
+    )
     assert cfg.distill.alpha_end == Choice((None, 0.3)) and cfg.distill.ce_weight is None
     assert cfg.distill.needs_teacher_features and cfg.teacher.arch["family"] == "cnn"
     assert [t.weight for t in cfg.all_teachers] == [1.0, 0.5]

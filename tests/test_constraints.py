@@ -7,10 +7,10 @@ import json
 import optuna
 import pandas as pd
 import pytest
+from helpers import run_cli, small_study
 
 from autodistill.config import parse_config
 from autodistill.constraints import ConstraintsFunc, feasible, violations
-from helpers import run_cli, small_study
 
 
 def test_constraint_values_follow_optunas_convention():
@@ -24,6 +24,7 @@ def test_constraint_values_follow_optunas_convention():
     assert list(feasible(frame, bounds)) == [True, False, False]  # a missing metric is no proof
 
 
+@pytest.mark.integration
 def test_study_with_constraints_points_and_gp(tmp_path):
     path = small_study(
         tmp_path,

@@ -9,11 +9,12 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-
 from helpers import run_cli, small_study
 
 from autodistill import load_config, load_front, load_trials
 from autodistill.students import build_student
+
+pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,7 @@ def test_report_is_valid_self_contained_html_with_every_plot(study):
     parser.close()
     assert parser.errors == [] and parser.stack == []
     assert not re.search(r"<script[^>]+src=", html)  # plotly.js is inlined: opens offline
-    titles = ["Accuracy vs cost", "The front in 3-D", "hypervolume of the front over the study", "Parameter importances",
-              "completed vs stopped trials"]
+    titles = ["Accuracy vs cost", "The front in 3-D", "hypervolume of the front over the study", "Parameter importances", "completed vs stopped trials"]
     for title in titles:
         assert title in html, title
     # each figure's data is valid JSON handed to Plotly.newPlot
@@ -73,8 +73,7 @@ def test_report_is_valid_self_contained_html_with_every_plot(study):
         assert isinstance(json.loads(data), list)
     summary = json.loads((results / "study.json").read_text())
     assert len(summary["hypervolume_history"]) == 4
-    assert summary["hypervolume_history"][-1]["hypervolume"] == pytest.approx(
-        max(h["hypervolume"] for h in summary["hypervolume_history"]))
+    assert summary["hypervolume_history"][-1]["hypervolume"] == pytest.approx(max(h["hypervolume"] for h in summary["hypervolume_history"]))
     assert set(summary["importances"]) <= {"accuracy", "params", "latency_ms"}
 
 
@@ -166,8 +165,8 @@ def test_export_knee_round_trip_with_onnxruntime(study, tmp_path):
     import onnxruntime as ort
 
     from autodistill.data import load_dataset
-    from autodistill.export import LOGIT_TOLERANCE
     from autodistill.pareto import as_minimization, knee_index
+    from autodistill.tasks.image_classification.export import LOGIT_TOLERANCE
 
     results, _ = study
     out = tmp_path / "exported"
@@ -190,7 +189,9 @@ def test_export_knee_round_trip_with_onnxruntime(study, tmp_path):
     # the ONNX file alone, run by onnxruntime on data preprocessed as the card says
     data = load_dataset(load_config(results / "config.yaml").data)
     pre = card["data"]["preprocessing"]
-    x = (data.x_val.numpy().astype(np.float32) / pre["scale"] - np.array(pre["mean"], np.float32).reshape(1, -1, 1, 1)) / np.array(pre["std"], np.float32).reshape(1, -1, 1, 1)
+    x = (data.x_val.numpy().astype(np.float32) / pre["scale"] - np.array(pre["mean"], np.float32).reshape(1, -1, 1, 1)) / np.array(
+        pre["std"], np.float32
+    ).reshape(1, -1, 1, 1)
     session = ort.InferenceSession(str(out / "student.onnx"), providers=["CPUExecutionProvider"])
     logits = session.run(None, {"input": x.astype(np.float32)})[0]
     accuracy = float((logits.argmax(1) == data.y_val.numpy()).mean())

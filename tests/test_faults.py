@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import optuna
-
+import pytest
 from helpers import small_study
 
 from autodistill import load_front, load_trials
+
+pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
 
 def test_faults_are_recorded_and_the_study_goes_on(tmp_path):

@@ -9,7 +9,7 @@ from autodistill.data import load_dataset
 from autodistill.distill import evaluate, train
 from autodistill.distill.train import device_of
 from autodistill.students import build_student, make_spec
-from autodistill.teacher import TeacherTargets
+from autodistill.targets import TeacherTargets
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -36,10 +36,9 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
     with _io.atomic_dir(dest) as staging:
         (staging / "a.txt").write_text("one")
     assert (dest / "a.txt").read_text() == "one"
-    with pytest.raises(RuntimeError):
-        with _io.atomic_dir(dest) as staging:
-            (staging / "a.txt").write_text("two")
-            raise RuntimeError("export check failed")
+    with pytest.raises(RuntimeError), _io.atomic_dir(dest) as staging:
+        (staging / "a.txt").write_text("two")
+        raise RuntimeError("export check failed")
     assert (dest / "a.txt").read_text() == "one"  # the old folder stays, no staging left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trial_0001"]
     with _io.atomic_dir(dest) as staging:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autodistill.config import TemperatureConfig
-from autodistill.distill import KDLoss, kd_weight_at, lr_factor, ramp, temperature_at
+from autodistill.distill import kd_per_sample, kd_weight_at, lr_factor, ramp, temperature_at
 
 # Student logits (1, 2, 0), teacher logits (2, 1, 0), T = 2, true class 1.
 # p_t = softmax(1, 0.5, 0) = (0.506480, 0.307196, 0.186324)
@@ -17,15 +17,15 @@ TARGET = torch.tensor([1])
 
 
 def test_kd_golden_value():
-    assert KDLoss()(STUDENT, TEACHER, 2.0).item() == pytest.approx(0.3985690, abs=1e-6)
+    assert kd_per_sample(STUDENT, TEACHER, 2.0).mean().item() == pytest.approx(0.3985690, abs=1e-6)
 
 
 def test_kd_is_zero_for_identical_logits_and_batch_mean():
     logits = torch.randn(4, 5)
-    assert KDLoss()(logits, logits, 3.0).item() == pytest.approx(0.0, abs=1e-6)
-    both = KDLoss()(torch.cat([STUDENT, STUDENT]), torch.cat([TEACHER, TEACHER]), 2.0)
+    assert kd_per_sample(logits, logits, 3.0).mean().item() == pytest.approx(0.0, abs=1e-6)
+    both = kd_per_sample(torch.cat([STUDENT, STUDENT]), torch.cat([TEACHER, TEACHER]), 2.0).mean()
     assert both.item() == pytest.approx(0.3985690, abs=1e-6)
-    per_sample = KDLoss(reduction="none")(torch.cat([STUDENT, TEACHER]), torch.cat([TEACHER, TEACHER]), 2.0)
+    per_sample = kd_per_sample(torch.cat([STUDENT, TEACHER]), torch.cat([TEACHER, TEACHER]), 2.0)
     assert per_sample.tolist() == pytest.approx([0.3985690, 0.0], abs=1e-6)
 
 
@@ -176,8 +176,12 @@ def test_gradnorm_balancing_rescales_by_gradient_norm_with_clamp():
 def _nets(student_family="cnn", teacher_family="resnet"):
     from autodistill.students import build_student
 
-    dims = {"cnn": {"widths": [4, 8], "depths": [1, 1]}, "resnet": {"widths": [8, 16, 32], "depths": [1, 1, 1]},
-            "mobilenet": {"widths": [4, 8], "depths": [1, 1]}, "vit": {"embed_dim": 16, "depth": 2, "heads": 2, "patch_size": 2}}
+    dims = {
+        "cnn": {"widths": [4, 8], "depths": [1, 1]},
+        "resnet": {"widths": [8, 16, 32], "depths": [1, 1, 1]},
+        "mobilenet": {"widths": [4, 8], "depths": [1, 1]},
+        "vit": {"embed_dim": 16, "depth": 2, "heads": 2, "patch_size": 2},
+    }
     spec = lambda fam: {"family": fam, "dims": dims[fam], "in_channels": 1, "num_classes": 10, "image_size": 8}  # noqa: E731
     return build_student(spec(student_family), seed=0), build_student(spec(teacher_family), seed=1).eval()
 
@@ -220,7 +224,7 @@ def test_gradients_reach_the_projectors_and_stage_pairs():
 
 def test_kd_gradient_reaches_student():
     student = STUDENT.clone().requires_grad_(True)
-    KDLoss()(student, TEACHER, 2.0).backward()
+    kd_per_sample(student, TEACHER, 2.0).mean().backward()
     # d/dz_s of T^2 KL = T (p_s - p_t)
     expected = 2.0 * (torch.softmax(STUDENT / 2, -1) - torch.softmax(TEACHER / 2, -1))
     assert torch.allclose(student.grad, expected, atol=1e-6)
@@ -305,11 +309,22 @@ def test_every_loss_with_every_student_family_steps(case):
         criterion = DistillLoss(DistillConfig(**distill), student, teacher, x[:1], epochs=3, kd=True)
         matrices = criterion.needs_attention_matrices
         t_logits, t_feats, t_attns = teacher_forward(teacher, x, matrices)
-        logits, s_feats, s_attns = student_forward(student, x, criterion.needs_student_features, matrices)
+        logits, s_feats, s_attns = student_forward(student, x, criterion.needs_teacher_features, matrices)
         weights = criterion.weights(0.5, 2)
         params = [p for p in student.parameters()]
-        terms = criterion.components(weights, logits, y, teacher_stack=t_logits[None], temperature=criterion.temperature(0.5, t_logits[None]),
-                                     student_feats=s_feats, student_attns=s_attns, teacher_feats=t_feats, teacher_attns=t_attns, student=student, teacher=teacher)
+        terms = criterion.components(
+            weights,
+            logits,
+            y,
+            teacher_stack=t_logits[None],
+            temperature=criterion.temperature(0.5, t_logits[None]),
+            student_feats=s_feats,
+            student_attns=s_attns,
+            teacher_feats=t_feats,
+            teacher_attns=t_attns,
+            student=student,
+            teacher=teacher,
+        )
         expected = {k for k, w in weights.items() if w > 0} | {"ce"}
         assert set(terms) == expected, (family, case)
         total, _ = criterion.combine(terms, weights, params)

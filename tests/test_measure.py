@@ -44,9 +44,10 @@ def test_peak_memory_is_this_process_not_its_parent():
     from autodistill.measure import peak_rss_mb
 
     ballast = bytearray(600 * 2**20)  # the parent's peak grows by 600 MiB
-    ballast[:: 4096] = b"x" * len(ballast[:: 4096])  # touched, so resident
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched, so resident
     parent = peak_rss_mb()
-    child = subprocess.run([sys.executable, "-c", "from autodistill.measure import peak_rss_mb; print(peak_rss_mb())"],
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "from autodistill.measure import peak_rss_mb; print(peak_rss_mb())"], capture_output=True, text=True, check=True
+    )
     assert float(child.stdout) < parent - 300
     del ballast

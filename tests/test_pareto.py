@@ -3,7 +3,12 @@ import itertools
 import numpy as np
 import pytest
 
-from autodistill.pareto import as_minimization, dominates, hypervolume, non_dominated_mask, non_dominated_ranks
+from autodistill.pareto import as_minimization, hypervolume, non_dominated_mask, non_dominated_ranks
+
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    """a dominates b: no worse in every objective and better in at least one."""
+    return bool(np.all(a <= b) and np.any(a < b))
 
 
 def brute_front(points):
@@ -87,13 +92,15 @@ def test_export_knee_is_taken_on_the_recorded_front():
     from autodistill.export import pick_trial
 
     objectives = {"accuracy": "max", "latency_ms": "min"}
-    complete = pd.DataFrame({
-        "number": [0, 1, 2],  # A, B, C
-        "accuracy": [0.95, 0.90, 0.89],
-        "latency_ms": [1.0, 0.8, 0.7],  # B re-measured (0.5 during the search); C in-search
-        "params": [100, 50, 40],
-        "on_front": [True, True, False],
-    })
+    complete = pd.DataFrame(
+        {
+            "number": [0, 1, 2],  # A, B, C
+            "accuracy": [0.95, 0.90, 0.89],
+            "latency_ms": [1.0, 0.8, 0.7],  # B re-measured (0.5 during the search); C in-search
+            "params": [100, 50, 40],
+            "on_front": [True, True, False],
+        }
+    )
     assert int(pick_trial(complete, objectives, "knee")["number"]) == 0
     assert int(pick_trial(complete.drop(columns="on_front"), objectives, "knee")["number"]) == 1  # the mixed figures' front differs
     # limits that leave no front member: the front of the trials that meet them

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-
 from helpers import free_port, run_cli, small_study
+
+pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
 
 def _bindir():
@@ -71,4 +72,4 @@ def test_study_in_postgres_then_resumed_from_it(postgres_url, tmp_path):
     study = optuna.load_study(study_name="pg", storage=postgres_url)
     assert sorted(t.number for t in study.trials) == [0, 1, 2, 3, 4]
     assert all(t.state.name == "COMPLETE" for t in study.trials)
-    assert len(open(results / "trials.csv").read().strip().splitlines()) == 1 + 5
+    assert len((results / "trials.csv").read_text().strip().splitlines()) == 1 + 5

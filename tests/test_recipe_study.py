@@ -7,10 +7,11 @@ import json
 
 import optuna
 import pytest
-
 from helpers import run_cli, small_study
 
 from autodistill import load_trials
+
+pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
 
 @pytest.fixture(scope="module")

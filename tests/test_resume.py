@@ -13,7 +13,6 @@ import time
 import optuna
 import pytest
 import torch
-
 from helpers import run_cli, small_study
 
 from autodistill import parse_config
@@ -24,11 +23,17 @@ from autodistill.results import open_study, rdb_storage
 from autodistill.students import build_student, make_spec
 
 
+@pytest.mark.integration
 def test_second_writer_is_refused_with_the_holder_named(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from autodistill._lock import StudyLock; "
-         f"StudyLock({str(tmp_path)!r}, log=print).acquire(); print('locked', flush=True); time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from autodistill._lock import StudyLock; "
+            f"StudyLock({str(tmp_path)!r}, log=print).acquire(); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -69,9 +74,11 @@ def test_training_continues_from_an_epoch_checkpoint_exactly():
 
 def test_training_with_projectors_continues_from_a_checkpoint_exactly():
     from autodistill.distill import predict_logits
-    from autodistill.teacher import TeacherTargets
+    from autodistill.targets import TeacherTargets
 
-    cfg = parse_config({"train": {"epochs": 3, "lr": 0.01}, "distill": {"alpha": 0.5, "feature_weight": 1.0, "feature_stages": "all", "attention_weight": 10.0}})
+    cfg = parse_config(
+        {"train": {"epochs": 3, "lr": 0.01}, "distill": {"alpha": 0.5, "feature_weight": 1.0, "feature_stages": "all", "attention_weight": 10.0}}
+    )
     data = load_dataset(cfg.data)
     teacher = build_student(make_spec("resnet", {"widths": [8, 16, 32], "depths": [1, 1, 1]}, data), seed=1).eval()
     targets = TeacherTargets(logits=predict_logits(teacher, data, "train"), live=teacher)
@@ -133,27 +140,36 @@ def _states(trials):
     return [t.state.name for t in trials]
 
 
+@pytest.mark.integration
 def test_resume_after_sigkill_and_sigterm_ends_with_exactly_the_requested_trials(tmp_path):
     # 30-epoch students take several seconds each: long enough to interrupt mid-trial
     cfg = small_study(tmp_path, "killed", **{"search.trials": 4, "train.epochs": 30})
     results = tmp_path / "results" / "killed"
     db = results / "study.db"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    driver = subprocess.Popen([sys.executable, "-m", "autodistill", "search", str(cfg)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    driver = subprocess.Popen([sys.executable, "-m", "autodistill", "search", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # 1. SIGKILL once a trial is complete and another is mid-way, with an epoch checkpoint
-    _wait(db, "killed", lambda ts: "COMPLETE" in _states(ts) and any(
-        t.state.name == "RUNNING" and len(t.user_attrs.get("accuracy_curve", [])) >= 2 for t in ts), driver)
+    _wait(
+        db,
+        "killed",
+        lambda ts: "COMPLETE" in _states(ts) and any(t.state.name == "RUNNING" and len(t.user_attrs.get("accuracy_curve", [])) >= 2 for t in ts),
+        driver,
+    )
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     stale = [t.number for t in optuna.load_study(study_name="killed", storage=f"sqlite:///{db}").trials if t.state.name == "RUNNING"]
     assert stale
 
     # 2. resume, and stop that with SIGTERM (the driver alone) once it has started a trial
-    resumed = subprocess.Popen([sys.executable, "-m", "autodistill", "resume", str(results)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait(db, "killed", lambda ts: any("continues" in t.user_attrs and t.state.name == "RUNNING"
-                                       and len(t.user_attrs.get("accuracy_curve", [])) >= 1 for t in ts), resumed)
+    resumed = subprocess.Popen(
+        [sys.executable, "-m", "autodistill", "resume", str(results)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _wait(
+        db,
+        "killed",
+        lambda ts: any("continues" in t.user_attrs and t.state.name == "RUNNING" and len(t.user_attrs.get("accuracy_curve", [])) >= 1 for t in ts),
+        resumed,
+    )
     resumed.send_signal(signal.SIGTERM)
     out, _ = resumed.communicate(timeout=120)
     assert resumed.returncode == 130, out

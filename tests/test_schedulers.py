@@ -7,11 +7,11 @@ import json
 import optuna
 import pandas as pd
 import pytest
+from helpers import run_cli, small_study
 from ray.tune.schedulers import TrialScheduler
 
 from autodistill.config import parse_config
 from autodistill.tune.schedulers import ParetoRungScheduler, rungs
-from helpers import run_cli, small_study
 
 GO, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 
@@ -78,6 +78,7 @@ def _study(tmp_path, name, **overrides):
     return results, optuna.load_study(study_name=name, storage=storage).get_trials(), run.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "pruner, objectives, reason",
     [
@@ -112,9 +113,19 @@ def test_stopped_trials_are_pruned_with_reason_and_curve_and_stay_off_the_front(
     assert "pruned" in stdout
 
 
+@pytest.mark.integration
 def test_epoch_budget_ends_the_study_at_equal_compute(tmp_path):
-    results, trials, stdout = _study(tmp_path, "budget", **{"train.epochs": 3, "search.trials": 50, "search.epoch_budget": 10, "search.pruner": "asha",
-                                                            "search.early_stopping": {"grace_period": 1, "reduction_factor": 2, "min_trials_per_rung": 2}})
+    results, trials, stdout = _study(
+        tmp_path,
+        "budget",
+        **{
+            "train.epochs": 3,
+            "search.trials": 50,
+            "search.epoch_budget": 10,
+            "search.pruner": "asha",
+            "search.early_stopping": {"grace_period": 1, "reduction_factor": 2, "min_trials_per_rung": 2},
+        },
+    )
     summary = json.loads((results / "study.json").read_text())
     table = pd.read_csv(results / "trials.csv")
     spent = summary["epochs_spent"]

@@ -192,6 +192,7 @@ def test_a_trial_killed_while_its_parameters_were_sampled_is_not_retried(tmp_pat
     assert recover(study, inflight, log=lambda m: None).retries == {}
 
 
+@pytest.mark.integration
 def test_epochs_are_counted_once_and_the_budget_ends_the_search(tmp_path):
     from autodistill.tune.searcher import epochs_spent
 

@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pandas as pd
-
+import pytest
 from helpers import run_cli, small_study
+
+pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
 
 def _folder(root, per_class=30):

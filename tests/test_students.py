@@ -81,7 +81,7 @@ def test_seeded_build_is_reproducible_and_leaves_the_global_rng_alone():
     before = torch.get_rng_state()
     a, b, c = build_student(spec, seed=3), build_student(spec, seed=3), build_student(spec, seed=4)
     assert torch.equal(torch.get_rng_state(), before)
-    for (_, wa), (_, wb), (_, wc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
+    for (_, wa), (_, wb), (_, _wc) in zip(a.state_dict().items(), b.state_dict().items(), c.state_dict().items()):
         assert torch.equal(wa, wb)
     assert not torch.equal(a.stem[0].weight, c.stem[0].weight)
 

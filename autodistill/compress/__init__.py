@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..config import CompressConfig
+from ..students import build_student
 from .prune import layer_ratios, prune_step, step_ratio
 from .quantize import calibrate, convert, prepare_ptq, prepare_qat, quantized_skeleton
 from .structure import apply_shapes, layer_shapes
@@ -50,8 +51,6 @@ class Compression:
     QAT and :meth:`finish` replace it."""
 
     def __init__(self, cfg: CompressConfig, spec: dict[str, Any], epochs: int, data, batch_size: int, model: nn.Module):
-        from ..students import build_student
-
         if getattr(model, "is_transformer", False):
             raise ValueError(f"compress: pruning and int8 of a {spec['family']} student are not supported (convolutional families only)")
         self.cfg = cfg
@@ -124,7 +123,13 @@ class Compression:
         if method == "ptq":
             prepared = prepare_ptq(self.model, self.example, self.cfg.engine)
             x = self.data.x_train
-            calibrate(prepared, (self.data.normalize(x[i : i + self.batch_size]) for i in range(0, min(len(x), self.cfg.calibration_batches * self.batch_size), self.batch_size)))
+            calibrate(
+                prepared,
+                (
+                    self.data.normalize(x[i : i + self.batch_size])
+                    for i in range(0, min(len(x), self.cfg.calibration_batches * self.batch_size), self.batch_size)
+                ),
+            )
             self.model = convert(prepared)
         elif method == "qat":
             self.model = convert(self.model)
@@ -134,9 +139,7 @@ class Compression:
     def float_model(self) -> nn.Module:
         """The pruned float network (fresh weights): for params and MACs of the final one.
         Built under its own seed: called between epochs, it must not move the training RNG."""
-        from ..students import build_student
-
-        return build_student(self.compressed_spec(quantized=False), seed=0)
+        return build_network(self.compressed_spec(quantized=False), seed=0)
 
     def compressed_spec(self, quantized: bool | None = None) -> dict[str, Any]:
         """The student's spec with what was done to it (``compress``)."""
@@ -147,6 +150,19 @@ class Compression:
         if quantized:
             compress["quantize"] = {"method": self.cfg.quantize, "engine": self.cfg.engine}
         return {**self.spec, "compress": compress} if compress else dict(self.spec)
+
+
+def build_network(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
+    """:func:`~autodistill.students.build_student` for any student spec: one with a
+    ``compress`` entry (a pruned and/or int8 student) is rebuilt with the recorded layer shapes
+    and quantized structure, ready for ``load_state_dict`` of its saved weights. With ``seed``
+    the initial weights are a function of the seed alone (the global RNG is left as it was)."""
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_network(spec)
+    model = build_student(spec)
+    return rebuild(model, spec) if spec.get("compress") else model
 
 
 def rebuild(model: nn.Module, spec: dict[str, Any]) -> nn.Module:

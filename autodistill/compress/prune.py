@@ -19,7 +19,7 @@ become a smaller network.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -30,22 +30,24 @@ GradFn = Callable[[nn.Module], None]
 """Runs forward and backward on a few training batches (fills ``.grad`` for Taylor)."""
 
 
+IMPORTANCES = {
+    "l1": lambda tp: tp.importance.MagnitudeImportance(p=1),
+    "l2": lambda tp: tp.importance.MagnitudeImportance(p=2),
+    "fpgm": lambda tp: tp.importance.FPGMImportance(),
+    "taylor": lambda tp: tp.importance.TaylorImportance(),
+    "bn_scale": lambda tp: tp.importance.BNScaleImportance(),
+    "random": lambda tp: tp.importance.RandomImportance(),
+}
+"""compress.importance -> Torch-Pruning's importance (given the torch_pruning module)"""
+
+
 def _importance(name: str):
     import torch_pruning as tp
 
-    if name == "l1":
-        return tp.importance.MagnitudeImportance(p=1)
-    if name == "l2":
-        return tp.importance.MagnitudeImportance(p=2)
-    if name == "fpgm":
-        return tp.importance.FPGMImportance()
-    if name == "taylor":
-        return tp.importance.TaylorImportance()
-    if name == "bn_scale":
-        return tp.importance.BNScaleImportance()
-    if name == "random":
-        return tp.importance.RandomImportance()
-    raise ValueError(f"unknown importance {name!r}")
+    try:
+        return IMPORTANCES[name](tp)
+    except KeyError:
+        raise ValueError(f"unknown importance {name!r}; valid: {', '.join(IMPORTANCES)}") from None
 
 
 def classifier_layers(model: nn.Module, num_classes: int) -> list[nn.Module]:
@@ -234,4 +236,3 @@ def _prune_with_nni_masks(model, example, ratios, importance, grad_fn) -> None:
         done.update(id(dep.target.module) for dep, _ in group)
         if graph.check_pruning_group(group):
             group.prune()
-

@@ -18,8 +18,8 @@ The int8 kernels are CPU-only: ``x86`` (FBGEMM and oneDNN, chosen by shape), ``f
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from contextlib import contextmanager
-from typing import Iterable
 
 import torch
 import torch.nn as nn

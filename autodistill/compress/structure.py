@@ -41,8 +41,15 @@ def layer_shapes(model: nn.Module, reference: nn.Module) -> dict[str, dict[str, 
 def _rebuilt(old: nn.Module, shape: dict[str, int]) -> nn.Module:
     if isinstance(old, nn.Conv2d):
         return nn.Conv2d(
-            shape["in"], shape["out"], old.kernel_size, old.stride, old.padding, old.dilation,
-            shape["groups"], old.bias is not None, old.padding_mode,
+            shape["in"],
+            shape["out"],
+            old.kernel_size,
+            old.stride,
+            old.padding,
+            old.dilation,
+            shape["groups"],
+            old.bias is not None,
+            old.padding_mode,
         )
     if isinstance(old, nn.BatchNorm2d):
         return nn.BatchNorm2d(shape["features"], old.eps, old.momentum, old.affine, old.track_running_stats)

@@ -5,31 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-
-
-class KDLoss(nn.Module):
-    """Soft-label distillation loss (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge
-    in a Neural Network")::
-
-        L_kd = T^2 * mean_b KL( softmax(z_t / T) || softmax(z_s / T) )
-
-    The T^2 factor keeps the gradient scale of the soft term independent of T, so the fusion
-    weight alpha means the same at every temperature. ``reduction='none'`` returns the
-    per-sample values (B,).
-    """
-
-    def __init__(self, reduction: str = "batchmean"):
-        super().__init__()
-        if reduction not in ("batchmean", "none"):
-            raise ValueError(f"reduction must be 'batchmean' or 'none' but got {reduction!r}.")
-        self.reduction = reduction
-
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        loss = kd_per_sample(student_logits, teacher_logits, temperature)  # (B,)
-        return loss.mean() if self.reduction == "batchmean" else loss
-
 
 # --- soft targets of one or several teachers -------------------------------------------
 
@@ -46,8 +22,15 @@ def teacher_probs(teacher_logits: torch.Tensor, temperature: float | torch.Tenso
 
 
 def kd_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``T^2 * KL(p_t || softmax(z_s / T))`` per sample (B,); ``teacher_logits`` (B, K) or a
-    stack (M, B, K) whose soft targets are mixed by :func:`teacher_probs`."""
+    """Soft-label distillation loss (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge
+    in a Neural Network") per sample (B,)::
+
+        L_kd = T^2 * KL( softmax(z_t / T) || softmax(z_s / T) )
+
+    The T^2 factor keeps the gradient scale of the soft term independent of T, so the fusion
+    weight alpha means the same at every temperature. ``teacher_logits`` (B, K), or a stack
+    (M, B, K) whose soft targets are mixed by :func:`teacher_probs`. The trial's loss is its
+    mean over the batch (:class:`autodistill.distill.DistillLoss`)."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
     if teacher_logits.ndim == 2:
         log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)

@@ -10,7 +10,6 @@ has none.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -31,6 +30,16 @@ from .schedules import kd_weight_at, temperature_at
 
 TERMS = ("ce", "kd", "feat", "att")
 BALANCE_CLAMP = (0.5, 2.0)
+
+
+def wants_kd(cfg: DistillConfig) -> bool:
+    """Whether a (resolved) recipe has a soft-label term at some step."""
+    return cfg.alpha > 0 or (cfg.alpha_end or 0) > 0
+
+
+def wants_teacher(cfg: DistillConfig | None) -> bool:
+    """Whether a (resolved) recipe needs the teacher at all: a soft-label, feature or attention term."""
+    return cfg is not None and (wants_kd(cfg) or cfg.feature_weight > 0 or cfg.attention_weight > 0)
 
 
 def _outputs(model: nn.Module, x: torch.Tensor, attention: bool = False):
@@ -60,7 +69,8 @@ class DistillLoss(nn.Module):
         super().__init__()
         self.cfg = cfg or DistillConfig(alpha=0.0)
         cfg = self.cfg
-        self.kd = kd and (cfg.alpha > 0 or (cfg.alpha_end or 0) > 0)
+        self.uses_teacher = kd
+        self.kd = kd and wants_kd(cfg)
         self.epochs = epochs
         self.feat_on = kd and cfg.feature_weight > 0
         self.att_on = kd and cfg.attention_weight > 0
@@ -95,10 +105,6 @@ class DistillLoss(nn.Module):
     @property
     def needs_teacher_features(self) -> bool:
         return self.feat_on or self.att_on
-
-    @property
-    def needs_student_features(self) -> bool:
-        return self.needs_teacher_features
 
     @property
     def needs_attention_matrices(self) -> bool:
@@ -211,6 +217,3 @@ def student_forward(student: nn.Module, x: torch.Tensor, features: bool, attenti
     if not features:
         return student(x), None, None
     return _outputs(student, x, attention)
-
-
-

@@ -19,20 +19,31 @@ def ramp(schedule: str, start: float, end: float, progress: float, sharpness: fl
     - sigmoid:  start + (end - start) * (s(p) - s(0)) / (s(1) - s(0)), s(p) = 1 / (1 + exp(-k (p - 1/2)))
                 with k = ``sharpness``: flat at both ends, the switch at mid-training
     """
-    p = min(max(progress, 0.0), 1.0)
-    if schedule == "constant":
-        return start
-    if schedule == "linear":
-        return start + (end - start) * p
-    if schedule == "cosine":
-        return end + (start - end) * (1 + math.cos(math.pi * p)) / 2
-    if schedule == "step":
-        plateau = min(int(p * steps), steps - 1)
-        return start + (end - start) * plateau / (steps - 1)
-    if schedule == "sigmoid":
-        s = lambda q: 1 / (1 + math.exp(-sharpness * (q - 0.5)))  # noqa: E731
-        return start + (end - start) * (s(p) - s(0)) / (s(1) - s(0))
-    raise ValueError(f"unknown schedule {schedule!r}")
+    try:
+        value = RAMPS[schedule]
+    except KeyError:
+        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(RAMPS)}") from None
+    return value(start, end, min(max(progress, 0.0), 1.0), sharpness, steps)
+
+
+def _step(start: float, end: float, p: float, sharpness: float, steps: int) -> float:
+    plateau = min(int(p * steps), steps - 1)
+    return start + (end - start) * plateau / (steps - 1)
+
+
+def _sigmoid(start: float, end: float, p: float, sharpness: float, steps: int) -> float:
+    s = lambda q: 1 / (1 + math.exp(-sharpness * (q - 0.5)))  # noqa: E731
+    return start + (end - start) * (s(p) - s(0)) / (s(1) - s(0))
+
+
+RAMPS = {
+    "constant": lambda start, end, p, sharpness, steps: start,
+    "linear": lambda start, end, p, sharpness, steps: start + (end - start) * p,
+    "cosine": lambda start, end, p, sharpness, steps: end + (start - end) * (1 + math.cos(math.pi * p)) / 2,
+    "step": _step,
+    "sigmoid": _sigmoid,
+}
+"""schedule -> its value at progress p in [0, 1] (formulas in :func:`ramp`)"""
 
 
 def temperature_at(cfg: TemperatureConfig, progress: float, entropy: float | None = None) -> float:

@@ -25,9 +25,7 @@ class StageDims(BaseModel):
     """dropout before the classifier"""
 
     @model_validator(mode="after")
-    def _same_number_of_stages(self) -> "StageDims":
+    def _same_number_of_stages(self) -> StageDims:
         if len(self.widths) != len(self.depths):
-            raise ValueError(
-                f"widths has {len(self.widths)} stages but depths has {len(self.depths)}; they must match"
-            )
+            raise ValueError(f"widths has {len(self.widths)} stages but depths has {len(self.depths)}; they must match")
         return self

@@ -11,12 +11,15 @@ registry-driven smoke tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
 from pydantic import BaseModel
+
+from .torchvision_models import build_torchvision
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,6 @@ class Family:
     name: str
     dims: type[BaseModel]
     build: Callable[..., nn.Module]
-    doc: str
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -34,7 +36,7 @@ def register_family(name: str, *, dims: type[BaseModel]) -> Callable:
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _FAMILIES:
             raise ValueError(f"student family {name!r} is registered twice")
-        _FAMILIES[name] = Family(name, dims, fn, (fn.__doc__ or "").strip().splitlines()[0])
+        _FAMILIES[name] = Family(name, dims, fn)
         return fn
 
     return decorator
@@ -66,9 +68,9 @@ def build_student(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
     """Build a network from a spec: ``{family, dims, in_channels, num_classes, image_size}``.
 
     ``dims`` hold fixed values only (a resolved trial, or a teacher architecture). A family
-    ``torchvision:<name>`` builds a torchvision model (teachers only). A spec with a
-    ``compress`` entry (a pruned and/or int8 student) is rebuilt with the recorded layer
-    shapes and quantized structure, ready for ``load_state_dict`` of its saved weights.
+    ``torchvision:<name>`` builds a torchvision model (teachers only). A spec's ``compress``
+    entry (a pruned and/or int8 student) is ignored here:
+    :func:`autodistill.compress.build_network` applies it.
 
     With ``seed`` the initial weights are a function of the seed alone (the global RNG is
     left as it was); without, they come from the global RNG.
@@ -78,14 +80,7 @@ def build_student(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
             torch.manual_seed(seed)
             return build_student(spec)
     if spec["family"].startswith("torchvision:"):
-        from .torchvision_models import build_torchvision
-
         return build_torchvision(spec["family"].split(":", 1)[1], spec["in_channels"], spec["num_classes"])
     family = get_family(spec["family"])
     dims = family.dims.model_validate(spec["dims"])
-    model = family.build(dims, spec["in_channels"], spec["num_classes"], spec["image_size"])
-    if spec.get("compress"):
-        from ..compress import rebuild
-
-        model = rebuild(model, spec)
-    return model
+    return family.build(dims, spec["in_channels"], spec["num_classes"], spec["image_size"])

@@ -17,26 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import _io
+from ..layout import trial_dir
 from ..pareto import as_minimization, non_dominated_mask
-from .searcher import Outcome, OptunaSearcher
-
-
-def trial_dir(results_dir: Path, number: int) -> Path:
-    return results_dir / "trials" / f"{number:04d}"
-
-
-def format_metric(name: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return "-"
-    if name in ("accuracy", "test_accuracy"):
-        return f"{value:.4f}"
-    if name in ("params", "macs"):
-        return f"{int(value):,}"
-    if name == "size_mb":
-        return f"{value:.3f}"
-    if name == "latency_ms":
-        return f"{value:.3f}"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+from ..report import format_metric
+from .searcher import OptunaSearcher, Outcome
 
 
 class StudyProgress(Callback):
@@ -62,7 +46,7 @@ class StudyProgress(Callback):
         self.complete: list[dict[str, Any]] = []
         self._searcher = searcher
         self._outcomes: dict[str, Outcome] = {}
-        searcher._on_outcome = self._record_outcome
+        searcher.after_tell = self._record_outcome
         searcher.before_tell = self._before_tell
         self._live: Live | None = None
 
@@ -103,8 +87,12 @@ class StudyProgress(Callback):
         for col in ("trial", "epoch", "accuracy", "params"):
             running.add_column(col, justify="right")
         for info in self.running.values():
-            running.add_row(str(info.get("number", "?")), f"{info.get('epoch', 0)}/{info.get('epochs', '?')}",
-                            format_metric("accuracy", info.get("accuracy")), format_metric("params", info.get("params")))
+            running.add_row(
+                str(info.get("number", "?")),
+                f"{info.get('epoch', 0)}/{info.get('epochs', '?')}",
+                format_metric("accuracy", info.get("accuracy")),
+                format_metric("params", info.get("params")),
+            )
         front = Table(title="Pareto front so far", title_justify="left")
         front.add_column("trial", justify="right")
         for metric in self.objectives:

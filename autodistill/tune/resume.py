@@ -21,14 +21,15 @@ was itself a retry, retries the trial it continued).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
 
-from .searcher import INTERRUPTED, inflight_path
+from ..layout import inflight_path
+from .searcher import INTERRUPTED
 
 
 @dataclass

@@ -13,19 +13,30 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
+import torch
 from ray.tune import Stopper
 
-from .. import _io
+from .. import _io, layout
 from .._errors import AutodistillError, StudyInterrupted
-from ..config import StudyConfig, dump_config
-from ..data import load_dataset
-from ..measure import measure_latency, peak_rss_mb, static_costs
-from ..space import search_space
+from .._lock import StudyLock
+from ..config import StudyConfig
+from ..constraints import ConstraintsFunc
+from ..loading import check_paths, dump_config
+from ..measure import peak_rss_mb
+from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame
+from ..space import check_points, search_space
+from ..tasks import get_task
+from .progress import StudyProgress
+from .resume import describe, recover
+from .schedulers import make_scheduler
+from .searcher import OptunaSearcher
+from .trainable import run_trial
 
 
 @dataclass
@@ -38,11 +49,7 @@ class StudyResult:
 
 
 def make_sampler(config: StudyConfig, offset: int = 0):
-    import warnings
-
     import optuna
-
-    from ..constraints import ConstraintsFunc
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seed = config.search.seed + offset
@@ -62,9 +69,7 @@ def make_sampler(config: StudyConfig, offset: int = 0):
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, constraints_func=constraints)
     # multivariate TPE models dimensions jointly; the constant liar keeps parallel
     # trials from being sampled at the same point while earlier ones still run.
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup, constraints_func=constraints
-    )
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup, constraints_func=constraints)
 
 
 def _init_ray(config: StudyConfig) -> None:
@@ -85,24 +90,6 @@ def _init_ray(config: StudyConfig) -> None:
         ray.init(address="local", include_dashboard=False, **kwargs)
 
 
-def _teacher_record(config: StudyConfig, teacher_model, info, data) -> dict[str, Any]:
-    input_shape = tuple(data.x_train.shape[1:])
-    costs = static_costs(teacher_model, input_shape)
-    latency = measure_latency(teacher_model, input_shape, config.latency)
-    return {
-        "arch": info.spec["family"] if not info.spec["dims"] else {"family": info.spec["family"], **info.spec["dims"]},
-        "family": info.spec["family"],
-        "source": info.source,
-        "path": info.path,
-        "metrics": {
-            "accuracy": info.val_accuracy,
-            "test_accuracy": info.test_accuracy,
-            **costs,
-            "latency_ms": latency.median_ms,
-        },
-    }
-
-
 def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume: bool = False) -> StudyResult:
     """Run a whole study: the API behind ``autodistill search`` (``resume=False``) and
     ``autodistill resume`` (``resume=True``).
@@ -112,10 +99,6 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     ``search.trials`` trials have an outcome. Raises :class:`StudyInterrupted` after Ctrl-C or
     SIGTERM, once the running trials are recorded as interrupted.
     """
-    from .._lock import StudyLock
-    from ..config import check_paths
-    from ..space import check_points
-
     check_paths(config, "config")
     check_points(config, "config")
     results_dir = config.results_dir.resolve()
@@ -126,7 +109,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
         except AutodistillError as err:
             # a mistake found before the study began (e.g. a teacher checkpoint of the wrong
             # architecture) leaves no half-made results directory behind
-            if created and not isinstance(err, StudyInterrupted) and not (results_dir / "study.db").exists():
+            if created and not isinstance(err, StudyInterrupted) and not layout.study_db(results_dir).exists():
                 shutil.rmtree(results_dir, ignore_errors=True)
             raise
 
@@ -134,9 +117,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
 def _existing_trials(config: StudyConfig) -> int:
     import optuna
 
-    from ..results import rdb_storage, storage_url
-
-    if not config.execution.storage and not (config.results_dir / "study.db").exists():
+    if not config.execution.storage and not layout.study_db(config.results_dir).exists():
         return 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -148,12 +129,6 @@ def _existing_trials(config: StudyConfig) -> int:
 def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool) -> StudyResult:
     import ray
 
-    from ..augment import check_augment
-    from ..results import finalize, load_front, open_study, storage_url, trials_frame
-    from ..teacher import prepare_teacher, teacher_outputs
-    from .resume import describe, recover
-    from .searcher import OptunaSearcher
-
     started = time.perf_counter()
     if not resume:
         existing = _existing_trials(config)
@@ -162,29 +137,18 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
                 f"{results_dir} already holds study {config.name!r} with {existing} trial(s): continue it with "
                 f"`autodistill resume {config.results_dir}` (add trials with --trials N), or choose another --name"
             )
-    _io.write_text(results_dir / "config.yaml", dump_config(config))
+    _io.write_text(layout.config_file(results_dir), dump_config(config))
 
-    data = load_dataset(config.data)
+    task = get_task(config.task)
+    data = task.load_data(config)
     log(f"data: {data.summary()}")
-    check_augment(config.augment, data.image_size)
-    if config.search.resources.gpu > 0 and not config.execution.address:
-        import torch
-
-        if not torch.cuda.is_available():
-            raise AutodistillError(f"search.resources.gpu is {config.search.resources.gpu} but no CUDA GPU is visible here (torch.cuda.is_available() is False); set it to 0")
-    teacher_models, records = [], []
-    for i, tcfg in enumerate(config.all_teachers):
-        model_i, info = prepare_teacher(config, data, log, tcfg)
-        record = _teacher_record(config, model_i, info, data)
-        tm = record["metrics"]
-        which = f"teacher {i} (weight {tcfg.weight:g})" if config.teachers else "teacher"
-        log(
-            f"{which}: {info.spec['family']} ({tm['params']:,} params), validation accuracy {tm['accuracy']:.4f}, "
-            f"test accuracy {tm['test_accuracy']:.4f} [{info.source}]"
+    task.check_data(config, data)
+    if config.search.resources.gpu > 0 and not config.execution.address and not torch.cuda.is_available():
+        raise AutodistillError(
+            f"search.resources.gpu is {config.search.resources.gpu} but no CUDA GPU is visible here (torch.cuda.is_available() is False); set it to 0"
         )
-        teacher_models.append(model_i)
-        records.append({**record, "weight": tcfg.weight})
-    teacher = records[0]  # the primary teacher: the reference the report compares students with
+    teachers = task.prepare_teachers(config, data, log)
+    teacher = teachers.primary  # the reference the report compares students with
 
     space = search_space(config)
     directions = [config.objectives[m] for m in config.objectives]
@@ -192,7 +156,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental in Optuna since 3.2
         study.set_metric_names(list(config.objectives))  # optuna-dashboard labels its axes with them
-    inflight_dir = results_dir / "inflight"
+    inflight_dir = layout.inflight_dir(results_dir)
     recovery = recover(study, inflight_dir, log)
     for line in describe(recovery, config.search.trials) if resume else []:
         log(line)
@@ -201,7 +165,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     study.sampler = make_sampler(config, offset=len(study.get_trials(deepcopy=False)))
     study.set_user_attr("teacher", teacher)
     if config.teachers:
-        study.set_user_attr("teachers", records)
+        study.set_user_attr("teachers", teachers.records)
     if not resume:
         for point in config.search.points_to_evaluate:  # tried first, in order
             study.enqueue_trial(point, skip_if_exists=True)
@@ -214,14 +178,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     if to_run:
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
-        targets = teacher_outputs(teacher_models, data, config, log)
-        live = ""
-        if targets.live is not None:
-            if config.distill.needs_teacher_features and targets.features is None:
-                live = ", the teacher runs live on every batch (feature and attention losses)"
-            elif config.augment.active:
-                live = ", the teacher runs live on augmented batches"
-        log(f"teacher outputs: {targets.nbytes / 2**20:.1f} MB ({targets.logits.dtype}), {targets.source}{live}")
+        targets = task.teacher_targets(config, data, teachers, log)
         search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, targets, log)
     summary = finalize(config, study, teacher, log)
     summary["wall_s"] = time.perf_counter() - started
@@ -230,7 +187,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     summary["driver_peak_rss_mb"] = peak_rss_mb()
     summary["data"] = data.summary()
     summary["platform"] = {"python": platform.python_version(), "machine": platform.machine(), "ray": ray.__version__}
-    _io.write_json(results_dir / "study.json", summary)
+    _io.write_json(results_dir / layout.STUDY_JSON, summary)
     shutil.rmtree(inflight_dir, ignore_errors=True)  # every trial has an outcome: nothing to continue
     return StudyResult(results_dir, summary, trials_frame(study), load_front(results_dir), summary["wall_s"])
 
@@ -239,10 +196,6 @@ def _search(config, results_dir, searcher, to_run, done_before, data, targets, l
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
-
-    from .progress import StudyProgress
-    from .schedulers import make_scheduler
-    from .trainable import run_trial
 
     started = time.perf_counter()
     progress = StudyProgress(results_dir, searcher, config.objectives, to_run, done_before=done_before)
@@ -261,7 +214,7 @@ def _search(config, results_dir, searcher, to_run, done_before, data, targets, l
             max_concurrent_trials=min(config.search.max_concurrent, to_run),
             time_budget_s=config.search.time_budget_s,
             reuse_actors=True,
-            trial_dirname_creator=lambda trial: f"trial_{trial.config['number']:04d}_{trial.trial_id}",
+            trial_dirname_creator=lambda trial: layout.ray_trial_dirname(trial.config["number"], trial.trial_id),
         ),
         run_config=tune.RunConfig(
             name="ray" if not config.execution.ray_storage else f"{config.name}-ray",
@@ -346,8 +299,10 @@ def _interrupt_handler(searcher, log: Callable[[str], None], results: Path):
         watchdog.start()
 
     def give_up() -> None:
-        log(f"Ray did not stop within {INTERRUPT_GRACE_S:.0f} s (its processes were probably signalled too): exiting now; "
-            f"`autodistill resume {results}` retries the running trials")
+        log(
+            f"Ray did not stop within {INTERRUPT_GRACE_S:.0f} s (its processes were probably signalled too): exiting now; "
+            f"`autodistill resume {results}` retries the running trials"
+        )
         sys.stdout.flush()
         os._exit(130)
 

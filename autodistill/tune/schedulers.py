@@ -27,12 +27,11 @@ import math
 from typing import Any
 
 import numpy as np
+import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from ..config import SearchConfig
 from ..pareto import as_minimization, non_dominated_ranks
-
-OPTUNA_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon")
 
 
 def rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[int]:
@@ -92,7 +91,9 @@ class ParetoRungScheduler(FIFOScheduler):
         return self.decide(trial.trial_id, int(result["epoch"]), int(result.get("epochs", 0)), result)
 
     def debug_string(self) -> str:
-        return f"ParetoRungScheduler: grace {self.grace_period}, eta {self.eta:g}, " + ", ".join(f"rung {r}: {len(v)}" for r, v in sorted(self.recorded.items()))
+        return f"ParetoRungScheduler: grace {self.grace_period}, eta {self.eta:g}, " + ", ".join(
+            f"rung {r}: {len(v)}" for r, v in sorted(self.recorded.items())
+        )
 
 
 class AccuracyASHA(FIFOScheduler):
@@ -103,7 +104,12 @@ class AccuracyASHA(FIFOScheduler):
 
         super().__init__()
         self.asha = ASHAScheduler(
-            metric="accuracy", mode="max", time_attr="epoch", grace_period=grace_period, reduction_factor=reduction_factor, max_t=max(max_epochs, grace_period + 1)
+            metric="accuracy",
+            mode="max",
+            time_attr="epoch",
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
+            max_t=max(max_epochs, grace_period + 1),
         )
         self.stop_reasons = stop_reasons
 
@@ -149,21 +155,27 @@ class OptunaPrunerScheduler(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
 
-def make_optuna_pruner(name: str, search: SearchConfig, max_epochs: int):
-    import optuna
+OPTUNA_PRUNERS = {
+    "median": lambda es, max_epochs: optuna.pruners.MedianPruner(n_startup_trials=es.min_trials_per_rung, n_warmup_steps=es.grace_period - 1),
+    "percentile": lambda es, max_epochs: optuna.pruners.PercentilePruner(
+        es.percentile, n_startup_trials=es.min_trials_per_rung, n_warmup_steps=es.grace_period - 1
+    ),
+    "successive_halving": lambda es, max_epochs: optuna.pruners.SuccessiveHalvingPruner(
+        min_resource=es.grace_period, reduction_factor=int(round(es.reduction_factor))
+    ),
+    "hyperband": lambda es, max_epochs: optuna.pruners.HyperbandPruner(
+        min_resource=es.grace_period, max_resource=max_epochs, reduction_factor=int(round(es.reduction_factor))
+    ),
+    "wilcoxon": lambda es, max_epochs: optuna.pruners.WilcoxonPruner(n_startup_steps=es.grace_period),
+}
+"""search.pruner -> the Optuna pruner with the settings of search.early_stopping"""
 
-    es = search.early_stopping
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=es.min_trials_per_rung, n_warmup_steps=es.grace_period - 1)
-    if name == "percentile":
-        return optuna.pruners.PercentilePruner(es.percentile, n_startup_trials=es.min_trials_per_rung, n_warmup_steps=es.grace_period - 1)
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=es.grace_period, reduction_factor=int(round(es.reduction_factor)))
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=es.grace_period, max_resource=max_epochs, reduction_factor=int(round(es.reduction_factor)))
-    if name == "wilcoxon":
-        return optuna.pruners.WilcoxonPruner(n_startup_steps=es.grace_period)
-    raise ValueError(f"unknown Optuna pruner {name!r}")
+
+def make_optuna_pruner(name: str, search: SearchConfig, max_epochs: int):
+    try:
+        return OPTUNA_PRUNERS[name](search.early_stopping, max_epochs)
+    except KeyError:
+        raise ValueError(f"unknown Optuna pruner {name!r}; valid: {', '.join(OPTUNA_PRUNERS)}") from None
 
 
 def make_scheduler(search: SearchConfig, objectives: dict[str, str], max_epochs: int, searcher, stop_reasons: dict[str, str]):

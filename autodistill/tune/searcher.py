@@ -21,17 +21,34 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from ..layout import inflight_path
 from ..space import Dimension, sample
 
-RECORDED_METRICS = ("accuracy", "accuracy_float", "test_accuracy", "params", "macs", "size_mb", "latency_ms", "train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "node")
+RECORDED_METRICS = (
+    "accuracy",
+    "accuracy_float",
+    "test_accuracy",
+    "params",
+    "macs",
+    "size_mb",
+    "latency_ms",
+    "train_s",
+    "steps_s",
+    "trial_s",
+    "worker_rss_mb",
+    "epoch",
+    "resumed_epoch",
+    "node",
+)
 
 
 @dataclass
@@ -47,11 +64,6 @@ class Outcome:
 INTERRUPTED = "interrupted: the driver stopped while it ran"
 
 
-def inflight_path(inflight_dir: Path, number: int) -> Path:
-    """Where a running trial keeps its last epoch checkpoint (model, optimizer, RNG states)."""
-    return Path(inflight_dir) / f"{number:04d}.pt"
-
-
 class OptunaSearcher(Searcher):
     def __init__(
         self,
@@ -59,7 +71,6 @@ class OptunaSearcher(Searcher):
         space: list[Dimension],
         objectives: dict[str, str],
         max_trials: int,
-        on_outcome: Callable[[str, Outcome], None] | None = None,
         inflight_dir: Path | None = None,
         epoch_budget: int | None = None,
     ):
@@ -74,7 +85,6 @@ class OptunaSearcher(Searcher):
         self._live: dict[str, optuna.Trial] = {}
         self._curves: dict[str, list[float]] = {}
         self._last: dict[str, dict] = {}
-        self._on_outcome = on_outcome
         self._inflight_dir = Path(inflight_dir) if inflight_dir is not None else None
         # compute spent, in student-epochs over all trials (earlier runs of the study included)
         self.epoch_budget = epoch_budget
@@ -88,6 +98,8 @@ class OptunaSearcher(Searcher):
         # callback copies a COMPLETE trial's checkpoint there, so a trial is never COMPLETE in
         # the storage without its files. Raising turns the outcome into FAIL.
         self.before_tell: Callable[[str, Outcome], None] | None = None
+        # Called with (trial_id, outcome) once Optuna has it: the study callback counts and prints it.
+        self.after_tell: Callable[[str, Outcome], None] | None = None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # objectives come from the study config, not from Tune
@@ -180,6 +192,13 @@ class OptunaSearcher(Searcher):
                 self.before_tell(trial_id, outcome)
             except Exception as err:  # e.g. the checkpoint could not be copied
                 outcome.state, outcome.reason = "FAIL", f"{type(err).__name__}: {err}"
+        self._tell(trial, outcome)
+        if self.after_tell is not None:
+            self.after_tell(trial_id, outcome)
+        return outcome
+
+    def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        """Record the outcome on the Optuna trial and finish it; its in-flight checkpoint goes."""
         for key, value in outcome.metrics.items():
             trial.set_user_attr(key, value)
         if outcome.reason:
@@ -194,9 +213,6 @@ class OptunaSearcher(Searcher):
             for number in (outcome.number, outcome.continues):  # no longer needed to continue
                 if number is not None:
                     inflight_path(self._inflight_dir, number).unlink(missing_ok=True)
-        if self._on_outcome is not None:
-            self._on_outcome(trial_id, outcome)
-        return outcome
 
     def _outcome(self, trial: optuna.Trial, trial_id: str, result: dict | None, error: bool) -> Outcome:
         metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
@@ -230,7 +246,7 @@ class OptunaSearcher(Searcher):
         # Optuna objects hold locks and a database connection. ``autodistill resume`` never
         # restores this pickle: the Optuna storage is the study's state.
         state = self.__dict__.copy()
-        state.update(_study=None, _live={}, _curves={}, _last={}, _counted={}, _on_outcome=None, ray_trials={}, before_tell=None)
+        state.update(_study=None, _live={}, _curves={}, _last={}, _counted={}, ray_trials={}, before_tell=None, after_tell=None)
         return state
 
     # Ray saves searcher state with its experiment; the Optuna storage holds the real state,

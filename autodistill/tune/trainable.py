@@ -1,5 +1,6 @@
-"""One trial, run inside a Ray actor: resolve the sampled config, build the student,
-distill, measure, checkpoint.
+"""One trial, run inside a Ray actor: resolve the sampled config, hand it to the study's task
+(:meth:`autodistill.tasks.Task.start_trial` builds the student, trains and measures it),
+report every epoch, checkpoint.
 
 Every epoch reports the validation accuracy and each loss component; the costs known before
 training (params, MACs, size) are in every report, so a scheduler can rank by them from the
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import tempfile
 import time
 import traceback
@@ -33,137 +35,41 @@ from typing import Any
 
 import torch
 
-from .. import _io
-from ..compress import Compression
+from .. import _io, layout
 from ..config import StudyConfig
 from ..constraints import cost_bounds, violations
-from ..data import Dataset
-from ..distill import evaluate, train
-from ..measure import measure_latency, peak_rss_mb, state_dict_mb, static_costs
+from ..distill import EpochStats
+from ..measure import peak_rss_mb
 from ..space import resolve
-from ..students import build_student, make_spec
-from ..teacher import TeacherTargets, compute_device
+from ..tasks import Task, TrialResult, TrialRun, get_task
 
 
-def student_spec(trial_cfg: StudyConfig, data: Dataset) -> dict[str, Any]:
-    """Everything needed to rebuild the student: family, its resolved dims, input and output sizes."""
-    family = trial_cfg.student.family
-    return make_spec(family, getattr(trial_cfg.student, family).model_dump(mode="json"), data)
-
-
-def run_trial(
-    config: dict[str, Any],
-    *,
-    study: StudyConfig,
-    data: Dataset,
-    teacher: TeacherTargets | None,
-) -> None:
-    """Ray Tune function trainable. ``config`` = {"number": optuna trial number, "params": {...}}."""
+def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher: Any) -> None:
+    """Ray Tune function trainable. ``config`` = {"number": optuna trial number, "params": {...}}
+    (plus ``inflight``, ``resume_from``, ``continues``, ``seed_number`` from the searcher);
+    ``data`` and ``teacher`` are the task's data and cached teacher outputs."""
     from ray import tune
 
     torch.set_num_threads(max(1, int(study.search.resources.cpu)))
     number, params = config["number"], config["params"]
     started = time.perf_counter()
     base: dict[str, Any] = {"number": number, "node": _node()}
-    inflight = Path(config["inflight"]) if config.get("inflight") else None
     try:
-        trial_cfg = resolve(study, params)
-        spec = student_spec(trial_cfg, data)
+        task = get_task(study.task)
         seed = study.search.seed + int(config.get("seed_number", number))
-        model = build_student(spec, seed=seed)
-        input_shape = tuple(data.x_train.shape[1:])
-        base.update(static_costs(model, input_shape))
-        epochs = trial_cfg.train.epochs
-        compression = None
-        if trial_cfg.compress.active:
-            compression = Compression(trial_cfg.compress, spec, epochs, data, trial_cfg.train.batch_size, model)
-        # the pareto scheduler ranks by the cost objectives at each rung: latency is measured
-        # before training too (and again after pruning), not only at the end
-        rung_latency = study.latency if study.search.pruner == "pareto" and "latency_ms" in study.objectives else None
-        if rung_latency is not None:
-            base["latency_ms"] = measure_latency(model, input_shape, rung_latency).median_ms
-        pruned_costs = _PrunedCosts(compression, input_shape, rung_latency)
-        bounds = cost_bounds(study.constraints)
-        if bounds and compression is None:  # the costs are final: check them before training
-            if "latency_ms" in bounds and "latency_ms" not in base:
-                base["latency_ms"] = measure_latency(model, input_shape, study.latency).median_ms
-            broken = violations(bounds, base)
-            if broken:
-                tune.report({**base, "infeasible": True, "fail_reason": f"infeasible before training: {broken}", "trial_s": time.perf_counter() - started})
-                return
-        resume_state = _resume_state(config)
-        if config.get("continues") is not None:
-            base["continues"] = int(config["continues"])
-            base["resumed_epoch"] = resume_state["epoch"] if resume_state else 0
-        # the epochs before the checkpoint it continues from, sent once with the first report (for the curve)
-        prior = {"prior_curve": [h["accuracy"] for h in resume_state["history"]]} if resume_state else {}
-
-        fault = _injected_fault(number)
-        # Each report waits for the driver. When nothing decides on intermediate results,
-        # epochs are reported in batches (at most one report per interval); every report
-        # carries the accuracies since the last one, so the curves stay complete.
-        interval = study.search.report_interval_s if study.search.pruner == "none" and not study.search.epoch_budget else 0.0
-        unreported: list[float] = []
-        last_report = time.perf_counter()
-
-        def report_epoch(stats) -> None:
-            nonlocal last_report
-            if fault:
-                _inject(fault, stats.epoch, model)
-            base.update(pruned_costs())  # params, MACs, size of the network as it is now
-            unreported.append(stats.accuracy)
-            if stats.epoch < epochs and time.perf_counter() - last_report >= interval:  # the last epoch is reported below, with the checkpoint
-                tune.report({**base, **stats.as_dict(), "epochs": epochs, "curve_tail": list(unreported), **prior})
-                prior.clear()
-                unreported.clear()
-                last_report = time.perf_counter()
-
-        history = train(
-            model,
-            data,
-            trial_cfg.train,
-            trial_cfg.distill,
-            teacher,
-            seed=seed,
-            on_epoch=report_epoch,
-            on_checkpoint=(lambda state: _io.torch_save(inflight, state)) if inflight is not None else None,
-            resume=resume_state,
-            compression=compression,
-            augment=trial_cfg.augment,
-            device=trial_device(study, compression),
-        )
-        model.to("cpu", memory_format=torch.contiguous_format)
-        train_s = time.perf_counter() - started
-        final_stats = history[-1].as_dict()
-        final_stats["steps_s"] = sum(h.steps_s for h in history if h.epoch > int(base.get("resumed_epoch", 0) or 0))
-        if compression is not None:
-            base.update(pruned_costs())
-            model = compression.finish()
-            spec = compression.compressed_spec()
-            if compression.quantized:  # accuracy and size are the int8 network's
-                base["size_mb"] = state_dict_mb(model)
-                final_stats["accuracy_float"] = final_stats["accuracy"]
-                final_stats["accuracy"] = evaluate(model, data, "val")
-        latency = measure_latency(model, input_shape, study.latency)
-        final = {
-            **base,
-            **final_stats,
-            "epochs": epochs,
-            "test_accuracy": evaluate(model, data, "test"),
-            "latency_ms": latency.median_ms,
-            "train_s": train_s,
-            "trial_s": time.perf_counter() - started,
-            "worker_rss_mb": peak_rss_mb(),
-            "finished": True,
-            "curve_tail": list(unreported),
-            **prior,
-        }
-        if not all(math.isfinite(final[k]) for k in ("accuracy", "params", "latency_ms")):
-            raise FloatingPointError(f"non-finite metrics: accuracy={final['accuracy']}, latency={final['latency_ms']}")
+        run = task.start_trial(resolve(study, params), study, data, teacher, seed)
+        base.update(run.costs())
+        if study.search.pruner == "pareto" and set(task.latency_metrics) & set(study.objectives):
+            base.update(run.latency())  # the pareto scheduler ranks by the cost objectives from the first rung on
+        broken = _broken_before_training(study, task, run, base)
+        if broken:
+            tune.report({**base, "infeasible": True, "fail_reason": f"infeasible before training: {broken}", "trial_s": time.perf_counter() - started})
+            return
+        final, result, history = _train_and_measure(config, study, task, run, base, started)
         with tempfile.TemporaryDirectory(prefix="autodistill-ckpt-") as tmp:
-            _io.torch_save(Path(tmp) / "student.pt", model.state_dict())
-            _io.write_json(Path(tmp) / "spec.json", {"spec": spec, "number": number, "params": params, "seed_number": config.get("seed_number", number)})
-            _io.write_json(Path(tmp) / "metrics.json", {"final": final, "history": [h.as_dict() for h in history]})
+            _io.torch_save(Path(tmp) / layout.STUDENT, result.model.state_dict())
+            _io.write_json(Path(tmp) / layout.SPEC, {"spec": result.spec, "number": number, "params": params, "seed_number": config.get("seed_number", number)})
+            _io.write_json(Path(tmp) / layout.METRICS, {"final": final, "history": [h.as_dict() for h in history]})
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
     except Exception as err:  # recorded as a failed trial with its reason; the study goes on
         reason = f"{type(err).__name__}: {err}".strip()
@@ -178,29 +84,76 @@ def run_trial(
         )
 
 
-class _PrunedCosts:
-    """params, MACs and size (and latency, with ``latency``) of a pruned student, computed
-    again only after it changed."""
-
-    def __init__(self, compression: Compression | None, input_shape: tuple[int, ...], latency=None):
-        self.compression, self.input_shape, self.latency = compression, input_shape, latency
-        self.layers: dict | None = None
-        self.costs: dict[str, float] = {}
-
-    def __call__(self) -> dict[str, float]:
-        c = self.compression
-        if c is not None and c.layers and c.layers is not self.layers:
-            pruned = c.float_model()
-            self.layers, self.costs = c.layers, static_costs(pruned, self.input_shape)
-            if self.latency is not None:
-                self.costs["latency_ms"] = measure_latency(pruned, self.input_shape, self.latency).median_ms
-        return self.costs
+def _broken_before_training(study: StudyConfig, task: Task, run: TrialRun, base: dict[str, Any]) -> str:
+    """Which constraints the student's costs break, when they are final before training
+    (no compression to change them); '' when none or not yet known."""
+    bounds = cost_bounds(study.constraints)
+    if not bounds or not run.costs_final:
+        return ""
+    if any(m in bounds and m not in base for m in task.latency_metrics):
+        base.update(run.latency())
+    return violations(bounds, base)
 
 
-def trial_device(study: StudyConfig, compression: Compression | None = None) -> str:
-    """CUDA for a trial given GPUs (``search.resources.gpu``), except a compressed student
-    (pruning and int8 run on the CPU); else the CPU."""
-    return "cpu" if compression is not None else compute_device(study)
+def _train_and_measure(
+    config: dict[str, Any], study: StudyConfig, task: Task, run: TrialRun, base: dict[str, Any], started: float
+) -> tuple[dict[str, Any], TrialResult, list[EpochStats]]:
+    """Train the trial (continuing from a checkpoint when it has one), reporting its epochs,
+    then measure the finished student: (the final report, the student to save, the per-epoch
+    statistics)."""
+    from ray import tune
+
+    number = config["number"]
+    inflight = Path(config["inflight"]) if config.get("inflight") else None
+    resume_state = _resume_state(config)
+    if config.get("continues") is not None:
+        base["continues"] = int(config["continues"])
+        base["resumed_epoch"] = resume_state["epoch"] if resume_state else 0
+    # the epochs before the checkpoint it continues from, sent once with the first report (for the curve)
+    prior = {"prior_curve": [h["accuracy"] for h in resume_state["history"]]} if resume_state else {}
+    epochs = run.epochs
+    fault = _injected_fault(number)
+    # Each report waits for the driver. When nothing decides on intermediate results,
+    # epochs are reported in batches (at most one report per interval); every report
+    # carries the accuracies since the last one, so the curves stay complete.
+    interval = study.search.report_interval_s if study.search.pruner == "none" and not study.search.epoch_budget else 0.0
+    unreported: list[float] = []
+    last_report = time.perf_counter()
+
+    def report_epoch(stats) -> None:
+        nonlocal last_report
+        if fault:
+            _inject(fault, stats.epoch, run.model)
+        base.update(run.costs())  # params, MACs, size of the network as it is now
+        unreported.append(stats.accuracy)
+        if stats.epoch < epochs and time.perf_counter() - last_report >= interval:  # the last epoch is reported below, with the checkpoint
+            tune.report({**base, **stats.as_dict(), "epochs": epochs, "curve_tail": list(unreported), **prior})
+            prior.clear()
+            unreported.clear()
+            last_report = time.perf_counter()
+
+    on_checkpoint = (lambda state: _io.torch_save(inflight, state)) if inflight is not None else None
+    history = run.train(report_epoch, on_checkpoint, resume_state)
+    train_s = time.perf_counter() - started
+    final_stats = history[-1].as_dict()
+    final_stats["steps_s"] = sum(h.steps_s for h in history if h.epoch > int(base.get("resumed_epoch", 0) or 0))
+    result = run.finish(history)
+    final = {
+        **base,
+        **final_stats,
+        **result.metrics,
+        "epochs": epochs,
+        "train_s": train_s,
+        "trial_s": time.perf_counter() - started,
+        "worker_rss_mb": peak_rss_mb(),
+        "finished": True,
+        "curve_tail": list(unreported),
+        **prior,
+    }
+    checked = dict.fromkeys([task.quality, *task.latency_metrics, *study.objectives])
+    if not all(math.isfinite(final[k]) for k in checked):
+        raise FloatingPointError("non-finite metrics: " + ", ".join(f"{k}={final[k]}" for k in checked))
+    return final, result, history
 
 
 def _resume_state(config: dict[str, Any]) -> dict | None:
@@ -244,6 +197,4 @@ def _node() -> str:
 
         return ray.get_runtime_context().get_node_id()
     except Exception:
-        import socket
-
         return socket.gethostname()

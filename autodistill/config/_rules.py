@@ -1,0 +1,116 @@
+"""Rules that tie several sections of a study together, one small named function each.
+
+Each takes the validated :class:`~autodistill.config.StudyConfig` and raises ``ValueError``
+with a message that names the fields it is about; :data:`RULES` is the order they run in.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ._base import choices, has_distribution, may_be_on
+from ._compress import compress_may_be_active
+from ._options import SINGLE_OBJECTIVE_PRUNERS, TASK_METRICS, TASK_QUALITY
+from ._recipe import parse_stages
+
+if TYPE_CHECKING:
+    from ._study import StudyConfig
+
+
+def metrics_of_the_task(config: StudyConfig) -> None:
+    """Objectives and constraints name metrics that the study's task reports."""
+    valid = TASK_METRICS[config.task]
+    for field, metrics in (("objectives", config.objectives), ("constraints", config.constraints)):
+        for metric in metrics:
+            if metric not in valid:
+                raise ValueError(f"{field}: unknown metric {metric!r} for task {config.task}; valid: {', '.join(valid)}")
+
+
+def mixing_needs_a_live_teacher(config: StudyConfig) -> None:
+    augment, distill = config.augment, config.distill
+    if augment.mixes and augment.teacher == "views" and (may_be_on(distill.alpha) or may_be_on(distill.alpha_end)):
+        raise ValueError("augment: mixup and cutmix make images no cached view holds, so the teacher must see each batch: set augment.teacher: live")
+
+
+def cached_views_need_fixed_crops(config: StudyConfig) -> None:
+    augment = config.augment
+    if augment.teacher == "views" and (has_distribution(augment.crop_padding) or has_distribution(augment.flip)):
+        raise ValueError(
+            "augment: with teacher: views the teacher's outputs are cached once per study, so crop_padding and flip "
+            "must be fixed; search them with teacher: live"
+        )
+
+
+def stage_losses_need_a_family_teacher(config: StudyConfig) -> None:
+    """Feature and attention losses read the primary teacher's stage outputs, which only the
+    student families give, and match layers that compression would change."""
+    if not config.distill.needs_teacher_features:
+        return
+    if isinstance(config.all_teachers[0].arch, str):
+        raise ValueError(
+            "distill: feature and attention losses need the teacher's stage outputs, which torchvision teachers do not give here; "
+            "use a teacher from the student families"
+        )
+    if compress_may_be_active(config.compress):
+        raise ValueError("distill: feature and attention losses cannot be combined with compress (pruning and int8 change the matched layers)")
+
+
+def matrix_attention_needs_a_vit_teacher(config: StudyConfig) -> None:
+    arch = config.teacher.arch
+    if "matrix" in choices(config.distill.attention_type) and (isinstance(arch, str) or arch["family"] != "vit"):
+        raise ValueError("distill.attention_type: matrix matches self-attention matrices, so the teacher must be a vit")
+
+
+def feature_stages_parse(config: StudyConfig) -> None:
+    for stages in choices(config.distill.feature_stages):
+        parse_stages(stages, None)
+
+
+def int8_and_onnxruntime_run_on_the_cpu(config: StudyConfig) -> None:
+    if any(q != "none" for q in choices(config.compress.quantize)) and config.latency.device == "cuda":
+        raise ValueError("compress.quantize: int8 models run on the CPU only; use latency.device: cpu")
+    if config.latency.backend == "onnxruntime" and config.latency.device == "cuda":
+        raise ValueError("latency.backend: onnxruntime measures on the CPU here; use latency.device: cpu or another backend")
+
+
+def stage_rates_match_the_stages(config: StudyConfig) -> None:
+    stage_rates = config.compress.prune_stage_rates
+    if stage_rates is None:
+        return
+    for family in choices(config.student.family):
+        dims = getattr(config.student, family)
+        if not hasattr(dims, "widths"):
+            raise ValueError(f"compress.prune_stage_rates: student.{family} has no stages of channels to prune")
+        if len(dims.widths) != len(stage_rates):
+            raise ValueError(f"compress.prune_stage_rates has {len(stage_rates)} rates but student.{family} has {len(dims.widths)} stages")
+
+
+def pruner_fits_the_objectives(config: StudyConfig) -> None:
+    pruner, quality = config.search.pruner, TASK_QUALITY[config.task]
+    if pruner in SINGLE_OBJECTIVE_PRUNERS and list(config.objectives) != [quality]:
+        raise ValueError(
+            f"search.pruner: {pruner} is an Optuna pruner, which needs objectives to be {quality} alone "
+            f"(Optuna cannot report intermediate values in multi-objective studies); got {', '.join(config.objectives)}: use pareto"
+        )
+    if pruner in ("pareto", "asha") and quality not in config.objectives:
+        raise ValueError(f"search.pruner: {pruner} ranks trials by {quality} at each rung, so objectives must include {quality}")
+
+
+def pruning_leaves_an_epoch_to_fine_tune(config: StudyConfig) -> None:
+    steps, epochs = config.compress.prune_steps, config.train.epochs
+    if config.compress.prunes and isinstance(steps, int) and isinstance(epochs, int) and steps >= epochs:
+        raise ValueError(f"compress.prune_steps ({steps}) needs at least {steps + 1} train.epochs (one fine-tunes after the last step), got {epochs}")
+
+
+RULES = (
+    metrics_of_the_task,
+    mixing_needs_a_live_teacher,
+    stage_losses_need_a_family_teacher,
+    matrix_attention_needs_a_vit_teacher,
+    feature_stages_parse,
+    cached_views_need_fixed_crops,
+    int8_and_onnxruntime_run_on_the_cpu,
+    stage_rates_match_the_stages,
+    pruner_fits_the_objectives,
+    pruning_leaves_an_epoch_to_fine_tune,
+)

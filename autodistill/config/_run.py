@@ -1,0 +1,101 @@
+"""``search:``, ``latency:``, ``execution:`` and the bounds of ``constraints:``: how the study
+runs, what it measures with, and where it writes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ._base import Section
+from ._options import LATENCY_BACKENDS, LATENCY_DEVICES, PRUNERS, SAMPLERS
+
+
+class SearchResources(Section):
+    cpu: float = Field(1.0, gt=0)
+    """CPUs per trial (also its torch threads)"""
+    gpu: float = Field(0.0, ge=0)
+    """GPUs per trial; fractions share a GPU"""
+
+
+class EarlyStoppingConfig(Section):
+    grace_period: int = Field(2, ge=1)
+    """epochs every trial trains before it can be stopped (the first rung)"""
+    reduction_factor: float = Field(3.0, gt=1)
+    """eta: rungs at grace_period x eta^k epochs, and the best 1/eta of the trials at a rung go on"""
+    min_trials_per_rung: int = Field(3, ge=1)
+    """a rung stops nobody until this many trials reached it (pareto); Optuna pruners: trials before pruning starts"""
+    percentile: float = Field(25.0, gt=0, lt=100)
+    """percentile pruner: stop a trial below this percentile of the others at the same epoch"""
+
+
+class SearchConfig(Section):
+    sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    """tpe (multivariate, constant liar), nsga2, gp (Gaussian process), or random; all seeded, all but random use the constraints"""
+    points_to_evaluate: list[dict[str, Any]] = Field(default_factory=list)
+    """configurations tried first, e.g. [{distill.alpha: 0.9, distill.temperature.start: 4.0}]: keys are dimension names (see autodistill validate), unlisted dimensions are sampled"""
+    trials: int = Field(20, ge=1)
+    """number of finished trials the study aims for"""
+    time_budget_s: float | None = Field(None, gt=0)
+    """stop starting trials after this many seconds (running ones are stopped too)"""
+    epoch_budget: int | None = Field(None, ge=1)
+    """stop the search after this many student-epochs, summed over all trials (stopped ones included; running ones are stopped too): equal compute for searches that stop trials early and those that do not"""
+    max_concurrent: int = Field(2, ge=1)
+    """trials running at once (each takes resources.cpu CPUs)"""
+    seed: int = 0
+    """seed of the sampler; trial n trains with seed + n"""
+    pruner: Literal[PRUNERS] = "none"  # type: ignore[valid-type]
+    """early stopping: none; pareto (multi-objective successive halving: a trial is compared with those that cost as little); asha (accuracy only); or an Optuna pruner for single-objective studies: median, percentile, successive_halving, hyperband, wilcoxon"""
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    """rungs of pareto / asha and the settings of the Optuna pruners"""
+    report_interval_s: float = Field(1.0, ge=0)
+    """with pruner none and no epoch_budget (nothing decides on intermediate results), a trial reports to the driver at most this often, each report carrying every epoch since the last (the curves stay complete); 0 = every epoch (one TensorBoard point per epoch). Each report costs the trial a round trip through the driver (~25 ms)"""
+    max_failures: int = Field(1, ge=0)
+    """times Ray restarts a trial whose worker process died (killed, out of memory, node lost); the restart continues from its last epoch. A trial that raises or diverges is not retried"""
+    resources: SearchResources = SearchResources()
+    """per trial"""
+
+
+class LatencyConfig(Section):
+    device: Literal[LATENCY_DEVICES] = "cpu"  # type: ignore[valid-type]
+    """where latency is measured (cuda: CUDA events after synchronisation)"""
+    backend: Literal[LATENCY_BACKENDS] = "torch"  # type: ignore[valid-type]
+    """what runs the timed model: torch (eager), torchscript (traced and frozen) or onnxruntime (the exported ONNX file, CPU); pick the one you deploy with"""
+    batch_size: int = Field(1, ge=1)
+    """images per timed forward pass"""
+    threads: int = Field(1, ge=1)
+    """torch intra-op threads while timing (1 = a phone / a shared server core)"""
+    warmup: int = Field(10, ge=0)
+    """untimed runs before timing"""
+    repeats: int = Field(30, ge=1)
+    """timed runs in a trial; the median is reported"""
+    final_repeats: int = Field(200, ge=1)
+    """timed runs when the front is re-measured alone at the end of the study"""
+
+
+class ExecutionConfig(Section):
+    address: str | None = None
+    """Ray cluster address (auto, ray://host:port); None starts a local Ray"""
+    storage: str | None = None
+    """SQLAlchemy URL of the Optuna storage; default sqlite:///<results>/<name>/study.db"""
+    results: str = "results"
+    """directory under which the study's folder <name> is created"""
+    teacher_cache_gb: float = Field(2.0, ge=0)
+    """largest cache of the primary teacher's stage outputs (float16, the training set) for feature and attention losses, shared with trials through the Ray object store; bigger -> the teacher runs on every batch instead; 0 = never cache"""
+    ray_storage: str | None = None
+    """where Ray Tune keeps its experiment and trial checkpoints (its storage_path): a folder every node can write (NFS) or a URI (s3://..., gs://...); default <results>/<name>, right for one machine or a shared filesystem"""
+
+
+class Bound(Section):
+    min: float | None = None
+    """the metric must be at least this"""
+    max: float | None = None
+    """the metric must be at most this"""
+
+    @model_validator(mode="after")
+    def _check(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self

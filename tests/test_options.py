@@ -1,0 +1,64 @@
+"""Each option list of the study file (autodistill.config._options) names exactly what the
+code that acts on it knows: a value cannot validate and then fail deep inside a trial."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autodistill.compress.prune import _NNI_PRUNERS, IMPORTANCES
+from autodistill.config import _options as options
+from autodistill.config import parse_config
+from autodistill.data import LOADERS
+from autodistill.distill.schedules import RAMPS, ramp
+from autodistill.tasks import TASK_TYPES, get_task, list_tasks
+from autodistill.tune.runner import make_sampler
+from autodistill.tune.schedulers import OPTUNA_PRUNERS, make_scheduler
+
+
+def test_tasks_are_the_registered_ones():
+    assert set(options.TASKS) == set(list_tasks()) == set(TASK_TYPES)
+    assert set(options.TASK_METRICS) == set(options.TASKS) == set(options.TASK_QUALITY)
+    for name in options.TASKS:
+        task = get_task(name)
+        assert task.name == name
+        assert task.quality in task.metrics
+        assert set(task.latency_metrics) <= set(task.metrics)
+        assert task.export_formats
+
+
+def test_unknown_task_is_named():
+    with pytest.raises(ValueError, match="unknown task 'speech'; valid: image_classification"):
+        get_task("speech")
+
+
+def test_datasets_have_loaders():
+    assert set(options.DATASETS) == set(LOADERS)
+
+
+def test_schedules_have_ramps():
+    assert set(options.TEMPERATURE_SCHEDULES) == set(RAMPS) | {"adaptive"}  # adaptive reads the teacher's entropy
+    assert set(options.WEIGHT_SCHEDULES) <= set(RAMPS)
+    for name in RAMPS:  # every ramp goes from start to end
+        assert ramp(name, 4.0, 1.0, 0.0, steps=3) == 4.0
+        assert ramp(name, 4.0, 1.0, 1.0, steps=3) == (4.0 if name == "constant" else pytest.approx(1.0))
+
+
+def test_importances_have_torch_pruning_factories():
+    assert set(options.PRUNE_IMPORTANCES) == set(IMPORTANCES)
+    assert set(options.NNI_IMPORTANCES) == set(_NNI_PRUNERS)
+
+
+@pytest.mark.parametrize("name", options.PRUNERS)
+def test_every_pruner_builds_its_scheduler(name):
+    assert set(options.SINGLE_OBJECTIVE_PRUNERS) == set(OPTUNA_PRUNERS)
+    objectives = {"accuracy": "max"} if name in options.SINGLE_OBJECTIVE_PRUNERS else {"accuracy": "max", "params": "min"}
+    config = parse_config({"objectives": objectives, "search": {"pruner": name}})
+    scheduler = make_scheduler(config.search, config.objectives, 10, searcher=None, stop_reasons={})
+    assert (scheduler is None) == (name == "none")
+
+
+@pytest.mark.parametrize("name", options.SAMPLERS)
+def test_every_sampler_builds(name):
+    sampler = make_sampler(parse_config({"search": {"sampler": name}}))
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
