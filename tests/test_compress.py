@@ -272,7 +272,7 @@ def test_study_with_compression_records_real_costs_and_exports_int8(tmp_path):
     for _, row in done.iterrows():
         trial_dir = results / "trials" / f"{int(row['number']):04d}"
         spec = json.loads((trial_dir / "spec.json").read_text())["spec"]
-        network = build_student(spec)
+        network = build_network(spec)
         network.load_state_dict(torch.load(trial_dir / "student.pt", weights_only=True))
         quantized = row["param.compress.quantize"] == "ptq"
         assert is_quantized(network) == quantized
