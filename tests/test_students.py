@@ -112,3 +112,14 @@ def test_the_class_activation_map_decomposes_the_logits(family):
     pooled = feats[-1].mean(dim=(2, 3))  # (B, C)
     bias = logits - pooled @ model.cam_weight().T
     assert torch.allclose(bias, bias[:1].expand_as(bias), atol=1e-5)  # the same bias for every sample
+
+
+def test_a_compressed_spec_is_built_by_build_network_only():
+    from autodistill.compress import build_network
+    from autodistill.compress.quantize import is_quantized
+
+    plain = {"family": "cnn", "dims": {"widths": [8, 16], "depths": [1, 1]}, "in_channels": 1, "num_classes": 10, "image_size": 8}
+    int8 = {**plain, "compress": {"quantize": {"method": "ptq", "engine": "x86"}}}
+    with pytest.raises(ValueError, match="compress entry.*build_network"):
+        build_student(int8)
+    assert is_quantized(build_network(int8)) and not is_quantized(build_network(plain))

@@ -161,7 +161,7 @@ def build_network(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_network(spec)
-    model = build_student(spec)
+    model = build_student({k: v for k, v in spec.items() if k != "compress"})
     return rebuild(model, spec) if spec.get("compress") else model
 
 

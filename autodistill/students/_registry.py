@@ -68,9 +68,9 @@ def build_student(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
     """Build a network from a spec: ``{family, dims, in_channels, num_classes, image_size}``.
 
     ``dims`` hold fixed values only (a resolved trial, or a teacher architecture). A family
-    ``torchvision:<name>`` builds a torchvision model (teachers only). A spec's ``compress``
-    entry (a pruned and/or int8 student) is ignored here:
-    :func:`autodistill.compress.build_network` applies it.
+    ``torchvision:<name>`` builds a torchvision model (teachers only). A spec with a
+    ``compress`` entry (a pruned and/or int8 student) is built by
+    :func:`autodistill.compress.build_network`, which applies it.
 
     With ``seed`` the initial weights are a function of the seed alone (the global RNG is
     left as it was); without, they come from the global RNG.
@@ -79,6 +79,8 @@ def build_student(spec: dict[str, Any], seed: int | None = None) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return build_student(spec)
+    if spec.get("compress"):
+        raise ValueError("this spec has a compress entry (a pruned or int8 student): build it with autodistill.compress.build_network")
     if spec["family"].startswith("torchvision:"):
         return build_torchvision(spec["family"].split(":", 1)[1], spec["in_channels"], spec["num_classes"])
     family = get_family(spec["family"])
