@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from . import _io
+from .config import TASK_QUALITY
+from .tasks import curve_attr
 
 _LOG_SCALE = {"params", "macs", "size_mb"}
 _LABELS = {
@@ -94,7 +96,7 @@ def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, st
         _front_3d(objectives, complete, front),
         _hypervolume_figure(summary.get("hypervolume_history") or []),
         _importance_figure(summary.get("importances") or {}),
-        _curves_figure(study),
+        _curves_figure(study, TASK_QUALITY[config.task][0]),
     ]
     figures = [f for f in figures if f is not None]
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{i}") for i, f in enumerate(figures)]
@@ -226,15 +228,15 @@ def _importance_figure(importances: dict[str, dict[str, float]]):
     return imp
 
 
-def _curves_figure(study):
-    """Validation accuracy per epoch of every trial, completed vs stopped."""
+def _curves_figure(study, quality: str):
+    """The quality metric (validation accuracy) per epoch of every trial, completed vs stopped."""
     import plotly.graph_objects as go
 
     colors = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#d62728"}
     curves = go.Figure()
     shown: set[str] = set()
     for t in study.get_trials(deepcopy=False):
-        curve = t.user_attrs.get("accuracy_curve") or []
+        curve = t.user_attrs.get(curve_attr(quality)) or []
         if not curve:
             continue
         state = "FAIL" if t.state.name == "FAIL" else t.state.name
@@ -253,7 +255,8 @@ def _curves_figure(study):
             )
         )
         shown.add(label)
-    curves.update_layout(height=400, title="Validation accuracy per epoch: completed vs stopped trials", xaxis_title="epoch", yaxis_title="accuracy")
+    label = _LABELS.get(quality, quality)
+    curves.update_layout(height=400, title=f"{label[0].upper()}{label[1:]} per epoch: completed vs stopped trials", xaxis_title="epoch", yaxis_title=quality)
     return curves
 
 

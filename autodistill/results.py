@@ -14,28 +14,14 @@ import pandas as pd
 
 from . import _io, layout
 from ._errors import AutodistillError, CheckpointError
-from .config import METRICS, LatencyConfig, StudyConfig
+from .config import LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
 from .report import write_html, write_png
-from .tasks import Task, get_task
+from .tasks import Task, curve_attr, get_task
 
-TRIAL_COLUMNS = [
-    "number",
-    "state",
-    "accuracy",
-    "test_accuracy",
-    "params",
-    "macs",
-    "size_mb",
-    "latency_ms",
-    "epochs_done",
-    "study_epochs",
-    "train_s",
-    "steps_s",
-    "trial_s",
-    "fail_reason",
-]
+RUN_COLUMNS = ["epochs_done", "study_epochs", "train_s", "steps_s", "trial_s", "fail_reason"]
+"""the columns of trials.csv after the task's metrics, whatever the task"""
 
 
 def rdb_storage(url: str):
@@ -88,17 +74,18 @@ def storage_url(config: StudyConfig) -> str:
     return config.execution.storage or f"sqlite:///{layout.study_db(config.results_dir).resolve()}"
 
 
-def trials_frame(study) -> pd.DataFrame:
-    """One row per Optuna trial: state, metrics, sampled parameters (``param.<name>``)."""
+def trials_frame(study, task: Task) -> pd.DataFrame:
+    """One row per Optuna trial: state, the task's metrics, timings, sampled parameters (``param.<name>``)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         row: dict[str, Any] = {"number": t.number, "state": t.state.name}
-        for key in ("accuracy", "test_accuracy", *METRICS[1:], "train_s", "steps_s", "trial_s", "worker_rss_mb"):
+        for key in (*task.recorded_metrics, "train_s", "steps_s", "trial_s", "worker_rss_mb"):
             row[key] = attrs.get(key, np.nan)
-        if "accuracy_float" in attrs:  # an int8 student: its accuracy before quantization
-            row["accuracy_float"] = attrs["accuracy_float"]
-        row["epochs_done"] = len(attrs.get("accuracy_curve", []))
+        for key in task.optional_metrics:  # e.g. an int8 student's accuracy before quantization
+            if key in attrs:
+                row[key] = attrs[key]
+        row["epochs_done"] = len(attrs.get(curve_attr(task.quality), []))
         row["study_epochs"] = attrs.get("study_epochs", np.nan)  # student-epochs the study had spent when it ended
         row["fail_reason"] = attrs.get("fail_reason", "")
         row["node"] = attrs.get("node", "")  # the Ray node the trial ran on
@@ -109,11 +96,12 @@ def trials_frame(study) -> pd.DataFrame:
         for key, value in t.params.items():
             row[f"param.{key}"] = value
         rows.append(row)
+    columns = ["number", "state", *task.recorded_metrics, *RUN_COLUMNS]
     frame = pd.DataFrame(rows)
     if frame.empty:
-        return pd.DataFrame(columns=TRIAL_COLUMNS)
+        return pd.DataFrame(columns=columns)
     frame["continues"] = frame["continues"].astype("Int64")
-    first = [c for c in TRIAL_COLUMNS if c in frame.columns]
+    first = [c for c in columns if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
@@ -239,7 +227,7 @@ def finalize(config: StudyConfig, study, teacher: dict[str, Any], log: Callable[
     results_dir = config.results_dir
     task = get_task(config.task)
     objectives = config.objectives
-    trials = trials_frame(study)
+    trials = trials_frame(study, task)
     if config.constraints and len(trials):  # only feasible completed trials make the front
         trials["feasible"] = feasible(trials, config.constraints) & (trials["state"] == "COMPLETE")
     _io.write_text(results_dir / layout.TRIALS_CSV, trials.to_csv(index=False))

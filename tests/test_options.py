@@ -22,7 +22,8 @@ def test_tasks_are_the_registered_ones():
     for name in options.TASKS:
         task = get_task(name)
         assert task.name == name
-        assert task.quality in task.metrics
+        assert task.quality in task.metrics and task.quality_mode in ("max", "min")
+        assert task.quality in task.recorded_metrics and set(task.metrics) <= set(task.recorded_metrics)
         assert set(task.latency_metrics) <= set(task.metrics)
         assert task.export_formats
 
@@ -54,7 +55,7 @@ def test_every_pruner_builds_its_scheduler(name):
     assert set(options.SINGLE_OBJECTIVE_PRUNERS) == set(OPTUNA_PRUNERS)
     objectives = {"accuracy": "max"} if name in options.SINGLE_OBJECTIVE_PRUNERS else {"accuracy": "max", "params": "min"}
     config = parse_config({"objectives": objectives, "search": {"pruner": name}})
-    scheduler = make_scheduler(config.search, config.objectives, 10, searcher=None, stop_reasons={})
+    scheduler = make_scheduler(config.search, config.objectives, 10, searcher=None, stop_reasons={}, quality=get_task(config.task).quality)
     assert (scheduler is None) == (name == "none")
 
 

@@ -24,7 +24,9 @@ def test_rungs():
 
 
 def _scheduler(min_trials=2, eta=2.0):
-    return ParetoRungScheduler({"accuracy": "max", "params": "min"}, grace_period=1, reduction_factor=eta, min_trials_per_rung=min_trials, stop_reasons={})
+    return ParetoRungScheduler(
+        {"accuracy": "max", "params": "min"}, grace_period=1, reduction_factor=eta, quality="accuracy", min_trials_per_rung=min_trials, stop_reasons={}
+    )
 
 
 def test_pareto_scheduler_keeps_cheap_students_that_accuracy_alone_would_stop():

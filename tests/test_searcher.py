@@ -5,16 +5,18 @@ import pytest
 
 from autodistill import parse_config
 from autodistill.space import search_space
+from autodistill.tasks import get_task
 from autodistill.tune.searcher import OptunaSearcher
 
 OBJECTIVES = {"accuracy": "max", "params": "min"}
+TASK = get_task("image_classification")
 
 
 @pytest.fixture
 def searcher(tmp_path):
     cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
-    return OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=5), study
+    return OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=5, task=TASK), study
 
 
 def finished(**extra):
@@ -133,7 +135,7 @@ def test_interrupted_trial_is_failed_then_retried_from_its_checkpoint(tmp_path):
     cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     inflight = tmp_path / "inflight"
-    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=3, inflight_dir=inflight)
+    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=3, task=TASK, inflight_dir=inflight)
     s.suggest("a")
     live, killed = s.suggest("b"), s.suggest("c")
     assert live["inflight"] == str(inflight / "0001.pt")
@@ -146,13 +148,13 @@ def test_interrupted_trial_is_failed_then_retried_from_its_checkpoint(tmp_path):
     assert outcome.state == "FAIL" and outcome.interrupted and "interrupted" in outcome.reason
     assert (inflight / "0001.pt").exists()  # kept for the retry
 
-    rec = recover(study, inflight, log=lambda m: None)
+    rec = recover(study, inflight, TASK.quality, log=lambda m: None)
     assert rec.counted == 1 and rec.failed_stale == [killed["number"]]
     assert rec.retries == {live["number"]: 1, killed["number"]: None}
     assert sum(counted(t) for t in study.get_trials()) == 1
-    assert recover(study, inflight, log=lambda m: None).retries == {}  # retried once, not twice
+    assert recover(study, inflight, TASK.quality, log=lambda m: None).retries == {}  # retried once, not twice
 
-    s2 = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=2, inflight_dir=inflight)
+    s2 = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=2, task=TASK, inflight_dir=inflight)
     retry = s2.suggest("d")
     assert retry["continues"] == live["number"] and retry["resume_from"] == str(inflight / "0001.pt")
     assert retry["params"] == live["params"] and retry["seed_number"] == live["seed_number"]
@@ -173,23 +175,23 @@ def test_a_trial_killed_while_its_parameters_were_sampled_is_not_retried(tmp_pat
     cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
     inflight = tmp_path / "inflight"
-    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=3, inflight_dir=inflight)
+    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=3, task=TASK, inflight_dir=inflight)
     ran = s.suggest("a")  # handed to Ray, then the driver was killed
     half = study.ask()  # the driver was killed inside suggest(): no ray_trial_id, no parameters
-    rec = recover(study, inflight, log=lambda m: None)
+    rec = recover(study, inflight, TASK.quality, log=lambda m: None)
     assert rec.failed_stale == [ran["number"], half.number] and rec.retries == {ran["number"]: None}
     (t,) = [t for t in study.get_trials() if t.number == half.number]
     assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"]
     assert "before it started: its parameters were being sampled" in t.user_attrs["fail_reason"]
 
-    s2 = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=2, inflight_dir=inflight)
+    s2 = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=2, task=TASK, inflight_dir=inflight)
     study.ask()  # the retry of `ran` is asked, and the driver is killed again before it reached Ray
-    rec = recover(study, inflight, log=lambda m: None)
+    rec = recover(study, inflight, TASK.quality, log=lambda m: None)
     assert rec.retries == {ran["number"]: None}  # `ran` is retried again, with its parameters
     retry = s2.suggest("b")
     assert retry["continues"] == ran["number"] and retry["params"] == ran["params"]
     s2.on_trial_complete("b", finished())
-    assert recover(study, inflight, log=lambda m: None).retries == {}
+    assert recover(study, inflight, TASK.quality, log=lambda m: None).retries == {}
 
 
 @pytest.mark.integration
@@ -198,7 +200,7 @@ def test_epochs_are_counted_once_and_the_budget_ends_the_search(tmp_path):
 
     cfg = parse_config({"train": {"lr": {"low": 1e-3, "high": 1e-2, "log": True}}})
     study = optuna.create_study(directions=["maximize", "minimize"], storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
-    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=10, epoch_budget=7)
+    s = OptunaSearcher(study, search_space(cfg), OBJECTIVES, max_trials=10, task=TASK, epoch_budget=7)
     s.suggest("a"), s.suggest("b")
     for epoch in (1, 2):
         s.on_trial_result("a", {"accuracy": 0.5, "epoch": epoch})
@@ -222,7 +224,7 @@ def test_epochs_are_counted_once_and_the_budget_ends_the_search(tmp_path):
     assert [t.user_attrs["study_epochs"] for t in trials] == [3, 7, 7]
     # what a resumed study starts from: b's curve holds 4 epochs, 2 of them the continued trial's
     assert len(trials[1].user_attrs["accuracy_curve"]) == 4 and trials[1].user_attrs["resumed_epoch"] == 2
-    assert epochs_spent(study) == 7
+    assert epochs_spent(study, TASK.quality) == 7
 
 
 def test_a_trial_cut_after_its_final_result_and_checkpoint_is_complete(searcher):

@@ -10,8 +10,9 @@ TASK_METRICS = {
 }
 """the metrics each task reports, each usable as an objective or a constraint"""
 
-TASK_QUALITY = {"image_classification": "accuracy"}
-"""the quality metric (maximised) that early stopping ranks trials by at a rung"""
+TASK_QUALITY = {"image_classification": ("accuracy", "max")}
+"""the quality metric of each task and its direction: reported every epoch (its per-epoch
+curve is stored on each trial as ``<metric>_curve``), ranked by early stopping at a rung"""
 
 METRICS = TASK_METRICS["image_classification"]
 """Metric names of image classification: validation accuracy (0-1), parameters,

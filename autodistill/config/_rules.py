@@ -86,7 +86,7 @@ def stage_rates_match_the_stages(config: StudyConfig) -> None:
 
 
 def pruner_fits_the_objectives(config: StudyConfig) -> None:
-    pruner, quality = config.search.pruner, TASK_QUALITY[config.task]
+    pruner, (quality, _) = config.search.pruner, TASK_QUALITY[config.task]
     if pruner in SINGLE_OBJECTIVE_PRUNERS and list(config.objectives) != [quality]:
         raise ValueError(
             f"search.pruner: {pruner} is an Optuna pruner, which needs objectives to be {quality} alone "

@@ -7,7 +7,7 @@ A new kind of task is one new package here that implements :class:`Task` and one
 
 from __future__ import annotations
 
-from ._base import ExportResult, Task, Teachers, TrialResult, TrialRun, VerificationError
+from ._base import ExportResult, Task, Teachers, TrialResult, TrialRun, VerificationError, curve_attr
 from .image_classification import ImageClassification
 
 TASK_TYPES: dict[str, type[Task]] = {
@@ -27,4 +27,4 @@ def get_task(name: str) -> Task:
         raise ValueError(f"unknown task {name!r}; valid: {', '.join(list_tasks())}") from None
 
 
-__all__ = ["TASK_TYPES", "ExportResult", "Task", "Teachers", "TrialResult", "TrialRun", "VerificationError", "get_task", "list_tasks"]
+__all__ = ["TASK_TYPES", "ExportResult", "Task", "Teachers", "TrialResult", "TrialRun", "VerificationError", "curve_attr", "get_task", "list_tasks"]

@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 
 
+def curve_attr(quality: str) -> str:
+    """The Optuna user attribute holding a trial's per-epoch curve of the task's quality
+    metric (``accuracy_curve`` for image classification)."""
+    return f"{quality}_curve"
+
+
 class VerificationError(AutodistillError):
     """An exported file does not reproduce the student."""
 
@@ -114,10 +120,22 @@ class Task(ABC):
         """Every metric the task reports, each usable as an objective or a constraint."""
         return TASK_METRICS[self.name]
 
+    recorded_metrics: ClassVar[tuple[str, ...]]
+    """what a trial's final report holds of its own (beyond timings): recorded on the Optuna
+    trial, and the first columns of trials.csv after number and state"""
+    optional_metrics: ClassVar[tuple[str, ...]] = ()
+    """recorded too, and a column of trials.csv only where some trial has them"""
+
     @property
     def quality(self) -> str:
-        """The quality metric (maximised) that early stopping ranks trials by."""
-        return TASK_QUALITY[self.name]
+        """The quality metric: reported every epoch, its curve stored on each trial
+        (``<quality>_curve``), ranked by early stopping at each rung."""
+        return TASK_QUALITY[self.name][0]
+
+    @property
+    def quality_mode(self) -> str:
+        """``max`` or ``min``: which way the quality metric is better."""
+        return TASK_QUALITY[self.name][1]
 
     # -- before the study ------------------------------------------------------------------
     @abstractmethod

@@ -32,10 +32,13 @@ class StudyProgress(Callback):
         searcher: OptunaSearcher,
         objectives: dict[str, str],
         total: int,
+        *,
+        quality: str,
         console: Console | None = None,
         done_before: int = 0,
     ):
         self.results_dir = results_dir
+        self.quality = quality  # the task's quality metric: shown for running trials, orders the front
         self.objectives = objectives
         self.total = total + done_before
         self.done_before = done_before
@@ -74,7 +77,8 @@ class StudyProgress(Callback):
         values = np.array([[row[m] for m in names] for row in self.complete], dtype=float)
         mask = non_dominated_mask(as_minimization(values, [self.objectives[m] for m in names]))
         front = [row for row, keep in zip(self.complete, mask) if keep]
-        return sorted(front, key=lambda r: -r["accuracy"] if "accuracy" in r else 0)
+        sign = -1 if self.objectives.get(self.quality, "max") == "max" else 1
+        return sorted(front, key=lambda r: sign * r[self.quality] if self.quality in r else 0)
 
     def _render(self) -> Group:
         elapsed = time.time() - self.started_at
@@ -84,13 +88,13 @@ class StudyProgress(Callback):
             f"{self.counts['PRUNED']} stopped), {len(self.running)} running, {elapsed:.0f} s"
         )
         running = Table(title="running", title_justify="left", box=None)
-        for col in ("trial", "epoch", "accuracy", "params"):
+        for col in ("trial", "epoch", self.quality, "params"):
             running.add_column(col, justify="right")
         for info in self.running.values():
             running.add_row(
                 str(info.get("number", "?")),
                 f"{info.get('epoch', 0)}/{info.get('epochs', '?')}",
-                format_metric("accuracy", info.get("accuracy")),
+                format_metric(self.quality, info.get(self.quality)),
                 format_metric("params", info.get("params")),
             )
         front = Table(title="Pareto front so far", title_justify="left")
@@ -119,7 +123,7 @@ class StudyProgress(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         entry = self.running.setdefault(trial.trial_id, {"number": trial.config.get("number")})
-        for key in ("epoch", "epochs", "accuracy", "params"):
+        for key in ("epoch", "epochs", self.quality, "params"):
             if key in result:
                 entry[key] = result[key]
         self._refresh()

@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..layout import inflight_path
+from ..tasks import curve_attr
 from .searcher import INTERRUPTED
 
 
@@ -50,14 +51,15 @@ def started(trial: optuna.trial.FrozenTrial) -> bool:
     return "ray_trial_id" in trial.user_attrs
 
 
-def recover(study: optuna.Study, inflight_dir: Path, log: Callable[[str], None] = print) -> Recovery:
-    """Fail stale RUNNING trials and enqueue a retry for every interrupted trial without one."""
+def recover(study: optuna.Study, inflight_dir: Path, quality: str, log: Callable[[str], None] = print) -> Recovery:
+    """Fail stale RUNNING trials and enqueue a retry for every interrupted trial without one
+    (``quality``: the task's quality metric, whose curve says how many epochs a trial did)."""
     import torch
 
     storage = study._storage
     rec = Recovery()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        epochs = len(trial.user_attrs.get("accuracy_curve", []))
+        epochs = len(trial.user_attrs.get(curve_attr(quality), []))
         when = f"after epoch {epochs}" if started(trial) else "before it started: its parameters were being sampled"
         storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         storage.set_trial_user_attr(trial._trial_id, "fail_reason", f"{INTERRUPTED} ({when}; left RUNNING by a killed driver)")

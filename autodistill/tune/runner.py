@@ -157,7 +157,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
         warnings.simplefilter("ignore")  # experimental in Optuna since 3.2
         study.set_metric_names(list(config.objectives))  # optuna-dashboard labels its axes with them
     inflight_dir = layout.inflight_dir(results_dir)
-    recovery = recover(study, inflight_dir, log)
+    recovery = recover(study, inflight_dir, task.quality, log)
     for line in describe(recovery, config.search.trials) if resume else []:
         log(line)
     # Seeded by the number of trials so far: a resumed random or NSGA-II sampler does not
@@ -170,7 +170,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
         for point in config.search.points_to_evaluate:  # tried first, in order
             study.enqueue_trial(point, skip_if_exists=True)
     to_run = max(config.search.trials - recovery.counted, 0)
-    searcher = OptunaSearcher(study, space, config.objectives, to_run, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget)
+    searcher = OptunaSearcher(study, space, config.objectives, to_run, task=task, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget)
     search_s = 0.0
     if searcher.budget_spent():
         log(f"the epoch budget ({config.search.epoch_budget}) is spent: {searcher.epochs_spent} student-epochs trained; no trials to run")
@@ -179,7 +179,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
         targets = task.teacher_targets(config, data, teachers, log)
-        search_s = _search(config, results_dir, searcher, to_run, recovery.counted, data, targets, log)
+        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log)
     summary = finalize(config, study, teacher, log)
     summary["wall_s"] = time.perf_counter() - started
     summary["search_s"] = search_s
@@ -189,17 +189,17 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     summary["platform"] = {"python": platform.python_version(), "machine": platform.machine(), "ray": ray.__version__}
     _io.write_json(results_dir / layout.STUDY_JSON, summary)
     shutil.rmtree(inflight_dir, ignore_errors=True)  # every trial has an outcome: nothing to continue
-    return StudyResult(results_dir, summary, trials_frame(study), load_front(results_dir), summary["wall_s"])
+    return StudyResult(results_dir, summary, trials_frame(study, task), load_front(results_dir), summary["wall_s"])
 
 
-def _search(config, results_dir, searcher, to_run, done_before, data, targets, log) -> float:
+def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, log) -> float:
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
 
     started = time.perf_counter()
-    progress = StudyProgress(results_dir, searcher, config.objectives, to_run, done_before=done_before)
-    scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons)
+    progress = StudyProgress(results_dir, searcher, config.objectives, to_run, quality=task.quality, done_before=done_before)
+    scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons, quality=task.quality)
     _init_ray(config)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config, data=data, teacher=targets),

@@ -49,10 +49,12 @@ def rungs(grace_period: int, reduction_factor: float, max_epochs: int) -> list[i
 class ParetoRungScheduler(FIFOScheduler):
     """Multi-objective asynchronous successive halving (see module doc)."""
 
-    def __init__(self, objectives: dict[str, str], grace_period: int, reduction_factor: float, min_trials_per_rung: int, stop_reasons: dict[str, str]):
+    def __init__(
+        self, objectives: dict[str, str], grace_period: int, reduction_factor: float, min_trials_per_rung: int, stop_reasons: dict[str, str], *, quality: str
+    ):
         super().__init__()
-        if "accuracy" not in objectives:
-            raise ValueError("the pareto scheduler ranks by accuracy at each rung: objectives must include accuracy")
+        if quality not in objectives:
+            raise ValueError(f"the pareto scheduler ranks by {quality} at each rung: objectives must include {quality}")
         self.objectives = objectives
         self.grace_period = grace_period
         self.eta = reduction_factor
@@ -96,16 +98,18 @@ class ParetoRungScheduler(FIFOScheduler):
         )
 
 
-class AccuracyASHA(FIFOScheduler):
-    """Ray's ASHA on validation accuracy alone, recording why it stopped a trial."""
+class QualityASHA(FIFOScheduler):
+    """Ray's ASHA on the task's quality metric alone (validation accuracy for images),
+    recording why it stopped a trial."""
 
-    def __init__(self, grace_period: int, reduction_factor: float, max_epochs: int, stop_reasons: dict[str, str]):
+    def __init__(self, grace_period: int, reduction_factor: float, max_epochs: int, stop_reasons: dict[str, str], *, quality: str, mode: str):
         from ray.tune.schedulers import ASHAScheduler
 
         super().__init__()
+        self.quality = quality
         self.asha = ASHAScheduler(
-            metric="accuracy",
-            mode="max",
+            metric=quality,
+            mode=mode,
             time_attr="epoch",
             grace_period=grace_period,
             reduction_factor=reduction_factor,
@@ -121,7 +125,7 @@ class AccuracyASHA(FIFOScheduler):
             return TrialScheduler.CONTINUE
         decision = self.asha.on_trial_result(tune_controller, trial, result)
         if decision == TrialScheduler.STOP:
-            self.stop_reasons[trial.trial_id] = f"stopped by accuracy-only ASHA at epoch {int(result['epoch'])}"
+            self.stop_reasons[trial.trial_id] = f"stopped by {self.quality}-only ASHA at epoch {int(result['epoch'])}"
         return decision
 
     def on_trial_complete(self, tune_controller, trial, result) -> None:
@@ -132,10 +136,11 @@ class AccuracyASHA(FIFOScheduler):
 
 
 class OptunaPrunerScheduler(FIFOScheduler):
-    """Optuna's pruner decides, from the accuracies reported to the Optuna trial."""
+    """Optuna's pruner decides, from the quality metric (accuracy) reported to the Optuna trial each epoch."""
 
-    def __init__(self, pruner, searcher, stop_reasons: dict[str, str], name: str):
+    def __init__(self, pruner, searcher, stop_reasons: dict[str, str], name: str, *, quality: str):
         super().__init__()
+        self.quality = quality
         self.pruner = pruner
         self.searcher = searcher
         self.stop_reasons = stop_reasons
@@ -143,10 +148,10 @@ class OptunaPrunerScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         optuna_trial = self.searcher.live_trial(trial.trial_id)
-        if optuna_trial is None or result.get("finished") or result.get("failed") or "epoch" not in result or "accuracy" not in result:
+        if optuna_trial is None or result.get("finished") or result.get("failed") or "epoch" not in result or self.quality not in result:
             return TrialScheduler.CONTINUE
         epoch = int(result["epoch"])
-        optuna_trial.report(float(result["accuracy"]), step=epoch)
+        optuna_trial.report(float(result[self.quality]), step=epoch)
         study = optuna_trial.study
         frozen = study._storage.get_trial(optuna_trial._trial_id)
         if self.pruner.prune(study, frozen):
@@ -178,13 +183,15 @@ def make_optuna_pruner(name: str, search: SearchConfig, max_epochs: int):
         raise ValueError(f"unknown Optuna pruner {name!r}; valid: {', '.join(OPTUNA_PRUNERS)}") from None
 
 
-def make_scheduler(search: SearchConfig, objectives: dict[str, str], max_epochs: int, searcher, stop_reasons: dict[str, str]):
-    """The Ray scheduler for ``search.pruner`` (None for ``none``)."""
+def make_scheduler(search: SearchConfig, objectives: dict[str, str], max_epochs: int, searcher, stop_reasons: dict[str, str], *, quality: str):
+    """The Ray scheduler for ``search.pruner`` (None for ``none``); ``quality`` is the task's
+    quality metric, which ASHA and the Optuna pruners judge by (the pareto scheduler ranks
+    every objective)."""
     es = search.early_stopping
     if search.pruner == "none":
         return None
     if search.pruner == "pareto":
-        return ParetoRungScheduler(objectives, es.grace_period, es.reduction_factor, es.min_trials_per_rung, stop_reasons)
+        return ParetoRungScheduler(objectives, es.grace_period, es.reduction_factor, es.min_trials_per_rung, stop_reasons, quality=quality)
     if search.pruner == "asha":
-        return AccuracyASHA(es.grace_period, es.reduction_factor, max_epochs, stop_reasons)
-    return OptunaPrunerScheduler(make_optuna_pruner(search.pruner, search, max_epochs), searcher, stop_reasons, search.pruner)
+        return QualityASHA(es.grace_period, es.reduction_factor, max_epochs, stop_reasons, quality=quality, mode=objectives.get(quality, "max"))
+    return OptunaPrunerScheduler(make_optuna_pruner(search.pruner, search, max_epochs), searcher, stop_reasons, search.pruner, quality=quality)

@@ -13,8 +13,9 @@ explicitly:
   checkpoint (``inflight/<number>.pt``). A driver killed outright leaves the trial RUNNING;
   resume fails it the same way first (see :mod:`autodistill.tune.resume`).
 
-Metrics, the per-epoch accuracy curve and the reason are stored as user attributes of the
-Optuna trial, so the study database alone is a full record (``optuna-dashboard`` shows it).
+Metrics, the per-epoch curve of the task's quality metric (``accuracy_curve``) and the reason
+are stored as user attributes of the Optuna trial, so the study database alone is a full
+record (``optuna-dashboard`` shows it).
 """
 
 from __future__ import annotations
@@ -32,23 +33,10 @@ from ray.tune.search import Searcher
 
 from ..layout import inflight_path
 from ..space import Dimension, sample
+from ..tasks import Task, curve_attr
 
-RECORDED_METRICS = (
-    "accuracy",
-    "accuracy_float",
-    "test_accuracy",
-    "params",
-    "macs",
-    "size_mb",
-    "latency_ms",
-    "train_s",
-    "steps_s",
-    "trial_s",
-    "worker_rss_mb",
-    "epoch",
-    "resumed_epoch",
-    "node",
-)
+RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "node")
+"""what every trial reports of its run, whatever its task"""
 
 
 @dataclass
@@ -71,13 +59,17 @@ class OptunaSearcher(Searcher):
         space: list[Dimension],
         objectives: dict[str, str],
         max_trials: int,
+        *,
+        task: Task,
         inflight_dir: Path | None = None,
         epoch_budget: int | None = None,
     ):
-        super().__init__(metric="accuracy", mode="max")
+        super().__init__(metric=task.quality, mode=task.quality_mode)
         if max_trials < 0:
             raise ValueError(f"max_trials must be at least 0 but got {max_trials}.")
         self._study = study
+        self._quality, self._curve_attr = task.quality, curve_attr(task.quality)
+        self._recorded = tuple(dict.fromkeys([*task.recorded_metrics, *task.optional_metrics, *objectives, *RUN_METRICS]))
         self._space = space
         self._objectives = objectives
         self._max_trials = max_trials
@@ -88,7 +80,7 @@ class OptunaSearcher(Searcher):
         self._inflight_dir = Path(inflight_dir) if inflight_dir is not None else None
         # compute spent, in student-epochs over all trials (earlier runs of the study included)
         self.epoch_budget = epoch_budget
-        self.epochs_spent = epochs_spent(study)
+        self.epochs_spent = epochs_spent(study, task.quality)
         self._counted: dict[str, int] = {}  # trial_id -> last epoch counted
         self.stop_reason = "stopped"  # what a PRUNED trial's reason says stopped it
         self.stop_reasons: dict[str, str] = {}  # trial_id -> why the scheduler stopped it (filled by the scheduler)
@@ -142,12 +134,12 @@ class OptunaSearcher(Searcher):
         return self._live.get(trial_id)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if "accuracy" in result and trial_id in self._curves:
+        if self._quality in result and trial_id in self._curves:
             curve = self._curves[trial_id]
             if "prior_curve" in result:  # continued from a checkpoint (an interrupted trial's, or its own after a restart)
                 curve[:] = [float(a) for a in result["prior_curve"]]
-            # a report carries the accuracies of the epochs since the previous one
-            tail = [float(a) for a in result.get("curve_tail") or [result["accuracy"]]]
+            # a report carries the quality metric of each epoch since the previous one
+            tail = [float(a) for a in result.get("curve_tail") or [result[self._quality]]]
             if "epoch" in result:  # never two entries for one epoch
                 del curve[int(result["epoch"]) - len(tail) :]
                 self._count_epochs(trial_id, result)
@@ -155,7 +147,7 @@ class OptunaSearcher(Searcher):
             self._last[trial_id] = result
             # stored as it grows: optuna-dashboard shows live curves, and a killed driver
             # leaves the curve up to its last epoch
-            self._live[trial_id].set_user_attr("accuracy_curve", curve)
+            self._live[trial_id].set_user_attr(self._curve_attr, curve)
 
     def close_live(self) -> list[Outcome]:
         """Record the trials still running when the Tuner returned: Ray does not report them
@@ -175,7 +167,7 @@ class OptunaSearcher(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> Outcome | None:
         if trial_id not in self._live:
             return None
-        if result and "accuracy" in result and "epoch" in result:
+        if result and self._quality in result and "epoch" in result:
             # the last result: Ray passes it here only when the trial finished or a scheduler
             # stopped it at this epoch (then on_trial_result never saw it)
             self.on_trial_result(trial_id, result)
@@ -183,7 +175,7 @@ class OptunaSearcher(Searcher):
         curve = self._curves.pop(trial_id, [])
         self._last.pop(trial_id, None)
         self._counted.pop(trial_id, None)
-        trial.set_user_attr("accuracy_curve", curve)
+        trial.set_user_attr(self._curve_attr, curve)
         trial.set_user_attr("study_epochs", self.epochs_spent)  # the study's compute when this trial ended
         outcome = self._outcome(trial, trial_id, result, error)
         outcome.continues = trial.user_attrs.get("continues")
@@ -215,7 +207,7 @@ class OptunaSearcher(Searcher):
                     inflight_path(self._inflight_dir, number).unlink(missing_ok=True)
 
     def _outcome(self, trial: optuna.Trial, trial_id: str, result: dict | None, error: bool) -> Outcome:
-        metrics = {k: result[k] for k in RECORDED_METRICS if result and k in result}
+        metrics = {k: result[k] for k in self._recorded if result and k in result}
         if error:
             return Outcome(trial.number, "FAIL", metrics, _ray_error_reason(self.ray_trials.get(trial_id)))
         finished = bool(result and (result.get("finished") or result.get("failed")))
@@ -262,13 +254,13 @@ class OptunaSearcher(Searcher):
         self._started = state["started"]
 
 
-def epochs_spent(study: optuna.Study) -> int:
-    """Student-epochs the study's trials have trained so far: each trial's curve, less the
-    epochs it took over from the interrupted trial it continued."""
+def epochs_spent(study: optuna.Study, quality: str) -> int:
+    """Student-epochs the study's trials have trained so far: each trial's curve of the
+    ``quality`` metric, less the epochs it took over from the interrupted trial it continued."""
     total = 0
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
-        total += max(0, len(attrs.get("accuracy_curve", [])) - int(attrs.get("resumed_epoch", 0) or 0))
+        total += max(0, len(attrs.get(curve_attr(quality), [])) - int(attrs.get("resumed_epoch", 0) or 0))
     return total
 
 

@@ -110,12 +110,12 @@ def _train_and_measure(
         base["continues"] = int(config["continues"])
         base["resumed_epoch"] = resume_state["epoch"] if resume_state else 0
     # the epochs before the checkpoint it continues from, sent once with the first report (for the curve)
-    prior = {"prior_curve": [h["accuracy"] for h in resume_state["history"]]} if resume_state else {}
+    prior = {"prior_curve": [h[task.quality] for h in resume_state["history"]]} if resume_state else {}
     epochs = run.epochs
     fault = _injected_fault(number)
     # Each report waits for the driver. When nothing decides on intermediate results,
     # epochs are reported in batches (at most one report per interval); every report
-    # carries the accuracies since the last one, so the curves stay complete.
+    # carries the quality metric of every epoch since the last one, so the curves stay complete.
     interval = study.search.report_interval_s if study.search.pruner == "none" and not study.search.epoch_budget else 0.0
     unreported: list[float] = []
     last_report = time.perf_counter()
@@ -125,7 +125,7 @@ def _train_and_measure(
         if fault:
             _inject(fault, stats.epoch, run.model)
         base.update(run.costs())  # params, MACs, size of the network as it is now
-        unreported.append(stats.accuracy)
+        unreported.append(getattr(stats, task.quality))
         if stats.epoch < epochs and time.perf_counter() - last_report >= interval:  # the last epoch is reported below, with the checkpoint
             tune.report({**base, **stats.as_dict(), "epochs": epochs, "curve_tail": list(unreported), **prior})
             prior.clear()

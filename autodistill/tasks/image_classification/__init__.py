@@ -43,6 +43,8 @@ class ImageClassification(Task):
     name = "image_classification"
     export_formats = FORMATS
     latency_metrics = ("latency_ms",)
+    recorded_metrics = ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms")
+    optional_metrics = ("accuracy_float",)  # an int8 student's validation accuracy before quantization
 
     def check_paths(self, config: StudyConfig, source: str) -> None:
         if "nni" in choices(config.compress.prune_backend) and not nni_available():
