@@ -118,15 +118,16 @@ student that costs more than twice the teacher adds nothing."""
 
 def normalized_hypervolume(frame: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, float]) -> float:
     """Hypervolume of the front in normalised units, divided by that of the whole box so it
-    lies in [0, 1]. Units: error = 1 - accuracy, each cost divided by the teacher's. The
-    reference point is error 1 and :data:`COST_REFERENCE` times the teacher's cost; 1.0 would
-    be a perfect, free student."""
+    lies in [0, 1]. Units: a maximised objective is a score in [0, 1] (accuracy), counted as
+    its error 1 - score; a minimised one (a cost) is divided by the teacher's. The reference
+    point is error 1 and :data:`COST_REFERENCE` times the teacher's cost; 1.0 would be a
+    perfect, free student."""
     if frame.empty:
         return 0.0
     cols, ref = [], []
     for metric in objectives:
         values = frame[metric].to_numpy(dtype=float)
-        if metric == "accuracy":
+        if objectives[metric] == "max":
             cols.append(1.0 - values)
             ref.append(1.0)
         else:
