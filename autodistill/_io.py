@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     path = Path(path)
@@ -46,8 +48,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def torch_save(path: str | os.PathLike, obj: Any) -> Path:
-    import torch
-
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -62,8 +63,6 @@ def mix(x: torch.Tensor, mixup: float, cutmix: float, generator: torch.Generator
     lam ~ Beta(a, a) for the method's ``a`` (0 = off); with both on, each batch uses one of
     the two with equal chance. CutMix pastes a box of area ~(1 - lam) from the partner image
     and sets lam to the exact share of pixels left. Random numbers come from ``generator``."""
-    import numpy as np
-
     methods = [m for m, a in (("mixup", mixup), ("cutmix", cutmix)) if a > 0]
     b, _, h, w = x.shape
     perm = torch.randperm(b, generator=generator)

@@ -91,3 +91,16 @@ def trial_params(trial_path: Path) -> dict[str, Any]:
         return json.loads((trial_path / layout.SPEC).read_text())["params"]
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"{trial_path / layout.SPEC}: cannot read the trial's parameters ({err})") from None
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """A running trial's epoch checkpoint (``inflight/<number>.pt``, what
+    :meth:`autodistill.distill.train.TrainState.as_dict` holds), read with ``weights_only=True``;
+    :class:`CheckpointError` when it cannot be read."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated by a kill mid-write never happens (atomic), but a foreign file can
+        raise CheckpointError(f"{path}: cannot read the epoch checkpoint ({type(err).__name__})") from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise CheckpointError(f"{path}: not an epoch checkpoint")
+    return state

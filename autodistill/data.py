@@ -11,12 +11,14 @@ batches are decoded by a torch ``DataLoader`` with ``data.workers`` worker proce
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from ._errors import DataError
 from .config import DataConfig
@@ -76,8 +78,6 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def fingerprint(self) -> bytes:
         """What identifies the images: paths, sizes, modification times and the decode size."""
-        import hashlib
-
         digest = hashlib.sha256(str(self.size).encode())
         for path in self.paths:
             stat = Path(path).stat()
@@ -85,8 +85,6 @@ class ImageFiles(torch.utils.data.Dataset):
         return digest.digest()
 
     def batches(self, y: torch.Tensor, order: torch.Tensor, batch_size: int):
-        from torch.utils.data import DataLoader
-
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         loader = DataLoader(self, batch_sampler=[c.tolist() for c in chunks], num_workers=self.workers, prefetch_factor=4 if self.workers else None)
         for idx, xb in zip(chunks, loader):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ._onnx import ort_session, save_onnx
 from .config import LatencyConfig
@@ -25,8 +27,6 @@ def count_params(model: nn.Module) -> int:
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-accumulates of one forward pass of a single image, from PyTorch's own
     FLOP counter (``torch.utils.flop_counter``, which counts 2 FLOPs per MAC)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     was_training = model.training
     model.eval()
     counter = FlopCounterMode(display=False)
@@ -153,7 +153,6 @@ def peak_rss_mb() -> float:
     at exec (ru_maxrss keeps the parent's peak across fork + exec, so a study started by a
     big process would report that process's memory); ru_maxrss elsewhere (bytes on macOS)."""
     import resource
-    import sys
 
     try:
         with open("/proc/self/status") as fh:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
 
 from . import _io
 from .config import TASK_QUALITY
@@ -262,8 +263,6 @@ def _curves_figure(study, quality: str):
 
 def front_table(front: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, Any] | None = None, title: str = "Pareto front"):
     """A rich table of the front (what ``autodistill show`` prints)."""
-    from rich.table import Table
-
     extra = [c for c in ("test_accuracy", "params", "macs", "size_mb", "latency_ms") if c in front and c not in objectives]
     cols = [*objectives, *extra]
     table = Table(title=title, title_justify="left")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,8 +165,6 @@ def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teache
 def param_importances(study, objectives: dict[str, str]) -> dict[str, dict[str, float]]:
     """Optuna's fANOVA importance of each searched parameter for each objective, over the
     completed trials; empty when there are too few trials or nothing varied."""
-    import warnings
-
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 

@@ -18,6 +18,8 @@ become a smaller network.
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import math
 from collections.abc import Callable
 
@@ -167,8 +169,6 @@ NNI_MISSING = "compress.prune_backend: nni is not installed; pip install 'autodi
 
 
 def nni_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("nni") is not None
 
 
@@ -176,8 +176,6 @@ def _nni_masks(model, ratios, importance, grad_fn) -> dict[str, torch.Tensor]:
     """{conv name: bool mask of kept output channels}, as NNI's pruner chose them."""
     if not nni_available():
         raise ConfigError(NNI_MISSING)
-    import copy
-
     import nni.compression.pruning as nni_pruning
 
     config_list = [{"op_names": [name], "sparse_ratio": r} for name, r in ratios.items() if r > 0]

@@ -28,6 +28,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from .._errors import CheckpointError
+from ..checkpoints import load_train_state
 from ..layout import inflight_path
 from ..tasks import curve_attr
 from .searcher import INTERRUPTED
@@ -54,8 +56,6 @@ def started(trial: optuna.trial.FrozenTrial) -> bool:
 def recover(study: optuna.Study, inflight_dir: Path, quality: str, log: Callable[[str], None] = print) -> Recovery:
     """Fail stale RUNNING trials and enqueue a retry for every interrupted trial without one
     (``quality``: the task's quality metric, whose curve says how many epochs a trial did)."""
-    import torch
-
     storage = study._storage
     rec = Recovery()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -76,9 +76,9 @@ def recover(study: optuna.Study, inflight_dir: Path, quality: str, log: Callable
         epoch = None
         if path.is_file():
             try:
-                epoch = int(torch.load(path, weights_only=True)["epoch"])
-            except Exception as err:
-                log(f"trial {trial.number}: its epoch checkpoint {path} is unreadable ({type(err).__name__}); it restarts from epoch 1")
+                epoch = int(load_train_state(path)["epoch"])
+            except CheckpointError as err:
+                log(f"trial {trial.number}: {err}; it restarts from epoch 1")
         study.enqueue_trial(
             trial.params,
             user_attrs={"continues": trial.number, "seed_number": trial.user_attrs.get("seed_number", trial.number)},

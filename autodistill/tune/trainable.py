@@ -36,6 +36,8 @@ from typing import Any
 import torch
 
 from .. import _io, layout
+from .._errors import CheckpointError
+from ..checkpoints import load_train_state
 from ..config import StudyConfig
 from ..constraints import cost_bounds, violations
 from ..distill import EpochStats
@@ -166,8 +168,8 @@ def _resume_state(config: dict[str, Any]) -> dict | None:
     if not source:
         return None
     try:
-        return torch.load(source, weights_only=True)
-    except Exception:
+        return load_train_state(source)
+    except CheckpointError:
         return None
 
 
