@@ -24,5 +24,16 @@ class TrialDiverged(RuntimeError):
     """A trial's loss became NaN or infinite. Recorded as a failed trial, not raised to users."""
 
 
+class DiskFull(AutodistillError):
+    """No space left on the device (or quota) while writing a file; the message names it.
+    Nothing is half-written (every write is atomic); the CLI exits with :data:`EXIT_DISK_FULL`."""
+
+
+EXIT_USER_ERROR = 2  # a mistake in the input (config, paths, checkpoints): one line, nothing written
+EXIT_DISK_FULL = 3  # no space left while writing: one line naming the file and what to run after freeing space
+EXIT_INTERNAL = 1  # an unexpected error (a bug): one line and the log file holding the traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: `autodistill resume` continues
+
+
 class StudyInterrupted(AutodistillError):
     """The driver was stopped by a signal (Ctrl-C, SIGTERM); ``autodistill resume`` continues."""

@@ -1,13 +1,21 @@
 """The ``autodistill`` command: a thin layer over the Python API.
 
-A user mistake (bad config, missing file) prints ``error: <one line>`` and exits with 2;
-no traceback, nothing written under ``results/``.
+Every failure ends in one line on stderr and a documented exit code (:mod:`._errors`): a user
+mistake (bad config, missing file) ``error: <one line>`` and 2, nothing written under
+``results/``; a full disk the file it could not write and what to run once space is free, 3;
+an unexpected error (a bug) one line and the log file holding its traceback
+(``<results>/<name>/error.log``, or one in the temp folder when no study folder is known), 1.
+``--debug`` or ``AUTODISTILL_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +24,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ._errors import AutodistillError, StudyInterrupted
+from . import layout
+from ._errors import EXIT_DISK_FULL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER_ERROR, AutodistillError, DiskFull, StudyInterrupted
 from .export import export_student
 from .loading import load_config, load_study_config
 from .report import front_table
@@ -35,19 +44,58 @@ if not console.is_terminal:  # logs and CI: wide enough that the front table is 
 err_console = Console(stderr=True)
 
 
+_study_dir: list[Path] = []  # the results folder of the running command, once known (for error.log)
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="show the traceback of an unexpected error (also AUTODISTILL_DEBUG=1)")) -> None:
+    if debug:
+        os.environ["AUTODISTILL_DEBUG"] = "1"
+
+
 def _user_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _study_dir.clear()
         try:
             return fn(*args, **kwargs)
         except StudyInterrupted as err:
-            err_console.print(str(err), markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(130) from None
+            _fail(str(err), EXIT_INTERRUPTED)
+        except DiskFull as err:
+            _fail(f"error: {err}", EXIT_DISK_FULL)
         except AutodistillError as err:
-            err_console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(f"error: {err}", EXIT_USER_ERROR)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as err:
+            if os.environ.get("AUTODISTILL_DEBUG"):
+                raise
+            log = _write_error_log()
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            _fail(f"error: unexpected {type(err).__name__}: {first} (the traceback is in {log}; --debug shows it here)", EXIT_INTERNAL)
 
     return wrapper
+
+
+def _fail(line: str, code: int) -> None:
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _write_error_log() -> Path:
+    """The current exception's traceback, appended to the study's error.log (or a log in the
+    temp folder when the command has no study folder, or it cannot be written)."""
+    text = f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} autodistill {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n"
+    folders = [d for d in _study_dir if d.is_dir()] + [Path(tempfile.gettempdir())]
+    for folder in folders:
+        path = folder / (layout.ERROR_LOG if folder in _study_dir else f"autodistill-error-{os.getpid()}.log")
+        try:
+            with open(path, "a") as fh:
+                fh.write(text)
+            return path
+        except OSError:
+            continue
+    return Path("(no log could be written)")
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
@@ -84,6 +132,7 @@ def search(
             trials=trials, time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent, results=results, name=name, address=address
         ),
     )
+    _study_dir.append(config.results_dir)
     _print_result(config, run_study(config, log=_log))
 
 
@@ -116,6 +165,7 @@ def resume(
     last epoch), or add trials to a finished one with --trials N."""
     from .tune.runner import run_study  # imports Ray
 
+    _study_dir.append(results_dir)
     overrides = _overrides(time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent, address=address)
     config = load_study_config(results_dir, overrides)
     if trials is not None:
@@ -139,6 +189,7 @@ def export(
     validation split, and write its model card model.json."""
     if not results_dir.is_dir():
         raise AutodistillError(f"{results_dir}: no such results directory")
+    _study_dir.append(results_dir)
     chosen = None if formats is None else tuple(f.strip() for f in formats.split(",") if f.strip())
     result = export_student(results_dir, pick, chosen, out, max_latency_ms, min_accuracy, log=_log)
     _log(f"exported trial {result.trial} to {result.out_dir}: {', '.join(p.name for p in result.files.values())}, model.json")
@@ -166,6 +217,7 @@ def validate(config_file: Path = typer.Argument(..., help="study YAML")) -> None
 @_user_errors
 def show(results_dir: Path = typer.Argument(..., help="a study's results directory, e.g. results/digits")) -> None:
     """Print a study's Pareto front."""
+    _study_dir.append(results_dir)
     summary = load_summary(results_dir)
     front = load_front(results_dir)
     objectives = summary["objectives"]

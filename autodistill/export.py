@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import layout
-from ._errors import AutodistillError
+from ._errors import AutodistillError, DiskFull
 from ._lock import StudyLock
 from .loading import load_config
 from .pareto import as_minimization, knee_index, non_dominated_mask
@@ -158,4 +158,7 @@ def export_student(
     log(f"picked trial {number} ({rule}): accuracy {row['accuracy']:.4f}, {int(row['params']):,} params, {row['latency_ms']:.3f} ms")
     # read-only on the study, but a resume writing trials/ meanwhile would race: hold the lock
     with StudyLock(results_dir, log):
-        return task.export(config, results_dir, summary, row, number, tuple(dict.fromkeys(formats)), out, rule, log)
+        try:
+            return task.export(config, results_dir, summary, row, number, tuple(dict.fromkeys(formats)), out, rule, log)
+        except DiskFull as err:  # nothing was written (the folder appears whole or not at all)
+            raise DiskFull(f"{err}; free space, then run the export again") from None

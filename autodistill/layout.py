@@ -21,6 +21,7 @@ STUDY_JSON = "study.json"  # summary
 EXPORT_DIR = "export"  # export/trial_<n>/: what `autodistill export` wrote
 INFLIGHT_DIR = "inflight"  # while a study runs: each running trial's last epoch checkpoint
 LOCK = ".lock"  # held by the one process writing the directory
+ERROR_LOG = "error.log"  # the traceback of an unexpected error (the console shows one line)
 TEACHERS = ".teachers"  # <execution.results>/.teachers/: trained teachers and their outputs, by hash
 
 # inside trials/<number>/

@@ -1,12 +1,27 @@
+import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import yaml
 
 
-def run_cli(*args, timeout=600, cwd=None):
-    return subprocess.run([sys.executable, "-m", "autodistill", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+def run_cli(*args, timeout=600, cwd=None, env=None):
+    """``autodistill <args>`` in a subprocess; ``env`` adds variables to this process's."""
+    full_env = {**os.environ, **env} if env else None
+    return subprocess.run([sys.executable, "-m", "autodistill", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env)
+
+
+def run_cli_here(*args):
+    """The CLI in this process (typer's CliRunner), for error paths that need no subprocess:
+    the same exit code, stdout and stderr as :func:`run_cli`, without a Python start-up."""
+    from typer.testing import CliRunner
+
+    from autodistill.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 def small_study(tmp_path, name="tiny", **overrides):

@@ -1,12 +1,14 @@
 """Results are written atomically: a writer that fails midway leaves the old file intact and
 no temporary file behind."""
 
+import errno
 import json
 
 import pytest
 import torch
 
 from autodistill import _io
+from autodistill._errors import DiskFull
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
@@ -44,3 +46,41 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
     with _io.atomic_dir(dest) as staging:
         (staging / "b.txt").write_text("three")
     assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_names_the_file_keeps_the_old_one_and_leaves_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "report.html"
+    _io.write_text(target, "old")
+    monkeypatch.setattr(_io.os, "fsync", _no_space)  # where a full disk shows up for buffered writes
+    with pytest.raises(DiskFull, match=f"no space left on device while writing {target}$"):
+        _io.write_text(target, "new")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_other_os_errors_stay_what_they_are(tmp_path, monkeypatch):
+    monkeypatch.setattr(_io.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    with pytest.raises(OSError, match="I/O error") as info:
+        _io.write_text(tmp_path / "a.txt", "x")
+    assert not isinstance(info.value, DiskFull)
+
+
+def test_a_full_disk_inside_an_atomic_folder_names_the_folder_and_leaves_nothing(tmp_path):
+    dest = tmp_path / "export" / "trial_0003"
+    with pytest.raises(DiskFull, match=f"while writing {dest}$"), _io.atomic_dir(dest) as staging:
+        (staging / "student.pt").write_bytes(b"x")
+        _no_space()
+    assert list((tmp_path / "export").iterdir()) == []
+
+
+@pytest.mark.parametrize("pattern", ["0002.pt", "trial_*"])
+def test_injected_enospc_hits_only_the_named_writes(tmp_path, monkeypatch, pattern):
+    monkeypatch.setenv("AUTODISTILL_INJECT_ENOSPC", pattern)
+    _io.torch_save(tmp_path / "0001.pt", {"epoch": 1})  # another name: written
+    with pytest.raises(DiskFull), _io.atomic_dir(tmp_path / "trial_0002") as staging:
+        _io.torch_save(staging / "0002.pt", {"epoch": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0001.pt"]

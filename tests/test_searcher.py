@@ -240,3 +240,33 @@ def test_a_trial_cut_after_its_final_result_and_checkpoint_is_complete(searcher)
     outcomes = {o.number: o for o in s.close_live()}
     assert outcomes[0].state == "COMPLETE" and outcomes[1].state == "PRUNED"
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "PRUNED"]
+
+
+def test_a_trial_that_cannot_write_its_checkpoint_is_interrupted_and_stops_the_study(searcher):
+    s, study = searcher
+    s.suggest("a")
+    s.suggest("b")
+    s.on_trial_result("a", {"accuracy": 0.5, "epoch": 1})
+    reason = "no space left on device while writing results/x/inflight/0000.pt"
+    outcome = s.on_trial_complete("a", {"failed": True, "disk_full": True, "fail_reason": reason, "epoch": 1})
+    assert outcome.state == "FAIL" and outcome.interrupted and reason in outcome.reason
+    assert s.interrupted and str(s.fault) == reason  # the study stops; the driver exits with this line
+    s.on_trial_complete("b", {"accuracy": 0.4, "epoch": 1})  # stopped by the study's stop: interrupted too
+    trials = {t.number: t for t in study.get_trials()}
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"] for t in trials.values())  # both retried by resume
+
+
+def test_a_checkpoint_copy_that_finds_the_disk_full_interrupts_the_trial(searcher):
+    from autodistill._errors import DiskFull
+
+    s, study = searcher
+
+    def full(trial_id, outcome):
+        raise DiskFull("no space left on device while writing results/x/trials/0000")
+
+    s.before_tell = full
+    s.suggest("a")
+    outcome = s.on_trial_complete("a", finished())
+    assert outcome.state == "FAIL" and outcome.interrupted and s.interrupted
+    (t,) = study.get_trials()
+    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"] and "trials/0000" in t.user_attrs["fail_reason"]

@@ -23,7 +23,7 @@ import torch
 from ray.tune import Stopper
 
 from .. import _io, layout
-from .._errors import AutodistillError, StudyInterrupted
+from .._errors import AutodistillError, DiskFull, StudyInterrupted
 from .._lock import StudyLock
 from ..config import StudyConfig
 from ..constraints import ConstraintsFunc
@@ -77,7 +77,9 @@ def _init_ray(config: StudyConfig) -> None:
 
     # a failed trial is reported once, by the study's own line with its reason; Ray's
     # controller would also log the worker's traceback at ERROR
-    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+    # Ray's own experiment state (ray/) is not what resume reads (the Optuna storage and
+    # inflight/ are): a failure to save it, e.g. on a full disk, is not the user's concern
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune", "ray.tune.execution.experiment_state"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if ray.is_initialized():
         return
@@ -109,9 +111,25 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
         except AutodistillError as err:
             # a mistake found before the study began (e.g. a teacher checkpoint of the wrong
             # architecture) leaves no half-made results directory behind
-            if created and not isinstance(err, StudyInterrupted) and not layout.study_db(results_dir).exists():
+            began = not created or layout.study_db(results_dir).exists()
+            if not began and not isinstance(err, StudyInterrupted):
                 shutil.rmtree(results_dir, ignore_errors=True)
+            if isinstance(err, DiskFull):
+                raise DiskFull(f"{err}; free space, then {_after_space(config, began)}") from None
             raise
+        except Exception as err:
+            if not _io.caused_by_full_disk(err):
+                raise
+            # met by the storage (sqlite) or a library's own write rather than autodistill's
+            began = not created or layout.study_db(results_dir).exists()
+            raise DiskFull(
+                f"no space left on device ({type(err).__name__}: {str(err).splitlines()[0][:200]}); free space, then {_after_space(config, began)}"
+            ) from None
+
+
+def _after_space(config: StudyConfig, began: bool) -> str:
+    """What to run once space is free: resume a study that began, else the search again."""
+    return f"run: autodistill resume {config.results_dir}" if began else "run the same search again"
 
 
 def _existing_trials(config: StudyConfig) -> int:
@@ -238,6 +256,8 @@ def _search(config, task, results_dir, searcher, to_run, done_before, data, targ
     finally:
         progress.record_unreported(searcher.close_live())
         progress.stop()
+    if searcher.fault is not None:
+        raise searcher.fault
     if searcher.interrupted:
         raise StudyInterrupted(f"interrupted; `autodistill resume {config.results_dir}` continues the study")
     return time.perf_counter() - started

@@ -31,6 +31,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from .._errors import DiskFull
 from ..layout import inflight_path
 from ..space import Dimension, sample
 from ..tasks import Task, curve_attr
@@ -85,6 +86,7 @@ class OptunaSearcher(Searcher):
         self.stop_reason = "stopped"  # what a PRUNED trial's reason says stopped it
         self.stop_reasons: dict[str, str] = {}  # trial_id -> why the scheduler stopped it (filled by the scheduler)
         self.interrupted = False  # set by the driver's signal handler: unfinished trials are retried on resume
+        self.fault: DiskFull | None = None  # a machine fault that stopped the study (the disk filled up)
         self.ray_trials: dict[str, Any] = {}  # trial_id -> ray Trial, filled by the study callback
         # Called with (trial_id, outcome) before the outcome is told to Optuna: the study
         # callback copies a COMPLETE trial's checkpoint there, so a trial is never COMPLETE in
@@ -182,12 +184,24 @@ class OptunaSearcher(Searcher):
         if self.before_tell is not None:
             try:
                 self.before_tell(trial_id, outcome)
+            except DiskFull as err:  # its checkpoint could not be copied: retried on resume, the study stops
+                outcome = self._stop_for_disk(trial.number, outcome.metrics, str(err))
+                outcome.continues = trial.user_attrs.get("continues")
             except Exception as err:  # e.g. the checkpoint could not be copied
                 outcome.state, outcome.reason = "FAIL", f"{type(err).__name__}: {err}"
         self._tell(trial, outcome)
         if self.after_tell is not None:
             self.after_tell(trial_id, outcome)
         return outcome
+
+    def _stop_for_disk(self, number: int, metrics: dict[str, Any], reason: str) -> Outcome:
+        """A write ran out of space: the trial is recorded as interrupted (resume retries it
+        from its last epoch checkpoint) and the study stops; the driver then exits with the
+        one line of :attr:`fault`."""
+        self.fault = self.fault or DiskFull(reason)
+        self.interrupted = True
+        self.stop_reason = "interrupted"
+        return Outcome(number, "FAIL", metrics, f"{INTERRUPTED}: {reason}", interrupted=True)
 
     def _tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
         """Record the outcome on the Optuna trial and finish it; its in-flight checkpoint goes."""
@@ -210,6 +224,8 @@ class OptunaSearcher(Searcher):
         metrics = {k: result[k] for k in self._recorded if result and k in result}
         if error:
             return Outcome(trial.number, "FAIL", metrics, _ray_error_reason(self.ray_trials.get(trial_id)))
+        if result and result.get("disk_full"):  # the trial could not write its checkpoint
+            return self._stop_for_disk(trial.number, metrics, result.get("fail_reason", "no space left on device"))
         finished = bool(result and (result.get("finished") or result.get("failed")))
         if self.interrupted and not error and not finished:
             epoch = (result or {}).get("epoch", 0)

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from .. import _io, layout
-from .._errors import CheckpointError
+from .._errors import CheckpointError, DiskFull
 from ..checkpoints import load_train_state
 from ..config import StudyConfig
 from ..constraints import cost_bounds, violations
@@ -73,6 +73,8 @@ def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher:
             _io.write_json(Path(tmp) / layout.SPEC, {"spec": result.spec, "number": number, "params": params, "seed_number": config.get("seed_number", number)})
             _io.write_json(Path(tmp) / layout.METRICS, {"final": final, "history": [h.as_dict() for h in history]})
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
+    except DiskFull as err:  # not the trial's fault: the searcher records it as interrupted and stops the study
+        tune.report({**base, "failed": True, "disk_full": True, "fail_reason": str(err), "trial_s": time.perf_counter() - started})
     except Exception as err:  # recorded as a failed trial with its reason; the study goes on
         reason = f"{type(err).__name__}: {err}".strip()
         tune.report(

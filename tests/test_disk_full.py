@@ -1,0 +1,92 @@
+"""A full disk ends in one line and loses nothing: real studies whose writes run out of space
+(injected with AUTODISTILL_INJECT_ENOSPC at one kind of write each, and on a real 8 MB tmpfs
+where this machine lets the test mount one). The command exits with 3 and names the file and
+what to run; once space is back, that command finishes the study with exactly the requested
+trials."""
+
+import json
+import subprocess
+
+import optuna
+import pytest
+from helpers import run_cli, small_study
+
+from autodistill._errors import EXIT_DISK_FULL
+
+pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
+
+
+def _states(results):
+    trials = optuna.load_study(study_name=results.name, storage=f"sqlite:///{results / 'study.db'}").get_trials()
+    return [(t.number, t.state.name, bool(t.user_attrs.get("interrupted"))) for t in trials]
+
+
+def _one_line(run):
+    lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    return lines[0]
+
+
+def test_full_disk_at_the_report_then_at_an_export_then_both_finish(tmp_path):
+    cfg = small_study(tmp_path, "full", **{"search.trials": 3, "train.epochs": 2})
+    results = tmp_path / "results" / "full"
+    run = run_cli("search", cfg, env={"AUTODISTILL_INJECT_ENOSPC": "report.html"})
+    assert run.returncode == EXIT_DISK_FULL, run.stderr[-3000:]
+    line = _one_line(run)
+    assert line.startswith("error: no space left on device while writing ") and "report.html" in line
+    assert line.endswith(f"free space, then run: autodistill resume {results}")
+    assert [s for _, s, _ in _states(results)] == ["COMPLETE"] * 3  # the trials are safe in the study
+    assert not (results / "report.html").exists() and not list(results.glob(".report.html*"))  # nothing half-written
+
+    again = run_cli("resume", results)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [s for _, s, _ in _states(results)] == ["COMPLETE"] * 3  # nothing re-run, nothing lost
+    assert (results / "report.html").is_file() and json.loads((results / "study.json").read_text())["trials"]["COMPLETE"] == 3
+
+    export = run_cli("export", results, "--pick", "accuracy", env={"AUTODISTILL_INJECT_ENOSPC": "model.json"})
+    assert export.returncode == EXIT_DISK_FULL, export.stderr[-3000:]
+    assert "no space left on device while writing" in _one_line(export) and _one_line(export).endswith("free space, then run the export again")
+    assert not (results / "export").exists() or not any((results / "export").iterdir())  # the folder appears whole or not at all
+    assert run_cli("export", results, "--pick", "accuracy").returncode == 0
+    assert sorted(p.name for p in next((results / "export").iterdir()).iterdir())[-1] == "student.torchscript.pt"
+
+
+def test_full_disk_at_an_epoch_checkpoint_interrupts_the_study_and_resume_finishes_it(tmp_path):
+    cfg = small_study(tmp_path, "inflight", **{"search.trials": 3, "train.epochs": 3, "search.max_concurrent": 1})
+    results = tmp_path / "results" / "inflight"
+    run = run_cli("search", cfg, env={"AUTODISTILL_INJECT_ENOSPC": "0001.pt"})  # trial 1's first epoch checkpoint
+    assert run.returncode == EXIT_DISK_FULL, run.stderr[-3000:]
+    assert _one_line(run).startswith("error: no space left on device while writing ") and "inflight/0001.pt" in _one_line(run)
+    assert _one_line(run).endswith(f"free space, then run: autodistill resume {results}")
+    states = _states(results)
+    assert (1, "FAIL", True) in states and sum(s == "COMPLETE" for _, s, _ in states) == 1  # trial 0 done, trial 1 interrupted
+
+    again = run_cli("resume", results)
+    assert again.returncode == 0, again.stderr[-3000:]
+    counted = [s for _, s, interrupted in _states(results) if not interrupted]
+    assert counted == ["COMPLETE"] * 3  # exactly the requested trials, trial 1 retried
+
+
+def test_full_disk_at_the_teacher_cache_leaves_no_study_folder(tmp_path):
+    cfg = small_study(tmp_path, "teacher", **{"search.trials": 1})
+    run = run_cli("search", cfg, env={"AUTODISTILL_INJECT_ENOSPC": "teacher.pt"})
+    assert run.returncode == EXIT_DISK_FULL, run.stderr[-3000:]
+    assert "teacher.pt" in _one_line(run) and _one_line(run).endswith("free space, then run the same search again")
+    assert not (tmp_path / "results" / "teacher").exists()
+    assert not list((tmp_path / "results" / ".teachers").rglob("teacher.pt"))
+
+
+def test_a_real_full_tmpfs(tmp_path):
+    """Writes that really run out of space (a study on an 8 MB tmpfs) end the same way."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip() or made.returncode}")
+    try:
+        cfg = small_study(tmp_path, "tiny", **{"search.trials": 2, "train.epochs": 2, "execution.results": str(mount)})
+        (mount / "filler").write_bytes(b"\0" * (8 * 2**20 - 300 * 2**10))  # leave ~300 KB: the teacher fits, the study does not
+        run = run_cli("search", cfg)
+        assert run.returncode == EXIT_DISK_FULL, run.stderr[-3000:]
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
