@@ -107,7 +107,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     created = not results_dir.exists()
     with StudyLock(results_dir, log):
         try:
-            return _run_locked(config, results_dir, log, resume)
+            return _run_full_disk_named(config, results_dir, log, resume)
         except AutodistillError as err:
             # a mistake found before the study began (e.g. a teacher checkpoint of the wrong
             # architecture) leaves no half-made results directory behind
@@ -117,14 +117,17 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
             if isinstance(err, DiskFull):
                 raise DiskFull(f"{err}; free space, then {_after_space(config, began)}") from None
             raise
-        except Exception as err:
-            if not _io.caused_by_full_disk(err):
-                raise
-            # met by the storage (sqlite) or a library's own write rather than autodistill's
-            began = not created or layout.study_db(results_dir).exists()
-            raise DiskFull(
-                f"no space left on device ({type(err).__name__}: {str(err).splitlines()[0][:200]}); free space, then {_after_space(config, began)}"
-            ) from None
+
+
+def _run_full_disk_named(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool) -> StudyResult:
+    """:func:`_run_locked`, with a full disk met by the storage (sqlite) or a library's own
+    write, rather than by autodistill's writes, raised as :class:`DiskFull` too."""
+    try:
+        return _run_locked(config, results_dir, log, resume)
+    except Exception as err:
+        if isinstance(err, AutodistillError) or not _io.caused_by_full_disk(err):
+            raise
+        raise DiskFull(f"no space left on device ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from None
 
 
 def _after_space(config: StudyConfig, began: bool) -> str:
