@@ -12,8 +12,7 @@ import pandas as pd
 from rich.table import Table
 
 from . import _io
-from .config import TASK_QUALITY
-from .tasks import curve_attr
+from .tasks import curve_attr, get_task
 
 _LOG_SCALE = {"params", "macs", "size_mb"}
 _LABELS = {
@@ -97,7 +96,7 @@ def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, st
         _front_3d(objectives, complete, front),
         _hypervolume_figure(summary.get("hypervolume_history") or []),
         _importance_figure(summary.get("importances") or {}),
-        _curves_figure(study, TASK_QUALITY[config.task][0]),
+        _curves_figure(study, get_task(config.task).quality),
     ]
     figures = [f for f in figures if f is not None]
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{i}") for i, f in enumerate(figures)]

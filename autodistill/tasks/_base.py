@@ -137,6 +137,11 @@ class Task(ABC):
         """``max`` or ``min``: which way the quality metric is better."""
         return TASK_QUALITY[self.name][1]
 
+    def latency_at_rungs(self, study: StudyConfig) -> bool:
+        """Whether the pareto scheduler ranks trials by a latency objective at each rung: then
+        latency is measured before training, and again whenever the student changes."""
+        return study.search.pruner == "pareto" and bool(set(self.latency_metrics) & set(study.objectives))
+
     # -- before the study ------------------------------------------------------------------
     @abstractmethod
     def check_paths(self, config: StudyConfig, source: str) -> None:

@@ -61,7 +61,7 @@ def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher:
         seed = study.search.seed + int(config.get("seed_number", number))
         run = task.start_trial(resolve(study, params), study, data, teacher, seed)
         base.update(run.costs())
-        if study.search.pruner == "pareto" and set(task.latency_metrics) & set(study.objectives):
+        if task.latency_at_rungs(study):
             base.update(run.latency())  # the pareto scheduler ranks by the cost objectives from the first rung on
         broken = _broken_before_training(study, task, run, base)
         if broken:

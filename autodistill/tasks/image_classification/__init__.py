@@ -92,7 +92,7 @@ class ImageClassification(Task):
         return targets
 
     def start_trial(self, trial_cfg: StudyConfig, study: StudyConfig, data: Dataset, targets: TeacherTargets, seed: int) -> ImageTrial:
-        return ImageTrial(trial_cfg, study, data, targets, seed)
+        return ImageTrial(trial_cfg, study, data, targets, seed, rung_latency=self.latency_at_rungs(study))
 
     def load_student(self, trial_path: Path) -> tuple[nn.Module, dict[str, Any]]:
         return load_trial_student(trial_path)
@@ -139,7 +139,7 @@ class ImageTrial(TrialRun):
     """A student of the family registry, compressed when the trial says so, trained by the
     fused KD loss against the study's cached teacher outputs."""
 
-    def __init__(self, trial_cfg: StudyConfig, study: StudyConfig, data: Dataset, targets: TeacherTargets, seed: int):
+    def __init__(self, trial_cfg: StudyConfig, study: StudyConfig, data: Dataset, targets: TeacherTargets, seed: int, *, rung_latency: bool):
         self.cfg, self.study, self.data, self.targets, self.seed = trial_cfg, study, data, targets, seed
         self.spec = student_spec(trial_cfg, data)
         self.epochs = trial_cfg.train.epochs
@@ -151,7 +151,7 @@ class ImageTrial(TrialRun):
         self.costs_final = self.compression is None
         # the pareto scheduler ranks by the cost objectives at each rung: a pruned student's
         # latency is measured again after each pruning step, not only at the end
-        self._rung_latency = study.search.pruner == "pareto" and "latency_ms" in study.objectives
+        self._rung_latency = rung_latency
         self._pruned_layers: dict | None = None
         self._costs = static_costs(self.model, self.input_shape)
 
