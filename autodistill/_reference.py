@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import StudyConfig
+from .config import StudyBase, StudyConfig, TextStudyConfig
 
 
 def _searchable(annotation: Any) -> bool:
@@ -46,8 +46,18 @@ def rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, 
     return out
 
 
-def markdown() -> str:
+def markdown(model: type[BaseModel] = StudyConfig, shared: bool = True) -> str:
+    """The reference table of a study file; ``shared=False`` leaves out the sections every
+    task's file has (search, latency, execution, constraints), listed with the image table."""
+    common = set(StudyBase.model_fields) - {"task", "objectives"}
     lines = ["| key | default | fixed or searched | meaning |", "|---|---|---|---|"]
-    for key, default, kind, doc in rows(StudyConfig):
+    for key, default, kind, doc in rows(model):
+        if not shared and key.split(".")[0] in common:
+            continue
         lines.append(f"| `{key}` | `{default}` | {kind} | {doc} |")
     return "\n".join(lines) + "\n"
+
+
+def text_markdown() -> str:
+    """The reference table of a language_modeling study file (its own sections)."""
+    return markdown(TextStudyConfig, shared=False)

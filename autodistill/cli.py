@@ -179,19 +179,27 @@ def resume(
 @_user_errors
 def export(
     results_dir: Path = typer.Argument(..., help="the study's results directory, e.g. results/digits"),
-    pick: str = typer.Option("knee", "--pick", help="knee | accuracy | params | latency | <trial number>"),
-    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms", help="only trials at most this slow"),
-    min_accuracy: float | None = typer.Option(None, "--min-accuracy", help="only trials at least this accurate (validation)"),
-    formats: str | None = typer.Option(None, "--format", help="comma-separated; image classifiers: pt, torchscript, onnx (default: all of the task's)"),
+    pick: str = typer.Option("knee", "--pick", help="knee | quality | accuracy | perplexity | params | latency | <trial number>"),
+    max_latency_ms: float | None = typer.Option(
+        None, "--max-latency-ms", help="only trials at most this slow (latency_ms; language models: decode_ms_per_token)"
+    ),
+    min_accuracy: float | None = typer.Option(
+        None, "--min-accuracy", help="only trials at least this accurate (validation; language models: next-token accuracy)"
+    ),
+    max_perplexity: float | None = typer.Option(None, "--max-perplexity", help="language models: only trials with at most this validation perplexity"),
+    formats: str | None = typer.Option(
+        None, "--format", help="comma-separated; image classifiers: pt, torchscript, onnx; language models: hf, onnx (default: all of the task's)"
+    ),
     out: Path | None = typer.Option(None, "--out", help="folder for the files (default: <results_dir>/export/trial_<n>)"),
 ) -> None:
-    """Export a student (PyTorch, TorchScript, ONNX), verify each file against PyTorch on the
-    validation split, and write its model card model.json."""
+    """Export a student (images: PyTorch, TorchScript, ONNX; language models: a Hugging Face
+    directory and an ONNX decoder), verify each file against PyTorch on the validation split,
+    and write its model card model.json."""
     if not results_dir.is_dir():
         raise AutodistillError(f"{results_dir}: no such results directory")
     _study_dir.append(results_dir)
     chosen = None if formats is None else tuple(f.strip() for f in formats.split(",") if f.strip())
-    result = export_student(results_dir, pick, chosen, out, max_latency_ms, min_accuracy, log=_log)
+    result = export_student(results_dir, pick, chosen, out, max_latency_ms, min_accuracy, log=_log, max_perplexity=max_perplexity)
     _log(f"exported trial {result.trial} to {result.out_dir}: {', '.join(p.name for p in result.files.values())}, model.json")
 
 

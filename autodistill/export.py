@@ -22,11 +22,14 @@ from ._lock import StudyLock
 from .loading import load_config
 from .pareto import as_minimization, knee_index, non_dominated_mask
 from .results import load_front, load_summary, load_trials
-from .tasks import ExportResult, VerificationError, get_task
+from .tasks import ExportResult, Task, VerificationError, get_task
 
 __all__ = ["PICKS", "ExportResult", "VerificationError", "candidates", "export_student", "pick_trial"]
 
-PICKS = ("knee", "accuracy", "params", "latency")
+PICKS = ("knee", "quality", "accuracy", "perplexity", "params", "latency")
+"""--pick rules: the knee of the front; the best quality metric of the task (accuracy for images,
+perplexity for language models); the best accuracy (next-token accuracy for language models);
+the lowest perplexity; the fewest parameters; the lowest latency (the task's main latency metric)"""
 
 
 # --- which trial ----------------------------------------------------------------------------
@@ -38,9 +41,10 @@ def candidates(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str,
     complete = trials[trials["state"] == "COMPLETE"].copy()
     front = load_front(results_dir)
     if len(front):
-        remeasured = front.set_index("number")["latency_ms"]
-        inside = complete["number"].isin(remeasured.index)
-        complete.loc[inside, "latency_ms"] = complete.loc[inside, "number"].map(remeasured)
+        indexed = front.set_index("number")
+        inside = complete["number"].isin(indexed.index)
+        for metric in [c[: -len("_in_trial")] for c in front.columns if c.endswith("_in_trial")]:  # the latency metrics
+            complete.loc[inside, metric] = complete.loc[inside, "number"].map(indexed[metric])
         complete["latency_measured"] = np.where(inside, "alone, when the study ended", "during the search, beside other trials")
         complete["on_front"] = inside
     return complete.reset_index(drop=True), trials, summary
@@ -53,11 +57,17 @@ def pick_trial(
     max_latency_ms: float | None = None,
     min_accuracy: float | None = None,
     all_trials: pd.DataFrame | None = None,
+    *,
+    task: Task | None = None,
+    max_perplexity: float | None = None,
 ) -> pd.Series:
-    """The trial a ``--pick`` rule selects among the completed trials that meet the limits.
+    """The trial a ``--pick`` rule selects among the completed trials that meet the limits
+    (``max_latency_ms`` bounds the task's main latency metric, ``min_accuracy`` its accuracy,
+    ``max_perplexity`` a language model's perplexity; ``task`` defaults to image classification).
 
-    ``accuracy``: highest validation accuracy (ties: fewer params); ``params``: fewest
-    parameters (ties: higher accuracy); ``latency``: lowest latency (ties: higher accuracy);
+    ``quality``: the best quality metric (ties: fewer params); ``accuracy`` / ``perplexity``:
+    the best of that metric; ``params``: fewest parameters (ties: better quality); ``latency``:
+    lowest latency (ties: better quality);
     ``knee``: the knee (:func:`autodistill.pareto.knee_index`) of the study's recorded front
     (``pareto.csv``, column ``on_front``) among its eligible members, or, where the limits
     leave none of them, of the Pareto front of the eligible trials; an integer: that trial.
@@ -67,6 +77,8 @@ def pick_trial(
         return _numbered(complete, int(pick), all_trials)
     if pick not in PICKS:
         raise AutodistillError(f"--pick: unknown rule {pick!r}; use one of {', '.join(PICKS)} or a trial number")
+    task = task or get_task("image_classification")
+    metrics = _PickMetrics.of(task)
     if "feasible" in complete:  # a rule picks among the trials that meet the study's constraints
         infeasible = int((~complete["feasible"].astype(bool)).sum())
         complete = complete[complete["feasible"].astype(bool)]
@@ -76,13 +88,23 @@ def pick_trial(
             )
     if complete.empty:
         raise AutodistillError("the study has no completed trial to export")
-    eligible = _within_limits(complete, max_latency_ms, min_accuracy)
-    if pick == "accuracy":
-        return eligible.sort_values(["accuracy", "params"], ascending=[False, True]).iloc[0]
-    if pick == "params":
-        return eligible.sort_values(["params", "accuracy"], ascending=[True, False]).iloc[0]
-    if pick == "latency":
-        return eligible.sort_values(["latency_ms", "accuracy"], ascending=[True, False]).iloc[0]
+    limits = {metrics.latency: ("max", max_latency_ms), metrics.accuracy: ("min", min_accuracy), "perplexity": ("max", max_perplexity)}
+    if max_perplexity is not None and "perplexity" not in task.metrics:
+        raise AutodistillError(f"--max-perplexity: a {task.name} study has no perplexity; its quality metric is {task.quality}")
+    eligible = _within_limits(complete, {m: bound for m, bound in limits.items() if bound[1] is not None}, metrics)
+    by = {
+        "quality": (metrics.quality, metrics.quality_mode),
+        "accuracy": (metrics.accuracy, "max"),
+        "perplexity": ("perplexity", "min"),
+        "params": ("params", "min"),
+        "latency": (metrics.latency, "min"),
+    }
+    if pick in by:
+        metric, mode = by[pick]
+        if metric not in eligible:
+            raise AutodistillError(f"--pick {pick}: a {task.name} study has no {metric}; use one of knee, quality, params, latency")
+        tie, tie_mode = ("params", "min") if metric != "params" else (metrics.quality, metrics.quality_mode)
+        return eligible.sort_values([metric, tie], ascending=[mode == "min", tie_mode == "min"]).iloc[0]
     names = list(objectives)
     if "on_front" in eligible and eligible["on_front"].any():
         # the recorded front: its members' latency was re-measured alone, the others' was
@@ -107,23 +129,34 @@ def _numbered(complete: pd.DataFrame, number: int, all_trials: pd.DataFrame | No
     raise AutodistillError(f"--pick {number}: no trial {number} in this study")
 
 
-def _within_limits(complete: pd.DataFrame, max_latency_ms: float | None, min_accuracy: float | None) -> pd.DataFrame:
-    """The completed trials within ``--max-latency-ms`` / ``--min-accuracy``; none is an error
-    that names the most accurate and the fastest trial."""
+class _PickMetrics:
+    """The columns the pick rules read for a task: its quality metric and direction, its
+    accuracy column and its main latency metric."""
+
+    def __init__(self, quality: str, quality_mode: str, accuracy: str, latency: str):
+        self.quality, self.quality_mode, self.accuracy, self.latency = quality, quality_mode, accuracy, latency
+
+    @classmethod
+    def of(cls, task: Task) -> _PickMetrics:
+        accuracy = "accuracy" if "accuracy" in task.metrics else "token_accuracy"
+        return cls(task.quality, task.quality_mode, accuracy, task.latency_metrics[-1])
+
+
+def _within_limits(complete: pd.DataFrame, limits: dict[str, tuple[str, float]], m: _PickMetrics) -> pd.DataFrame:
+    """The completed trials within the limits ({metric: (max or min, value)}); none is an
+    error that names the best and the fastest trial."""
     eligible = complete
-    limits = []
-    if max_latency_ms is not None:
-        eligible = eligible[eligible["latency_ms"] <= max_latency_ms]
-        limits.append(f"latency_ms <= {max_latency_ms:g}")
-    if min_accuracy is not None:
-        eligible = eligible[eligible["accuracy"] >= min_accuracy]
-        limits.append(f"accuracy >= {min_accuracy:g}")
+    said = []
+    for metric, (side, value) in limits.items():
+        eligible = eligible[eligible[metric] <= value] if side == "max" else eligible[eligible[metric] >= value]
+        said.append(f"{metric} {'<=' if side == 'max' else '>='} {value:g}")
     if eligible.empty:
-        best = complete.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).iloc[0]
-        fastest = complete.sort_values("latency_ms").iloc[0]
+        q, lat = m.quality, m.latency
+        best = complete.sort_values([q, lat], ascending=[m.quality_mode == "min", True]).iloc[0]
+        fastest = complete.sort_values(lat).iloc[0]
         raise AutodistillError(
-            f"no completed trial has {' and '.join(limits)} (most accurate: trial {int(best['number'])}, {best['accuracy']:.4f} at "
-            f"{best['latency_ms']:.3f} ms; fastest: trial {int(fastest['number'])}, {fastest['latency_ms']:.3f} ms at {fastest['accuracy']:.4f})"
+            f"no completed trial has {' and '.join(said)} (best {q}: trial {int(best['number'])}, {best[q]:.4f} at "
+            f"{best[lat]:.3f} ms; fastest: trial {int(fastest['number'])}, {fastest[lat]:.3f} ms at {fastest[q]:.4f})"
         )
     return eligible
 
@@ -136,6 +169,7 @@ def export_student(
     max_latency_ms: float | None = None,
     min_accuracy: float | None = None,
     log: Callable[[str], None] = print,
+    max_perplexity: float | None = None,
 ) -> ExportResult:
     """Pick, export, verify and describe a study's student (the API behind ``autodistill export``)."""
     results_dir = Path(results_dir)
@@ -147,15 +181,21 @@ def export_student(
     if unknown or not formats:
         raise AutodistillError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(task.export_formats)}")
     objectives = summary["objectives"]
-    row = pick_trial(complete, objectives, pick, max_latency_ms, min_accuracy, all_trials=trials)
+    row = pick_trial(complete, objectives, pick, max_latency_ms, min_accuracy, all_trials=trials, task=task, max_perplexity=max_perplexity)
     number = int(row["number"])
     out = Path(out_dir) if out_dir is not None else layout.export_dir(results_dir, number)
     rule = (
         pick
         if pick.isdigit()
-        else f"{pick}" + "".join(f", {k} {v:g}" for k, v in (("max latency_ms", max_latency_ms), ("min accuracy", min_accuracy)) if v is not None)
+        else f"{pick}"
+        + "".join(
+            f", {k} {v:g}"
+            for k, v in ((f"max {task.latency_metrics[-1]}", max_latency_ms), ("min accuracy", min_accuracy), ("max perplexity", max_perplexity))
+            if v is not None
+        )
     )
-    log(f"picked trial {number} ({rule}): accuracy {row['accuracy']:.4f}, {int(row['params']):,} params, {row['latency_ms']:.3f} ms")
+    latency = task.latency_metrics[-1]
+    log(f"picked trial {number} ({rule}): {task.quality} {row[task.quality]:.4f}, {int(row['params']):,} params, {latency} {row[latency]:.3f}")
     # read-only on the study, but a resume writing trials/ meanwhile would race: hold the lock
     with StudyLock(results_dir, log):
         try:

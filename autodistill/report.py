@@ -12,37 +12,46 @@ import pandas as pd
 from rich.table import Table
 
 from . import _io
+from .config import TASK_QUALITY
 from .tasks import curve_attr, get_task
 
-_LOG_SCALE = {"params", "macs", "size_mb"}
+_LOG_SCALE = {"params", "macs", "size_mb", "params_non_embedding"}
 _LABELS = {
     "accuracy": "validation accuracy",
     "params": "parameters",
     "macs": "MACs / image",
     "size_mb": "state dict (MB)",
     "latency_ms": "latency (ms)",
+    "perplexity": "validation perplexity",
+    "token_accuracy": "next-token accuracy",
+    "params_non_embedding": "non-embedding parameters",
+    "prefill_ms": "prefill (ms)",
+    "decode_ms_per_token": "decode (ms / token)",
 }
+_QUALITY = {quality for quality, _ in TASK_QUALITY.values()} | {"token_accuracy"}
+_EXTRA = ("test_accuracy", "test_perplexity", "params", "params_non_embedding", "macs", "size_mb", "latency_ms", "prefill_ms", "decode_ms_per_token")
+"""columns shown after the objectives where a front has them"""
 
 
 def format_metric(name: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "-"
-    if name in ("accuracy", "test_accuracy"):
+    if name in ("accuracy", "test_accuracy", "token_accuracy", "test_token_accuracy"):
         return f"{value:.4f}"
-    if name in ("params", "macs"):
+    if name in ("params", "macs", "params_non_embedding", "params_embedding"):
         return f"{int(value):,}"
-    if name == "size_mb":
-        return f"{value:.3f}"
-    if name == "latency_ms":
+    if name in ("size_mb", "latency_ms", "perplexity", "test_perplexity", "prefill_ms", "decode_ms_per_token"):
         return f"{value:.3f}"
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _pairs(objectives: dict[str, str]) -> list[tuple[str, str]]:
-    """(x, y) panels: accuracy against each cost; without accuracy, each pair of objectives."""
+    """(x, y) panels: the quality metric (accuracy, perplexity) against each cost; without
+    one, each pair of objectives."""
     names = list(objectives)
-    if "accuracy" in names:
-        return [(m, "accuracy") for m in names if m != "accuracy"] or [("params", "accuracy")]
+    quality = next((m for m in names if m in _QUALITY), None)
+    if quality is not None:
+        return [(m, quality) for m in names if m != quality] or [("params", quality)]
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [(names[0], names[0])]
 
 
@@ -71,7 +80,7 @@ def write_png(path: Path, complete: pd.DataFrame, front: pd.DataFrame, objective
         ax.set_ylabel(_LABELS.get(y, y))
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="lower right", fontsize=8)
-    fig.suptitle("autodistill: accuracy vs cost (front latency re-measured alone)", fontsize=10)
+    fig.suptitle(f"autodistill: {pairs[0][1]} vs cost (front latency re-measured alone)", fontsize=10)
     fig.tight_layout()
     _io.atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
     plt.close(fig)
@@ -100,9 +109,10 @@ def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, st
     ]
     figures = [f for f in figures if f is not None]
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig-{i}") for i, f in enumerate(figures)]
-    show_cols = ["number", *objectives, *[c for c in ("test_accuracy", "macs", "size_mb", "family", "compression") if c in front and c not in objectives]]
+    show_cols = ["number", *objectives, *[c for c in (*_EXTRA, "family", "shape", "init_used", "compression") if c in front and c not in objectives]]
     table = front[[c for c in show_cols if c in front]].to_html(index=False, float_format=lambda v: f"{v:.4g}") if len(front) else "<p>no completed trial</p>"
     teacher = summary["teacher"]
+    quality = get_task(config.task).quality
     counts = ", ".join(f"{k.lower()} {v}" for k, v in summary["trials"].items() if v)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>autodistill: {html.escape(config.name)}</title>
@@ -111,7 +121,7 @@ def write_html(path: Path, config, trials: pd.DataFrame, front: pd.DataFrame, st
 <h1>autodistill study <code>{html.escape(config.name)}</code></h1>
 <p>Trials: {html.escape(counts)}. Objectives: {html.escape(", ".join(f"{k} ({v})" for k, v in objectives.items()))}.
 Normalised hypervolume: {summary["hypervolume"]:.4f}.</p>
-<p>Teacher: {html.escape(str(teacher.get("arch")))}, {teacher["metrics"]["params"]:,} params, validation accuracy {teacher["metrics"]["accuracy"]:.4f}.</p>
+<p>Teacher: {html.escape(str(teacher.get("arch")))}, {teacher["metrics"]["params"]:,} params, {_LABELS.get(quality, quality)} {format_metric(quality, teacher["metrics"].get(quality))}.</p>
 <h2>Pareto front</h2>
 {table}
 {"".join(parts)}
@@ -121,7 +131,7 @@ Normalised hypervolume: {summary["hypervolume"]:.4f}.</p>
 
 
 def _cost_figure(objectives: dict[str, str], complete: pd.DataFrame, front: pd.DataFrame):
-    """Accuracy against each cost (or each pair of objectives): all trials and the front."""
+    """The quality metric against each cost (or each pair of objectives): all trials and the front."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -229,7 +239,7 @@ def _importance_figure(importances: dict[str, dict[str, float]]):
 
 
 def _curves_figure(study, quality: str):
-    """The quality metric (validation accuracy) per epoch of every trial, completed vs stopped."""
+    """The quality metric (validation accuracy, perplexity) per epoch of every trial, completed vs stopped."""
     import plotly.graph_objects as go
 
     colors = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#d62728"}
@@ -262,7 +272,7 @@ def _curves_figure(study, quality: str):
 
 def front_table(front: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, Any] | None = None, title: str = "Pareto front"):
     """A rich table of the front (what ``autodistill show`` prints)."""
-    extra = [c for c in ("test_accuracy", "params", "macs", "size_mb", "latency_ms") if c in front and c not in objectives]
+    extra = [c for c in _EXTRA if c in front and c not in objectives]
     cols = [*objectives, *extra]
     table = Table(title=title, title_justify="left")
     table.add_column("trial", justify="right")
@@ -279,6 +289,8 @@ def front_table(front: pd.DataFrame, objectives: dict[str, str], teacher: dict[s
         )
     for _, row in front.iterrows():
         family = row.get("family", row.get("param.student.family", ""))
+        if isinstance(row.get("shape"), str):  # a language model: family and shape
+            family = f"{family} {row['shape']}"
         how = [str(row["compression"]) if pd.notna(row["compression"]) else "-"] if compressed else []
         table.add_row(str(int(row["number"])), str(family) if pd.notna(family) else "", *how, *(format_metric(c, row.get(c)) for c in cols))
     return table

@@ -47,8 +47,12 @@ def _walk(node: Any, loc: tuple):
             yield from _walk(value, loc + (key,))
 
 
-def _family_choices(config: StudyConfig) -> tuple[str, ...]:
-    family = config.student.family
+def _family_choices(config: StudyConfig) -> tuple[str, ...] | None:
+    """The student families a study samples, or None when its student has no per-family
+    blocks (a language model's student is the teacher's architecture)."""
+    family = getattr(config.student, "family", None)
+    if family is None:
+        return None
     return family.choice if isinstance(family, Choice) else (family,)
 
 
@@ -57,7 +61,7 @@ def search_space(config: StudyConfig) -> list[Dimension]:
     families = _family_choices(config)
     dims = []
     for loc, dist in _walk(config, ()):
-        if loc[0] == "student" and len(loc) > 1 and loc[1] != "family":
+        if families is not None and loc[0] == "student" and len(loc) > 1 and loc[1] != "family":
             if loc[1] not in families:
                 continue  # dims of a family the study never samples
             condition = ("student.family", loc[1]) if len(families) > 1 else None

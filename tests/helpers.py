@@ -41,15 +41,31 @@ def small_study(tmp_path, name="tiny", **overrides):
         "latency": {"warmup": 2, "repeats": 5, "final_repeats": 10},
         "execution": {"results": str(tmp_path / "results")},
     }
+    return write_study(tmp_path / f"{name}.yaml", raw, overrides)
+
+
+def write_study(path, raw, overrides):
+    """``raw`` with each dotted key of ``overrides`` set, written as YAML to ``path``."""
     for key, value in overrides.items():
         node = raw
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def check_one_line_error(result, expected, tmp_path):
+    """A CliRunner result of bad input: exit code 2, one line ``error: ...`` holding
+    ``expected``, no traceback, nothing under ``tmp_path/results`` but the shared teacher cache."""
+    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
+    err = result.stderr
+    assert err.startswith("error: ") and expected in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err + result.stdout
+    results = tmp_path / "results"
+    assert not results.exists() or not [p for p in results.iterdir() if p.name != ".teachers"]
 
 
 def free_port():

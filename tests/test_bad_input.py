@@ -4,7 +4,7 @@ value or file, exit code 2, no traceback, and nothing written under results/."""
 import importlib.util
 
 import pytest
-from helpers import small_study
+from helpers import check_one_line_error, small_study
 from typer.testing import CliRunner
 
 from autodistill.cli import app
@@ -99,13 +99,7 @@ def _invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def _check(result, expected, tmp_path):
-    assert result.exit_code == 2, (result.exit_code, result.stdout, result.stderr)
-    err = result.stderr
-    assert err.startswith("error: ") and expected in err, err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "Traceback" not in err + result.stdout
-    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+_check = check_one_line_error
 
 
 @pytest.mark.parametrize("command", ["validate", "search"])

@@ -63,3 +63,29 @@ def test_every_pruner_builds_its_scheduler(name):
 def test_every_sampler_builds(name):
     sampler = make_sampler(parse_config({"search": {"sampler": name}}))
     assert isinstance(sampler, optuna.samplers.BaseSampler)
+
+
+def test_language_model_options_have_their_code():
+    import torch
+
+    from autodistill.config import KD_LOSSES, LM_FAMILIES, LM_INITS
+    from autodistill.config._options import LM_ATTENTION_LOSSES, LM_HIDDEN_DISTANCES
+    from autodistill.tasks.language_modeling import losses, models
+
+    log_p = torch.log_softmax(torch.tensor([[1.0, 0.0, -1.0]]), -1)
+    for kind in KD_LOSSES:
+        assert losses.divergence(kind, log_p, log_p).item() == 0.0
+    for family in LM_FAMILIES:
+        assert models.config_class(family)().model_type == family and models.model_class(family).config_class is models.config_class(family)
+    teacher = models.build(
+        models.new_config("qwen2", {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}, 20, 16, 19), 0
+    )
+    for init in LM_INITS:
+        student = models.build(models.student_config(teacher.config, models.shape_of(teacher.config)), 1)
+        assert models.init_student(student, teacher, init, torch.zeros(1, 4, dtype=torch.long)) == init
+    a = torch.full((1, 1, 2, 2), 0.5)
+    for kind in LM_ATTENTION_LOSSES:
+        assert losses.attention_loss(a, a, kind).item() == 0.0
+    h = torch.ones(1, 2, 3)
+    for distance in LM_HIDDEN_DISTANCES:
+        assert losses.hidden_loss(h, h, distance).item() == pytest.approx(0.0, abs=1e-6)

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from autodistill._reference import markdown
+from autodistill._reference import markdown, text_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -30,3 +30,4 @@ def test_ci_runs_the_readme_test_command():
 
 def test_yaml_reference_is_current():
     assert markdown() in README, "regenerate with: python scripts/yaml_reference.py"
+    assert text_markdown() in README, "regenerate with: python scripts/yaml_reference.py"

@@ -12,15 +12,29 @@ everywhere. ``yaml.safe_load`` only: a config never runs code.
 from ._base import Section, choices, has_distribution, may_be_on
 from ._compress import CompressConfig, compress_may_be_active
 from ._data import DataConfig
-from ._errors import format_loc, parse_config
+from ._errors import STUDY_FILES, format_loc, parse_config
 from ._networks import StudentConfig, TeacherConfig, TeacherTrainConfig, TrainConfig
-from ._options import COST_METRICS, METRICS, TASK_METRICS, TASK_QUALITY, TASKS
+from ._options import COST_METRICS, KD_LOSSES, LM_FAMILIES, LM_INITS, METRICS, TASK_METRICS, TASK_QUALITY, TASKS
 from ._recipe import AugmentConfig, DistillConfig, TemperatureConfig, parse_stages
 from ._run import Bound, EarlyStoppingConfig, ExecutionConfig, LatencyConfig, SearchConfig, SearchResources
-from ._study import StudyConfig
+from ._study import StudyBase, StudyConfig
+from ._text import EMBEDDED_CORPUS, CorpusConfig, LMArch, TextDistillConfig, TextStudentConfig, TextStudyConfig, TextTrainConfig, check_heads
 
 __all__ = [
+    "EMBEDDED_CORPUS",
+    "STUDY_FILES",
+    "CorpusConfig",
+    "LMArch",
+    "StudyBase",
+    "TextDistillConfig",
+    "TextStudentConfig",
+    "TextStudyConfig",
+    "TextTrainConfig",
+    "check_heads",
     "COST_METRICS",
+    "KD_LOSSES",
+    "LM_FAMILIES",
+    "LM_INITS",
     "METRICS",
     "TASKS",
     "TASK_METRICS",

@@ -7,7 +7,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .._errors import ConfigError
-from ._study import StudyConfig
+from ._options import TASKS
+from ._study import StudyBase, StudyConfig
+from ._text import TextStudyConfig
+
+STUDY_FILES: dict[str, type[StudyBase]] = {"image_classification": StudyConfig, "language_modeling": TextStudyConfig}
+"""the study file of each task (``task:`` picks it)"""
 
 
 def format_loc(loc: tuple) -> str:
@@ -49,13 +54,18 @@ def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     return msg
 
 
-def parse_config(raw: Any, source: str = "config") -> StudyConfig:
-    """Validate a dict (as read from YAML) into a :class:`StudyConfig` or raise :class:`ConfigError`."""
+def parse_config(raw: Any, source: str = "config") -> StudyBase:
+    """Validate a dict (as read from YAML) into the study file of its ``task:`` (a
+    :class:`StudyConfig` for image_classification, the default) or raise :class:`ConfigError`."""
     if raw is None:
         raise ConfigError(f"{source}: the file is empty")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    task = raw.get("task", "image_classification")
+    model = STUDY_FILES.get(task) if isinstance(task, str) else None
+    if model is None:
+        raise ConfigError(f"{source}: task: unknown task {task!r}; valid: {', '.join(TASKS)}")
     try:
-        return StudyConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_one_line(err, StudyConfig)}") from None
+        raise ConfigError(f"{source}: {_one_line(err, model)}") from None

@@ -2,15 +2,16 @@
 the code that acts on it (``tests/test_options.py``), so a name cannot be accepted here and
 unknown there."""
 
-TASKS = ("image_classification",)
+TASKS = ("image_classification", "language_modeling")
 """kinds of work (``task:``); each is a :class:`autodistill.tasks.Task`"""
 
 TASK_METRICS = {
     "image_classification": ("accuracy", "params", "macs", "size_mb", "latency_ms"),
+    "language_modeling": ("perplexity", "token_accuracy", "params", "params_non_embedding", "size_mb", "prefill_ms", "decode_ms_per_token"),
 }
 """the metrics each task reports, each usable as an objective or a constraint"""
 
-TASK_QUALITY = {"image_classification": ("accuracy", "max")}
+TASK_QUALITY = {"image_classification": ("accuracy", "max"), "language_modeling": ("perplexity", "min")}
 """the quality metric of each task and its direction: reported every epoch (its per-epoch
 curve is stored on each trial as ``<metric>_curve``), ranked by early stopping at a rung"""
 
@@ -19,7 +20,7 @@ METRICS = TASK_METRICS["image_classification"]
 multiply-accumulates per image, state-dict size in MB, and latency in ms per batch of
 ``latency.batch_size``."""
 
-COST_METRICS = ("params", "macs", "size_mb", "latency_ms")
+COST_METRICS = ("params", "macs", "size_mb", "latency_ms", "params_non_embedding", "prefill_ms", "decode_ms_per_token")
 """metrics known before training (a constraint on them is checked before a trial trains)"""
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
@@ -43,3 +44,15 @@ SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "successive_halving", "hyper
 PRUNERS = ("none", "pareto", "asha", *SINGLE_OBJECTIVE_PRUNERS)
 LATENCY_DEVICES = ("cpu", "cuda")
 LATENCY_BACKENDS = ("torch", "torchscript", "onnxruntime")
+
+# language_modeling
+LM_FAMILIES = ("qwen2", "llama")
+"""transformers architectures a language-model teacher and its students can be"""
+LM_INITS = ("random", "teacher_layers", "pruned_teacher")
+"""how a student starts: random; the teacher's every k-th layer (DistilBERT); the teacher pruned in width by activation importance (Minitron)"""
+KD_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+LM_HIDDEN_DISTANCES = ("mse", "cosine")
+LM_ATTENTION_LOSSES = ("kl", "frobenius")
+TOKEN_WEIGHTING = ("none", "entropy")
+TOKENIZERS = ("byte", "bpe")
+PRECISIONS = ("fp32", "bf16")

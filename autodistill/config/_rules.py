@@ -1,7 +1,8 @@
 """Rules that tie several sections of a study together, one small named function each.
 
 Each takes the validated :class:`~autodistill.config.StudyConfig` and raises ``ValueError``
-with a message that names the fields it is about; :data:`RULES` is the order they run in.
+with a message that names the fields it is about; :data:`IMAGE_RULES` (and the language
+modelling rules in :mod:`._text`) are the order they run in.
 """
 
 from __future__ import annotations
@@ -102,8 +103,11 @@ def pruning_leaves_an_epoch_to_fine_tune(config: StudyConfig) -> None:
         raise ValueError(f"compress.prune_steps ({steps}) needs at least {steps + 1} train.epochs (one fine-tunes after the last step), got {epochs}")
 
 
-RULES = (
-    metrics_of_the_task,
+COMMON_RULES = (metrics_of_the_task, pruner_fits_the_objectives)
+"""the rules of every task's study file"""
+
+IMAGE_RULES = (
+    *COMMON_RULES,
     mixing_needs_a_live_teacher,
     stage_losses_need_a_family_teacher,
     matrix_attention_needs_a_vit_teacher,
@@ -111,6 +115,6 @@ RULES = (
     cached_views_need_fixed_crops,
     int8_and_onnxruntime_run_on_the_cpu,
     stage_rates_match_the_stages,
-    pruner_fits_the_objectives,
     pruning_leaves_an_epoch_to_fine_tune,
 )
+"""the rules of an image_classification study file"""

@@ -62,7 +62,7 @@ class LatencyConfig(Section):
     backend: Literal[LATENCY_BACKENDS] = "torch"  # type: ignore[valid-type]
     """what runs the timed model: torch (eager), torchscript (traced and frozen) or onnxruntime (the exported ONNX file, CPU); pick the one you deploy with"""
     batch_size: int = Field(1, ge=1)
-    """images per timed forward pass"""
+    """images per timed forward pass (language_modeling: sequences; decoding is timed at batch 1)"""
     threads: int = Field(1, ge=1)
     """torch intra-op threads while timing (1 = a phone / a shared server core)"""
     warmup: int = Field(10, ge=0)
@@ -71,6 +71,10 @@ class LatencyConfig(Section):
     """timed runs in a trial; the median is reported"""
     final_repeats: int = Field(200, ge=1)
     """timed runs when the front is re-measured alone at the end of the study"""
+    prompt_tokens: int = Field(64, ge=1)
+    """language_modeling: the prompt of prefill_ms (one forward pass over it), and the KV cache decode_ms_per_token starts from"""
+    decode_tokens: int = Field(16, ge=1)
+    """language_modeling: tokens decoded one at a time with the KV cache per timed run of decode_ms_per_token (the mean per token is reported)"""
 
 
 class ExecutionConfig(Section):

@@ -1,9 +1,11 @@
-"""The whole study file: its sections, and the rules that tie them together (:mod:`._rules`)."""
+"""The whole study file: what every task's file has (:class:`StudyBase`), and the file of
+each task, whose rules tie its sections together (:mod:`._rules`, :mod:`._text`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,17 +13,58 @@ from ._base import Section
 from ._compress import CompressConfig
 from ._data import DataConfig
 from ._networks import StudentConfig, TeacherConfig, TrainConfig
-from ._options import TASKS
 from ._recipe import AugmentConfig, DistillConfig
-from ._rules import RULES
+from ._rules import IMAGE_RULES
 from ._run import Bound, ExecutionConfig, LatencyConfig, SearchConfig
 
 
-class StudyConfig(Section):
+class StudyBase(Section):
+    """What the study file of every task holds: its name and task, the objectives and
+    constraints over the task's metrics, and how the search runs, measures and writes."""
+
     name: str = Field("study", pattern=r"^[A-Za-z0-9_.-]+$")
     """the study's folder under execution.results and its Optuna study name"""
-    task: Literal[TASKS] = "image_classification"  # type: ignore[valid-type]
-    """the kind of work: image_classification (the data, networks, losses, metrics, latency probe and export formats follow from it)"""
+    task: str = "image_classification"
+    """the kind of work: image_classification or language_modeling (the data, networks, losses, metrics, latency probe and export formats follow from it)"""
+    objectives: dict[str, Literal["max", "min"]] = Field(default_factory=dict)
+    constraints: dict[str, Bound] = Field(default_factory=dict)
+    """metric -> {min, max}, e.g. {latency_ms: {max: 2.0}, accuracy: {min: 0.9}}: the samplers steer away from violations, the front holds feasible trials only, and a student whose cost alone breaks a constraint is not trained"""
+    search: SearchConfig = SearchConfig()
+    latency: LatencyConfig = LatencyConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+
+    rules: ClassVar[tuple[Callable[[Any], None], ...]] = ()
+    """the cross-section rules of this task's file, in the order they run"""
+
+    @field_validator("objectives")
+    @classmethod
+    def _check_objectives(cls, objectives: dict[str, str]) -> dict[str, str]:
+        if not objectives:
+            raise ValueError("at least one objective is needed, e.g. {accuracy: max}")
+        return objectives
+
+    def _settle(self) -> None:
+        """Fields that follow from others, set before the rules run (a task's file may have some)."""
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> StudyBase:
+        self._settle()
+        for rule in type(self).rules:
+            rule(self)
+        return self
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.execution.results) / self.name
+
+
+class StudyConfig(StudyBase):
+    """The study file of an image_classification study."""
+
+    task: Literal["image_classification"] = "image_classification"
+    """the kind of work: image_classification or language_modeling (the data, networks, losses, metrics, latency probe and export formats follow from it)"""
+    objectives: dict[str, Literal["max", "min"]] = Field(default_factory=lambda: {"accuracy": "max", "params": "min", "latency_ms": "min"})
+    """metric -> direction; image_classification metrics: accuracy, params, macs, size_mb, latency_ms"""
     data: DataConfig = DataConfig()
     teacher: TeacherConfig = TeacherConfig()
     teachers: list[TeacherConfig] | None = None
@@ -31,41 +74,18 @@ class StudyConfig(Section):
     compress: CompressConfig = CompressConfig()
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
-    objectives: dict[str, Literal["max", "min"]] = Field(default_factory=lambda: {"accuracy": "max", "params": "min", "latency_ms": "min"})
-    """metric -> direction; image_classification metrics: accuracy, params, macs, size_mb, latency_ms"""
-    constraints: dict[str, Bound] = Field(default_factory=dict)
-    """metric -> {min, max}, e.g. {latency_ms: {max: 2.0}, accuracy: {min: 0.9}}: the samplers steer away from violations, the front holds feasible trials only, and a student whose cost alone breaks a constraint is not trained"""
-    search: SearchConfig = SearchConfig()
-    latency: LatencyConfig = LatencyConfig()
-    execution: ExecutionConfig = ExecutionConfig()
 
-    @field_validator("objectives")
-    @classmethod
-    def _check_objectives(cls, objectives: dict[str, str]) -> dict[str, str]:
-        if not objectives:
-            raise ValueError("at least one objective is needed, e.g. {accuracy: max}")
-        return objectives
+    rules = IMAGE_RULES
 
-    @model_validator(mode="after")
-    def _one_teacher_section(self) -> StudyConfig:
+    def _settle(self) -> None:
+        """The primary teacher is ``teachers[0]`` when ``teachers`` is given."""
         if self.teachers is not None:
             if not self.teachers:
                 raise ValueError("teachers: expected a non-empty list of teachers ({arch: ..., weight: ...})")
             if "teacher" in self.model_fields_set and self.teacher != self.teachers[0]:
                 raise ValueError("set teacher or teachers, not both (teachers[0] is the primary teacher)")
             self.teacher = self.teachers[0]
-        return self
-
-    @model_validator(mode="after")
-    def _cross_field_rules(self) -> StudyConfig:
-        for rule in RULES:
-            rule(self)
-        return self
 
     @property
     def all_teachers(self) -> list[TeacherConfig]:
         return list(self.teachers) if self.teachers else [self.teacher]
-
-    @property
-    def results_dir(self) -> Path:
-        return Path(self.execution.results) / self.name

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from ._base import ExportResult, Task, Teachers, TrialResult, TrialRun, VerificationError, curve_attr
 from .image_classification import ImageClassification
+from .language_modeling import LanguageModeling
 
 TASK_TYPES: dict[str, type[Task]] = {
     ImageClassification.name: ImageClassification,
+    LanguageModeling.name: LanguageModeling,
 }
 
 

@@ -185,7 +185,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     # replay the first run's sequence.
     study.sampler = make_sampler(config, offset=len(study.get_trials(deepcopy=False)))
     study.set_user_attr("teacher", teacher)
-    if config.teachers:
+    if len(teachers.records) > 1:
         study.set_user_attr("teachers", teachers.records)
     if not resume:
         for point in config.search.points_to_evaluate:  # tried first, in order

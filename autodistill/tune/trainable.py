@@ -129,7 +129,7 @@ def _train_and_measure(
         if fault:
             _inject(fault, stats.epoch, run.model)
         base.update(run.costs())  # params, MACs, size of the network as it is now
-        unreported.append(getattr(stats, task.quality))
+        unreported.append(stats.as_dict()[task.quality])
         if stats.epoch < epochs and time.perf_counter() - last_report >= interval:  # the last epoch is reported below, with the checkpoint
             tune.report({**base, **stats.as_dict(), "epochs": epochs, "curve_tail": list(unreported), **prior})
             prior.clear()

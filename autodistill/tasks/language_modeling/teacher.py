@@ -1,0 +1,209 @@
+"""The language-model teacher: a local checkpoint, or trained here once and cached (by a hash
+of the corpus settings, the shape and the training config), like the image teacher; then
+what trials need of it, computed once per study and cached: the top-k logits of every
+training sequence and, when asked, synthetic continuations it writes (with their top-k too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ... import _io, layout
+from ..._errors import ConfigError
+from ...config import TextStudyConfig, TextTrainConfig
+from ...measure import state_dict_mb
+from . import models
+from .corpus import TextData
+from .losses import cache_bytes_per_token, topk_cache
+from .train import TextTargets, evaluate, train_lm
+
+CACHE_VERSION = 1  # bump when the teacher training code changes what it produces
+OUTPUTS_VERSION = 1
+BATCH = 32  # sequences per teacher forward pass when the cache is computed
+
+
+def compute_device(config: TextStudyConfig) -> str:
+    return "cuda" if config.search.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
+
+
+def _key(blob: Any) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def teacher_key(config: TextStudyConfig) -> str:
+    data = config.data.model_dump(mode="json", exclude={"synthetic"})
+    return _key(
+        {
+            "version": CACHE_VERSION,
+            "task": "language_modeling",
+            "data": data,
+            "arch": config.teacher.arch.model_dump(),
+            "train": config.teacher.train.model_dump(),
+        }
+    )
+
+
+def prepare_teacher(config: TextStudyConfig, data: TextData, log: Callable[[str], None]) -> tuple[nn.Module, dict[str, Any]]:
+    """(teacher in eval mode, its record: arch, source, path, metrics)."""
+    tcfg = config.teacher
+    if tcfg.checkpoint:
+        model = models.load_checkpoint(tcfg.checkpoint)
+        if model.config.vocab_size < data.vocab_size:
+            raise ConfigError(
+                f"teacher.checkpoint: {tcfg.checkpoint}: its vocabulary ({model.config.vocab_size}) is smaller than its tokenizer's ({data.vocab_size})"
+            )
+        source, path = f"checkpoint {tcfg.checkpoint}", tcfg.checkpoint
+    else:
+        cache = layout.teacher_cache(config.execution.results, teacher_key(config))
+        arch = tcfg.arch.model_dump()
+        family = arch.pop("family")
+        cfg = models.new_config(family, arch, data.vocab_size, data.seq_len, data.tokenizer.eos_token_id)
+        path = str(cache)
+        if (cache / "config.json").is_file() and (cache / "model.safetensors").is_file():
+            model = models.model_class(family).from_pretrained(str(cache), local_files_only=True, dtype=torch.float32).eval()
+            source = f"cache {cache}"
+        else:
+            model = models.build(cfg, tcfg.train.seed)
+            source = _train_teacher(config, data, model, cache, log)
+    model.eval()
+    val, test = evaluate(model, data.val), evaluate(model, data.test)
+    counts = models.param_counts(model)
+    record = {
+        "arch": {"family": model.config.model_type, **models.shape_of(model.config)},
+        "family": model.config.model_type,
+        "source": source,
+        "path": path,
+        "metrics": {
+            "perplexity": val["perplexity"],
+            "token_accuracy": val["token_accuracy"],
+            "test_perplexity": test["perplexity"],
+            "test_token_accuracy": test["token_accuracy"],
+            **counts,
+            "size_mb": state_dict_mb(model),
+        },
+    }
+    return model, record
+
+
+def _train_teacher(config: TextStudyConfig, data: TextData, model: nn.Module, cache: Path, log: Callable[[str], None]) -> str:
+    t = config.teacher.train
+    counts = models.param_counts(model)
+    epochs = 4
+    train_cfg = TextTrainConfig(
+        epochs=epochs,
+        steps_per_epoch=max(t.steps // epochs, 1),
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        warmup_fraction=min(t.warmup_steps / t.steps, 0.5),
+    )
+    log(
+        f"training teacher {model.config.model_type} ({counts['params']:,} params, {counts['params_non_embedding']:,} non-embedding) for {t.steps} steps of {t.batch_size} x {data.seq_len} tokens"
+    )
+    started = time.perf_counter()
+
+    def progress(stats) -> None:
+        log(f"  teacher step {stats.epoch * train_cfg.steps_per_epoch}/{t.steps}: loss {stats.loss:.4f}, val perplexity {stats.extra['perplexity']:.3f}")
+
+    train_lm(model, data.train, data.val, train_cfg, seed=t.seed, on_epoch=progress, device=compute_device(config))
+    model.to("cpu").eval()
+    seconds = time.perf_counter() - started
+
+    with _io.atomic_dir(cache) as tmp:
+        model.save_pretrained(tmp)
+        data.tokenizer.save_pretrained(tmp)
+        (tmp / "autodistill.json").write_text(json.dumps({"train_seconds": seconds, "steps": t.steps}))
+    return f"trained in {seconds:.1f} s, cached at {cache}"
+
+
+def outputs_key(teacher: nn.Module, data: TextData, config: TextStudyConfig) -> str:
+    digest = hashlib.sha256()
+    for value in teacher.state_dict().values():
+        digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()[:4096])
+        digest.update(str(tuple(value.shape)).encode())
+    digest.update(data.train.numpy().tobytes())
+    blob = {"version": OUTPUTS_VERSION, "k": config.distill.top_k, "synthetic": config.data.synthetic.model_dump(), "weights": digest.hexdigest()}
+    return _key(blob)
+
+
+@torch.no_grad()
+def topk_of(teacher: nn.Module, seqs: torch.Tensor, k: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's top-k cache (values, indices, tail) of every position of ``seqs``."""
+    teacher.to(device).eval()
+    parts = []
+    for start in range(0, len(seqs), BATCH):
+        logits = teacher(input_ids=seqs[start : start + BATCH].to(device), use_cache=False).logits
+        parts.append(tuple(t.cpu() for t in topk_cache(logits, k)))
+    teacher.to("cpu")
+    return tuple(torch.cat([p[i] for p in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def generate(teacher: nn.Module, data: TextData, config: TextStudyConfig, device: str) -> torch.Tensor:
+    """``data.synthetic.count`` continuations of prompts cut from training sequences, sampled
+    with the configured top-p and temperature, each data.seq_len tokens long."""
+    syn = config.data.synthetic
+    gen = torch.Generator().manual_seed(syn.seed)
+    rows = torch.randint(len(data.train), (syn.count,), generator=gen)
+    prompts = data.train[rows, : syn.prompt_tokens]
+    torch.manual_seed(syn.seed)
+    teacher.to(device).eval()
+    out = []
+    eos = data.tokenizer.eos_token_id
+    for start in range(0, syn.count, BATCH):
+        batch = prompts[start : start + BATCH].to(device)
+        seq = teacher.generate(
+            input_ids=batch,
+            attention_mask=torch.ones_like(batch),
+            do_sample=True,
+            top_p=syn.top_p,
+            top_k=0,
+            temperature=syn.temperature,
+            max_new_tokens=data.seq_len - syn.prompt_tokens,
+            min_new_tokens=data.seq_len - syn.prompt_tokens,
+            pad_token_id=eos,
+        )
+        out.append(seq[:, : data.seq_len].cpu())
+    teacher.to("cpu")
+    return torch.cat(out)
+
+
+def teacher_targets(config: TextStudyConfig, data: TextData, teacher: nn.Module, log: Callable[[str], None]) -> TextTargets:
+    """The study's teacher targets: loaded from the outputs cache, or computed and cached."""
+    device = compute_device(config)
+    k = config.distill.top_k
+    cache = layout.outputs_cache(config.execution.results, outputs_key(teacher, data, config))
+    file = cache / "topk.pt"
+    started = time.perf_counter()
+    if file.is_file():
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+        where = f"cache {cache}"
+    else:
+        saved = {"train": topk_of(teacher, data.train, k, device)}
+        if config.data.synthetic.count:
+            log(
+                f"the teacher writes {config.data.synthetic.count} synthetic continuations (top-p {config.data.synthetic.top_p}, temperature {config.data.synthetic.temperature})"
+            )
+            syn = generate(teacher, data, config, device)
+            saved["synthetic"] = syn
+            saved["synthetic_cache"] = topk_of(teacher, syn, k, device)
+        _io.torch_save(file, saved)
+        where = f"computed in {time.perf_counter() - started:.1f} s, cached at {cache}"
+    targets = TextTargets(*saved["train"], synthetic=saved.get("synthetic"), synthetic_cache=saved.get("synthetic_cache"), source=where)
+    if config.distill.needs_teacher_internals:
+        targets.teacher = teacher
+    tokens = targets.values.shape[0] * targets.values.shape[1]
+    live = ", the teacher runs on every batch for the hidden-state and attention losses" if targets.teacher is not None else ""
+    log(
+        f"teacher outputs: top-{targets.values.shape[-1]} logits of {tokens:,} tokens, {cache_bytes_per_token(targets.values.shape[-1])} bytes per token "
+        f"({targets.nbytes / 2**20:.1f} MB), {where}{live}"
+    )
+    return targets
