@@ -50,7 +50,7 @@ def test_curve_and_compute_to_reach():
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize("script", ["bench_search", "bench_trial", "bench_compress", "bench_kd_gain"])
+@pytest.mark.parametrize("script", ["bench_search", "bench_trial", "bench_compress", "bench_kd_gain", "bench_text_kd"])
 def test_benchmark_quick_runs(script):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]

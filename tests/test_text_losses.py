@@ -16,6 +16,8 @@ from autodistill.tasks.language_modeling.losses import (
     kd_per_token,
     layer_map,
     match_heads,
+    normalised_entropy,
+    normalised_entropy_full,
     student_buckets,
     teacher_buckets,
     topk_cache,
@@ -119,7 +121,8 @@ def test_entropy_weights_favour_unsure_tokens_and_average_one():
     sure = torch.tensor([10.0, 0.0, 0.0, 0.0])
     unsure = torch.tensor([0.1, 0.0, 0.0, 0.0])
     values, indices, tail = topk_cache(torch.stack([sure, unsure]), 4)
-    w = entropy_weights(values, tail, 4)
+    w = entropy_weights(normalised_entropy(values, tail, 4))
+    assert torch.allclose(w, entropy_weights(normalised_entropy_full(torch.stack([sure, unsure]))))
     assert w.mean().item() == pytest.approx(1.0)
     assert w[1] > w[0]
 

@@ -133,3 +133,49 @@ def test_latency_probe_gives_prefill_and_decode_with_spread():
     assert 0 < out["prefill_ms_p10"] <= out["prefill_ms"] <= out["prefill_ms_p90"]
     assert out["decode_ms_per_token"] > 0
     assert not model.training
+
+
+@pytest.mark.parametrize("schedule", ["constant", "adaptive"])
+def test_kd_without_a_cache_reads_the_teachers_full_logits_and_equals_a_full_cache(schedule):
+    """distill.top_k: 0 runs the teacher on the batch; a cache of the whole vocabulary holds the
+    same distribution, so both give the same KD term (entropy weighting and an adaptive
+    temperature included)."""
+    from autodistill.tasks.language_modeling.train import TextLoss
+
+    teacher = _teacher()
+    student = models.build(models.student_config(teacher.config, {**TEACHER, "num_hidden_layers": 1}), 2)
+    ids = _ids(2, 12, seed=4)
+    cfg = TextDistillConfig(alpha=1.0, kd_loss="reverse_kl", token_weighting="entropy", temperature={"schedule": schedule, "start": 2.0, "end": 1.0})
+    with torch.no_grad():
+        t_out, s_out = teacher(input_ids=ids), student(input_ids=ids)
+    full_cache = topk_cache(t_out.logits, 50)
+    live = TextLoss(cfg, student, teacher.config, 10, True, live=True)
+    cached = TextLoss(cfg, student, teacher.config, 10, True)
+    assert live.needs_teacher and not cached.needs_teacher
+    loss_live, parts_live = live(3, ids, s_out, None, t_out)
+    loss_cached, parts_cached = cached(3, ids, s_out, full_cache, None)
+    assert loss_live.item() == pytest.approx(loss_cached.item(), rel=1e-3)
+    assert parts_live["temperature"].item() == pytest.approx(parts_cached["temperature"].item(), rel=1e-3)
+
+
+def test_training_from_cached_internals_matches_a_live_teacher():
+    """Hidden states and attention matrices read from the float16 cache train the student as
+    the teacher run on every batch does (same batches, same seed), to float16 rounding."""
+    from autodistill.tasks.language_modeling.teacher import internals_of
+
+    teacher = _teacher()
+    models.set_attention(teacher, "eager")
+    seqs = _ids(16, 16, seed=2)
+    with torch.no_grad():
+        values, indices, tail = topk_cache(teacher(input_ids=seqs).logits, 8)
+    saved = internals_of(teacher, seqs, True, True, "cpu")
+    live = TextTargets(values, indices, tail, teacher=teacher, teacher_config=teacher.config.to_dict())
+    cached = TextTargets(values, indices, tail, hidden=saved["hidden"], attentions=saved["attentions"], teacher_config=teacher.config.to_dict())
+    shape = {**TEACHER, "hidden_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1, "num_hidden_layers": 2}
+    runs = []
+    for targets in (live, cached):
+        student = models.build(models.student_config(teacher.config, shape), 5, attention="eager")
+        runs.append(_run(student, seqs, targets, 1)[-1])
+    assert runs[1].extra["loss_hidden"] == pytest.approx(runs[0].extra["loss_hidden"], rel=1e-2)
+    assert runs[1].extra["loss_attention"] == pytest.approx(runs[0].extra["loss_attention"], rel=1e-2)
+    assert runs[1].extra["perplexity"] == pytest.approx(runs[0].extra["perplexity"], rel=1e-2)

@@ -51,4 +51,23 @@ def test_teacher_is_trained_once_and_its_outputs_are_cached_once(tmp_path):
     cached = teacher_targets(config, data, teacher, lines.append)
     assert "cache " in lines[-1] and torch.equal(cached.values, targets.values) and torch.equal(cached.synthetic, targets.synthetic)
     assert targets.teacher is None  # no hidden-state or attention loss: trials do not need the teacher itself
-    assert teacher_targets(_config(tmp_path, hidden_weight=1.0), data, teacher, lines.append).teacher is teacher
+
+
+def test_teacher_internals_are_cached_within_the_budget_else_the_teacher_runs(tmp_path):
+    config = _config(tmp_path, hidden_weight=1.0, attention_weight=1.0)
+    data = load_corpus(config.data, None)
+    teacher, _ = prepare_teacher(config, data, print)
+    lines = []
+    targets = teacher_targets(config, data, teacher, lines.append)
+    rows = len(data.train) + 3  # the training sequences, then the synthetic ones
+    assert targets.teacher is None and targets.cached_internals == {"hidden", "attentions"}
+    assert len(targets.hidden) == 3 and targets.hidden[0].shape == (rows, 32, 32) and targets.hidden[0].dtype == torch.float16
+    assert len(targets.attentions) == 2 and targets.attentions[0].shape == (rows, 2, 32, 32)
+    assert any(line.startswith("teacher internals cached: hidden and attentions") for line in lines)
+    with torch.no_grad():
+        out = teacher(input_ids=targets.synthetic[:1], output_hidden_states=True)
+    assert torch.allclose(targets.hidden[2][len(data.train)].float(), out.hidden_states[2][0], atol=1e-2)
+    # a budget that holds neither: the teacher is shipped and runs on every batch
+    small = parse_config({**config.model_dump(mode="json"), "execution": {"results": str(tmp_path), "teacher_cache_gb": 0.0}})
+    live = teacher_targets(small, data, teacher, lines.append)
+    assert live.teacher is teacher and live.hidden is None and "over execution.teacher_cache_gb" in lines[-2]

@@ -162,8 +162,8 @@ class TextDistillConfig(Section):
     """weight of the next-token cross-entropy on the data; null = 1 - the KD weight"""
     temperature: TemperatureConfig = TemperatureConfig(start=1.0, end=1.0)
     """the write-up's 2.0 early then 1.0 is {schedule: step, start: 2.0, end: 1.0}"""
-    top_k: fixed_only("int", ge=1, le=262144) = 32
-    """teacher logits kept per token in the cache (values float16, indices int32); the tail mass is spread over the other tokens in proportion to the student's own tail (see the README)"""
+    top_k: fixed_only("int", ge=0, le=262144) = 32
+    """teacher logits kept per token in the cache (values float16, indices int32, plus the tail's log-mass: see the README); 0 = no cache: the teacher runs on every batch and KD reads its full logits (exact at any temperature, one teacher forward per step)"""
     token_weighting: tunable("str", choices=TOKEN_WEIGHTING) = "none"
     """entropy: each token's KD term weighted by the teacher's normalised entropy there (mean 1 over the batch); none = equal"""
     hidden_weight: tunable("float", ge=0, le=1000) = 0.0

@@ -91,6 +91,8 @@ class LanguageModeling(Task):
             models.set_attention(teacher, "eager")  # sdpa gives no attention matrices
         if any(init != "random" for init in choices(config.student.init)):
             targets.teacher = teacher  # a student may start from its layers
+        if targets.teacher is not None:
+            targets.teacher = models.portable(targets.teacher)
         targets.teacher_config = teacher.config.to_dict()
         return targets
 

@@ -102,11 +102,14 @@ def kd_per_token(kind: str, student_logits: torch.Tensor, values: torch.Tensor, 
     return scale * divergence(kind, log_t, log_s)
 
 
-def kd_full_per_token(kind: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The same divergence from full teacher logits (the reference the cache is measured against)."""
-    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return temperature**2 * divergence(kind, log_t, log_s)
+def kd_full_per_token(kind: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature) -> torch.Tensor:
+    """The same divergence from full teacher logits (``distill.top_k: 0``, the teacher run on
+    every batch; and the reference the cache is measured against)."""
+    t = _t(temperature, student_logits)
+    log_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    log_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    scale = t.squeeze(-1) ** 2 if isinstance(t, torch.Tensor) else t**2
+    return scale * divergence(kind, log_t, log_s)
 
 
 @torch.no_grad()
@@ -117,10 +120,17 @@ def normalised_entropy(values: torch.Tensor, tail: torch.Tensor, vocab_size: int
 
 
 @torch.no_grad()
-def entropy_weights(values: torch.Tensor, tail: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Per-token weights from the teacher's normalised entropy, scaled to mean 1 over the
-    batch: the teacher's unsure tokens weigh more. Detached."""
-    h = normalised_entropy(values, tail, vocab_size).clamp_min(1e-6)
+def normalised_entropy_full(logits: torch.Tensor) -> torch.Tensor:
+    """The teacher's entropy per token from its full logits, divided by log V, in [0, 1]."""
+    log_p = F.log_softmax(logits.float(), dim=-1)
+    return (-(log_p.exp() * log_p).sum(-1) / math.log(logits.shape[-1])).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def entropy_weights(entropy: torch.Tensor) -> torch.Tensor:
+    """Per-token weights from the teacher's normalised entropy (:func:`normalised_entropy`),
+    scaled to mean 1 over the batch: the teacher's unsure tokens weigh more. Detached."""
+    h = entropy.clamp_min(1e-6)
     return h / h.mean()
 
 

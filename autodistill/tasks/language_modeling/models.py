@@ -108,6 +108,15 @@ def build(config, seed: int, attention: str = "sdpa") -> nn.Module:
     return model_class(config.model_type)(config).float()
 
 
+def portable(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` that pickles (to ship it to the trials through Ray's object store):
+    transformers leaves output-capturing hooks on a model that returned its hidden states or
+    attentions, and those hold a ContextVar, which does not pickle."""
+    copy = build(type(model.config).from_dict(model.config.to_dict()), 0, model.config._attn_implementation or "sdpa")
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
 def set_attention(model: nn.Module, attention: str) -> None:
     model.config._attn_implementation = attention
     if hasattr(model, "set_attn_implementation"):

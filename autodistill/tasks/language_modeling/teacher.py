@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from ... import _io, layout
 from ..._errors import ConfigError
-from ...config import TextStudyConfig, TextTrainConfig
+from ...config import TextStudyConfig, TextTrainConfig, may_be_on
 from ...measure import state_dict_mb
 from . import models
 from .corpus import TextData
@@ -177,7 +177,9 @@ def generate(teacher: nn.Module, data: TextData, config: TextStudyConfig, device
 
 
 def teacher_targets(config: TextStudyConfig, data: TextData, teacher: nn.Module, log: Callable[[str], None]) -> TextTargets:
-    """The study's teacher targets: loaded from the outputs cache, or computed and cached."""
+    """The study's teacher targets: loaded from the outputs cache, or computed and cached.
+    With ``distill.top_k: 0`` nothing is cached but the synthetic continuations: the teacher
+    runs on every batch and KD reads its full logits."""
     device = compute_device(config)
     k = config.distill.top_k
     cache = layout.outputs_cache(config.execution.results, outputs_key(teacher, data, config))
@@ -187,23 +189,86 @@ def teacher_targets(config: TextStudyConfig, data: TextData, teacher: nn.Module,
         saved = torch.load(file, map_location="cpu", weights_only=True)
         where = f"cache {cache}"
     else:
-        saved = {"train": topk_of(teacher, data.train, k, device)}
+        saved = {"train": topk_of(teacher, data.train, k, device) if k else (None, None, None)}
         if config.data.synthetic.count:
-            log(
-                f"the teacher writes {config.data.synthetic.count} synthetic continuations (top-p {config.data.synthetic.top_p}, temperature {config.data.synthetic.temperature})"
-            )
-            syn = generate(teacher, data, config, device)
-            saved["synthetic"] = syn
-            saved["synthetic_cache"] = topk_of(teacher, syn, k, device)
-        _io.torch_save(file, saved)
-        where = f"computed in {time.perf_counter() - started:.1f} s, cached at {cache}"
+            syn = config.data.synthetic
+            log(f"the teacher writes {syn.count} synthetic continuations (top-p {syn.top_p}, temperature {syn.temperature})")
+            saved["synthetic"] = generate(teacher, data, config, device)
+            if k:
+                saved["synthetic_cache"] = topk_of(teacher, saved["synthetic"], k, device)
+        if k or config.data.synthetic.count:
+            _io.torch_save(file, saved)
+            where = f"computed in {time.perf_counter() - started:.1f} s, cached at {cache}"
     targets = TextTargets(*saved["train"], synthetic=saved.get("synthetic"), synthetic_cache=saved.get("synthetic_cache"), source=where)
-    if config.distill.needs_teacher_internals:
+    internals = _cache_internals(config, data, teacher, targets, cache, device, log)
+    distill = config.distill
+    missing = (may_be_on(distill.hidden_weight) and "hidden" not in internals) or (may_be_on(distill.attention_weight) and "attentions" not in internals)
+    if missing or not k:
         targets.teacher = teacher
+    if not k:
+        log("teacher outputs: no top-k cache (distill.top_k: 0): the teacher runs on every batch and KD reads its full logits")
+        return targets
     tokens = targets.values.shape[0] * targets.values.shape[1]
-    live = ", the teacher runs on every batch for the hidden-state and attention losses" if targets.teacher is not None else ""
-    log(
-        f"teacher outputs: top-{targets.values.shape[-1]} logits of {tokens:,} tokens, {cache_bytes_per_token(targets.values.shape[-1])} bytes per token "
-        f"({targets.nbytes / 2**20:.1f} MB), {where}{live}"
-    )
+    live = ", the teacher runs on every batch for the hidden-state and attention losses the cache does not hold" if missing else ""
+    log(f"teacher outputs: top-{k} logits of {tokens:,} tokens, {cache_bytes_per_token(k)} bytes per token ({targets.nbytes / 2**20:.1f} MB), {where}{live}")
     return targets
+
+
+def internals_bytes(teacher: nn.Module, rows: int, seq_len: int) -> dict[str, int]:
+    """Bytes of the teacher's hidden states (every layer and the embeddings) and of its
+    attention matrices (every layer), float16, for ``rows`` sequences of ``seq_len``."""
+    c = teacher.config
+    return {
+        "hidden": (c.num_hidden_layers + 1) * rows * seq_len * c.hidden_size * 2,
+        "attentions": c.num_hidden_layers * rows * c.num_attention_heads * seq_len * seq_len * 2,
+    }
+
+
+def _cache_internals(config: TextStudyConfig, data: TextData, teacher: nn.Module, targets: TextTargets, cache: Path, device: str, log) -> set[str]:
+    """Cache what the hidden-state and attention losses read of the teacher (float16, the
+    training sequences then the synthetic ones) when it fits ``execution.teacher_cache_gb``
+    (hidden states first: they are the smaller); returns what was cached."""
+    distill = config.distill
+    want = [name for name, weight in (("hidden", distill.hidden_weight), ("attentions", distill.attention_weight)) if may_be_on(weight)]
+    if not want:
+        return set()
+    seqs = data.train if targets.synthetic is None else torch.cat([data.train, targets.synthetic])
+    sizes = internals_bytes(teacher, len(seqs), data.seq_len)
+    budget = config.execution.teacher_cache_gb * 2**30
+    chosen = want if sum(sizes[n] for n in want) <= budget else [n for n in want[:1] if sizes[n] <= budget]
+    if not chosen:
+        log(
+            f"teacher internals: {' and '.join(want)} need {sum(sizes[n] for n in want) / 2**30:.2f} GB, over execution.teacher_cache_gb: the teacher runs on every batch"
+        )
+        return set()
+    file = cache / f"internals-{'-'.join(chosen)}.pt"
+    if file.is_file():
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+    else:
+        saved = internals_of(teacher, seqs, "hidden" in chosen, "attentions" in chosen, device)
+        _io.torch_save(file, saved)
+    for name in chosen:
+        setattr(targets, name, saved[name])
+    log(f"teacher internals cached: {' and '.join(chosen)}, {sum(sizes[n] for n in chosen) / 2**20:.1f} MB (float16) at {file}")
+    return set(chosen)
+
+
+@torch.no_grad()
+def internals_of(teacher: nn.Module, seqs: torch.Tensor, hidden: bool, attentions: bool, device: str) -> dict[str, list[torch.Tensor]]:
+    """The teacher's hidden states and / or attention matrices of ``seqs``, float16, per layer."""
+    before = teacher.config._attn_implementation
+    if attentions:
+        models.set_attention(teacher, "eager")
+    teacher.to(device).eval()
+    parts: dict[str, list[list[torch.Tensor]]] = {"hidden": [], "attentions": []}
+    try:
+        for start in range(0, len(seqs), BATCH):
+            out = teacher(input_ids=seqs[start : start + BATCH].to(device), use_cache=False, output_hidden_states=hidden, output_attentions=attentions)
+            if hidden:
+                parts["hidden"].append([h.half().cpu() for h in out.hidden_states])
+            if attentions:
+                parts["attentions"].append([a.half().cpu() for a in out.attentions])
+    finally:
+        teacher.to("cpu")
+        models.set_attention(teacher, before)
+    return {name: [torch.cat(layer) for layer in zip(*chunks)] for name, chunks in parts.items() if chunks}

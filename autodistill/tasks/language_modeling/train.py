@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
@@ -29,7 +30,17 @@ import torch.nn.functional as F
 from ...config import TextDistillConfig, TextTrainConfig
 from ...distill import EpochStats
 from ...distill.schedules import kd_weight_at, lr_factor, temperature_at
-from .losses import attention_loss, entropy_weights, hidden_loss, kd_per_token, layer_map, normalised_entropy
+from .losses import (
+    attention_loss,
+    entropy_weights,
+    hidden_loss,
+    kd_full_per_token,
+    kd_per_token,
+    layer_map,
+    normalised_entropy,
+    normalised_entropy_full,
+)
+from .models import config_class
 
 
 @dataclass
@@ -38,23 +49,34 @@ class TextTargets:
     training sequence (and of its synthetic continuations), and the teacher itself for the
     hidden-state and attention losses."""
 
-    values: torch.Tensor  # (N, T, k) float16
-    indices: torch.Tensor  # (N, T, k) int32
-    tail: torch.Tensor  # (N, T) float32
+    values: torch.Tensor | None  # (N, T, k) float16; None: no cache (distill.top_k: 0), the teacher runs on every batch
+    indices: torch.Tensor | None  # (N, T, k) int32
+    tail: torch.Tensor | None  # (N, T) float32
     synthetic: torch.Tensor | None = None  # (M, T) int64: the teacher's continuations
     synthetic_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     teacher: nn.Module | None = None  # run live for the hidden-state and attention losses, or a start of the student
+    hidden: list[torch.Tensor] | None = None  # cached hidden states, float16 (N + M, T, H) per layer 0..L (embeddings first); rows: training, then synthetic
+    attentions: list[torch.Tensor] | None = None  # cached attention matrices, float16 (N + M, heads, T, T) per layer
     teacher_config: dict = field(default_factory=dict)  # the teacher's transformers config (students are built from it)
     source: str = ""
 
     @property
     def nbytes(self) -> int:
-        parts = [self.values, self.indices, self.tail, *(self.synthetic_cache or ())]
-        return sum(t.numel() * t.element_size() for t in parts)
+        parts = [self.values, self.indices, self.tail, *(self.synthetic_cache or ()), *(self.hidden or ()), *(self.attentions or ())]
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
     @property
-    def bytes_per_token(self) -> float:
-        return (self.values.element_size() * self.values.shape[-1] + self.indices.element_size() * self.indices.shape[-1] + self.tail.element_size()) * 1.0
+    def cached_internals(self) -> set[str]:
+        """Which of the teacher's internals the cache holds (``hidden``, ``attentions``)."""
+        return {name for name in ("hidden", "attentions") if getattr(self, name) is not None}
+
+    def config(self):
+        """The teacher's transformers config (None without one)."""
+        if self.teacher is not None:
+            return self.teacher.config
+        if not self.teacher_config:
+            return None
+        return config_class(self.teacher_config["model_type"]).from_dict(self.teacher_config)
 
 
 @dataclass
@@ -87,11 +109,22 @@ class TextLoss(nn.Module):
     """The fused loss of a resolved recipe; holds the hidden-state projections (trained with
     the student, never exported)."""
 
-    def __init__(self, cfg: TextDistillConfig | None, student: nn.Module, teacher_config, total_steps: int, has_targets: bool):
+    def __init__(
+        self,
+        cfg: TextDistillConfig | None,
+        student: nn.Module,
+        teacher_config,
+        total_steps: int,
+        has_targets: bool,
+        live: bool = False,
+        cached: frozenset = frozenset(),
+    ):
         super().__init__()
+        self.cached = cached  # the teacher internals read from the study's cache rather than a teacher forward
         self.cfg = cfg or TextDistillConfig(alpha=0.0)
         cfg = self.cfg
         self.kd_on = has_targets and (cfg.alpha > 0 or (cfg.alpha_end or 0) > 0)
+        self.live_kd = self.kd_on and live  # no cache: KD reads the teacher's full logits, computed on the batch
         self.hidden_on = has_targets and cfg.hidden_weight > 0
         self.att_on = has_targets and cfg.attention_weight > 0
         self.total_steps = total_steps
@@ -104,7 +137,8 @@ class TextLoss(nn.Module):
 
     @property
     def needs_teacher(self) -> bool:
-        return self.hidden_on or self.att_on
+        """Whether the teacher must run on each batch: KD without a cache, or internals the cache lacks."""
+        return self.live_kd or (self.hidden_on and "hidden" not in self.cached) or (self.att_on and "attentions" not in self.cached)
 
     def weights(self, step: int) -> tuple[float, float, float, float]:
         """(w_ce, w_kd, w_hidden, w_att) at ``step``."""
@@ -115,6 +149,25 @@ class TextLoss(nn.Module):
         w_kd = kd_weight_at(cfg, p) if self.kd_on else 0.0
         w_ce = cfg.ce_weight if cfg.ce_weight is not None else 1.0 - w_kd
         return w_ce, w_kd, cfg.hidden_weight if self.hidden_on else 0.0, cfg.attention_weight if self.att_on else 0.0
+
+    def _kd(self, progress: float, logits: torch.Tensor, cache, teacher_out):
+        """(mean KD term over the tokens, the temperature) from the top-k ``cache`` of the
+        batch or, without one, the teacher's full logits in ``teacher_out``."""
+        cfg = self.cfg
+        if cache is not None:
+            values, indices, tail = (c[:, :-1] for c in cache)
+            entropy = lambda: normalised_entropy(values, tail, logits.shape[-1])
+            per_token = lambda t: kd_per_token(cfg.kd_loss, logits, values, indices, tail, t)
+        else:
+            t_logits = teacher_out.logits[:, :-1].float()
+            entropy = lambda: normalised_entropy_full(t_logits)
+            per_token = lambda t: kd_full_per_token(cfg.kd_loss, logits, t_logits, t)
+        h = entropy() if cfg.temperature.schedule == "adaptive" or cfg.token_weighting == "entropy" else None
+        temperature = temperature_at(cfg.temperature, progress, h if cfg.temperature.schedule == "adaptive" else None)
+        kd = per_token(temperature)
+        if cfg.token_weighting == "entropy":
+            kd = kd * entropy_weights(h)
+        return kd.mean(), temperature
 
     def forward(self, step: int, ids: torch.Tensor, out, cache, teacher_out) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
@@ -128,14 +181,7 @@ class TextLoss(nn.Module):
             parts["ce"] = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
             total = total + w_ce * parts["ce"]
         if w_kd > 0:
-            values, indices, tail = (c[:, :-1] for c in cache)
-            p = step / max(self.total_steps - 1, 1)
-            entropy = normalised_entropy(values, tail, logits.shape[-1]) if cfg.temperature.schedule == "adaptive" else None
-            temperature = temperature_at(cfg.temperature, p, entropy)
-            per_token = kd_per_token(cfg.kd_loss, logits, values, indices, tail, temperature)
-            if cfg.token_weighting == "entropy":
-                per_token = per_token * entropy_weights(values, tail, logits.shape[-1])
-            parts["kd"] = per_token.mean()
+            parts["kd"], temperature = self._kd(step / max(self.total_steps - 1, 1), logits, cache, teacher_out)
             total = total + w_kd * parts["kd"]
         if w_hid > 0:
             pairs = list(zip(out.hidden_states[1:], (teacher_out.hidden_states[j] for j in self.map)))
@@ -212,9 +258,12 @@ class _LMLoop:
         self.steps_per_epoch = cfg.steps_per_epoch or max(len(train_seqs) // cfg.batch_size, 1)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         teacher = targets.teacher if targets is not None else None
-        self.loss_fn = TextLoss(distill, model, teacher.config if teacher is not None else None, self.total_steps, targets is not None).to(dev)
+        live = targets is not None and targets.values is None
+        cached = frozenset(targets.cached_internals) if targets is not None else frozenset()
+        t_config = targets.config() if targets is not None else None
+        self.loss_fn = TextLoss(distill, model, t_config, self.total_steps, targets is not None, live, cached).to(dev)
         if self.loss_fn.needs_teacher and teacher is None:
-            raise ValueError("distill: hidden-state and attention losses need the teacher, which this run does not have")
+            raise ValueError("distill: hidden-state and attention losses (and KD without a cache) need the teacher, which this run does not have")
         self.teacher = teacher.to(dev).eval() if self.loss_fn.needs_teacher else None
         self.params = [*model.parameters(), *self.loss_fn.parameters()]
         groups = [
@@ -261,13 +310,14 @@ class _LMLoop:
 
     def step(self) -> dict[str, torch.Tensor]:
         cfg, loss_fn = self.cfg, self.loss_fn
-        ids, cache = _batch(self.train_seqs, self.targets, cfg.batch_size - self.n_syn, self.n_syn, self.generator, self.dev, loss_fn.kd_on)
+        cached_kd = loss_fn.kd_on and not loss_fn.live_kd
+        wanted = {"hidden": loss_fn.hidden_on, "attentions": loss_fn.att_on} if self.teacher is None else {}
+        ids, cache, teacher_out = _batch(self.train_seqs, self.targets, cfg.batch_size - self.n_syn, self.n_syn, self.generator, self.dev, cached_kd, wanted)
         for g in self.opt.param_groups:
             g["lr"] = cfg.lr * lr_factor(self.step_count, self.total_steps, self.warmup)
         internals = {"output_hidden_states": loss_fn.hidden_on, "output_attentions": loss_fn.att_on}
         with autocast(self.dev, cfg.precision):
             out = self.model(input_ids=ids, use_cache=False, **internals)
-            teacher_out = None
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_out = self.teacher(input_ids=ids, use_cache=False, **internals)
@@ -319,19 +369,29 @@ def _extra(h: dict) -> dict:
     return {k: v for k, v in h.items() if k not in LMEpoch.__dataclass_fields__}
 
 
-def _batch(train_seqs, targets, n_real, n_syn, generator, dev, kd):
-    """(token ids (B, T), the teacher's top-k cache of them or None) of one step."""
+def _batch(train_seqs, targets, n_real, n_syn, generator, dev, kd, wanted):
+    """(token ids (B, T), the teacher's top-k cache of them or None, its cached internals
+    (``hidden_states`` / ``attentions`` as a teacher forward gives them) or None) of one step;
+    ``wanted`` says which internals to read from the cache."""
     idx = torch.randint(len(train_seqs), (n_real,), generator=generator)
     ids = train_seqs[idx]
+    rows = idx
     cache = None
     if kd:
         cache = [targets.values[idx], targets.indices[idx], targets.tail[idx]]
     if n_syn:
         sidx = torch.randint(len(targets.synthetic), (n_syn,), generator=generator)
         ids = torch.cat([ids, targets.synthetic[sidx]])
+        rows = torch.cat([idx, len(train_seqs) + sidx])  # cached internals: training rows, then synthetic
         if kd:
             cache = [torch.cat([c, s[sidx]]) for c, s in zip(cache, targets.synthetic_cache)]
     ids = ids.to(dev, non_blocking=True)
     if cache is not None:
         cache = tuple(c.to(dev, non_blocking=True) for c in cache)
-    return ids, cache
+    teacher_out = None
+    if any(wanted.values()):
+        teacher_out = SimpleNamespace(
+            hidden_states=[h[rows].to(dev).float() for h in targets.hidden] if wanted.get("hidden") else None,
+            attentions=[a[rows].to(dev).float() for a in targets.attentions] if wanted.get("attentions") else None,
+        )
+    return ids, cache, teacher_out
