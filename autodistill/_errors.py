@@ -29,8 +29,14 @@ class DiskFull(AutodistillError):
     Nothing is half-written (every write is atomic); the CLI exits with :data:`EXIT_DISK_FULL`."""
 
 
+class StorageUnavailable(AutodistillError):
+    """The Optuna storage server could not be reached within ``execution.storage_retry_s``;
+    the message names it. The CLI exits with :data:`EXIT_STORAGE`."""
+
+
 EXIT_USER_ERROR = 2  # a mistake in the input (config, paths, checkpoints): one line, nothing written
 EXIT_DISK_FULL = 3  # no space left while writing: one line naming the file and what to run after freeing space
+EXIT_STORAGE = 4  # the Optuna storage stayed unreachable: one line naming it and what to run once it is back
 EXIT_INTERNAL = 1  # an unexpected error (a bug): one line and the log file holding the traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: `autodistill resume` continues
 

@@ -25,7 +25,17 @@ from rich.console import Console
 from rich.table import Table
 
 from . import layout
-from ._errors import EXIT_DISK_FULL, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USER_ERROR, AutodistillError, DiskFull, StudyInterrupted
+from ._errors import (
+    EXIT_DISK_FULL,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_STORAGE,
+    EXIT_USER_ERROR,
+    AutodistillError,
+    DiskFull,
+    StorageUnavailable,
+    StudyInterrupted,
+)
 from .export import export_student
 from .loading import load_config, load_study_config
 from .report import front_table
@@ -63,6 +73,8 @@ def _user_errors(fn: Callable) -> Callable:
             _fail(str(err), EXIT_INTERRUPTED)
         except DiskFull as err:
             _fail(f"error: {err}", EXIT_DISK_FULL)
+        except StorageUnavailable as err:
+            _fail(f"error: {err}", EXIT_STORAGE)
         except AutodistillError as err:
             _fail(f"error: {err}", EXIT_USER_ERROR)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):

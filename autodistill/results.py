@@ -25,32 +25,47 @@ RUN_COLUMNS = ["epochs_done", "study_epochs", "train_s", "steps_s", "trial_s", "
 """the columns of trials.csv after the task's metrics, whatever the task"""
 
 
-def rdb_storage(url: str):
+def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], None] = print):
     """Optuna storage for a SQLAlchemy URL. SQLite waits up to a minute for a lock instead of
     Python's 5 s: optuna-dashboard or a script reading the study while trials are written
     must not make the driver fail with "database is locked", nor a reader that opens a new study
-    file at the moment the driver creates it."""
+    file at the moment the driver creates it. A storage server (PostgreSQL, MySQL) is pinged
+    before each pooled connection is reused and, with ``retry_s``, every call that cannot reach
+    it is retried for up to that long (:mod:`autodistill._storage`)."""
     import optuna
     import sqlalchemy.exc
 
-    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    for attempt in range(5):
+    from ._storage import Outage, is_connection_error, retrying
+
+    sqlite = url.startswith("sqlite")
+    kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    server = bool(retry_s) and not sqlite
+    outage = Outage(url, retry_s or 0.0, log)
+    races = 0
+    while True:
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            outage.over()
+            return retrying(storage, url, retry_s, log) if server else storage
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
+            if server and is_connection_error(err):  # the server is not there (yet): the same bounded wait as later calls
+                outage.wait(err)
+                continue
             # another process (a reader, the dashboard) created the schema at the same moment:
             # the loser's INSERT of the schema version fails; the schema is there on the retry
-            if attempt == 4:
+            races += 1
+            if races == 5:
                 raise
-            time.sleep(0.2 * (attempt + 1))
+            time.sleep(0.2 * races)
 
 
-def open_study(storage: str, name: str, directions: list[str] | None = None, sampler=None):
-    """Create or load the Optuna study. Directions must agree with an existing study's."""
+def open_study(storage: str, name: str, directions: list[str] | None = None, sampler=None, retry_s: float | None = None, log: Callable[[str], None] = print):
+    """Create or load the Optuna study. Directions must agree with an existing study's.
+    ``retry_s``: how long calls to a storage server that cannot be reached are retried."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url, storage = storage, rdb_storage(storage)
+    url, storage = storage, rdb_storage(storage, retry_s, log)
     if directions is None:
         try:
             return optuna.load_study(study_name=name, storage=storage, sampler=sampler)

@@ -1,13 +1,17 @@
 """A study in a real PostgreSQL server (started here on loopback from the Debian package's
-binaries), then resumed with more trials from that storage alone."""
+binaries) that rides out a short outage of the server, then resumed with more trials from
+that storage alone; a longer outage stops the study with one line, and resume finishes it."""
 
 import glob
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -25,7 +29,7 @@ def _bindir():
 
 
 @pytest.fixture
-def postgres_url():
+def postgres():
     pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (in the test extra)")
     bindir = _bindir()
     if bindir is None:
@@ -42,34 +46,79 @@ def postgres_url():
     def run(*args):
         subprocess.run([*as_user, *map(str, args)], check=True, capture_output=True, timeout=120)
 
+    def start():
+        run(bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+
+    def stop():
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+
     try:
         run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        run(bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
+        start()
         run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "autodistill")
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/autodistill"
+        yield SimpleNamespace(url=f"postgresql+psycopg2://postgres@127.0.0.1:{port}/autodistill", start=start, stop=stop)
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_study_in_postgres_then_resumed_from_it(postgres_url, tmp_path):
-    cfg = small_study(tmp_path, "pg", **{"search.trials": 3, "execution.storage": postgres_url})
-    first = run_cli("search", cfg)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+def _cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "autodistill", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_trials(url, name, count, proc, state=None, timeout=300):
+    """Until the study in ``url`` has ``count`` trials (in ``state``, if given)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            trials = optuna.load_study(study_name=name, storage=url).trials
+            if len([t for t in trials if state is None or t.state.name == state]) >= count:
+                return
+        except KeyError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"the study never had {count} trials")
+
+
+def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_path):
+    url = postgres.url
+    cfg = small_study(tmp_path, "pg", **{"search.trials": 3, "execution.storage": url, "execution.storage_retry_s": 20})
+    # a short outage (a server restart) while trials run: retried, the study finishes as if nothing happened
+    proc = _cli("search", cfg)
+    _wait_for_trials(url, "pg", 1, proc, state="COMPLETE")  # the next trials run: they end during the outage
+    postgres.stop()
+    time.sleep(5)  # the running trials end meanwhile: their outcomes wait for the server
+    postgres.start()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    said = " ".join(out.split())  # the console wraps long lines
+    assert f"the Optuna storage {url} is unreachable (" in said and "retrying for up to 20 s" in said and "is back after" in said, out + err[-3000:]
     results = tmp_path / "results" / "pg"
     assert not (results / "study.db").exists()  # the trials live in PostgreSQL only
-    study = optuna.load_study(study_name="pg", storage=postgres_url)
+    study = optuna.load_study(study_name="pg", storage=url)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     assert study.metric_names == ["accuracy", "params", "latency_ms"]
 
     again = run_cli("search", cfg)  # the storage already holds the study: refused
     assert again.returncode == 2 and "already holds study 'pg' with 3 trial(s)" in again.stderr
 
-    more = run_cli("resume", results, "--trials", "2")
+    # a longer outage than execution.storage_retry_s: one line naming the storage, exit 4
+    proc = _cli("resume", results, "--trials", "2")
+    _wait_for_trials(url, "pg", 4, proc)
+    postgres.stop()
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        postgres.start()
+    assert proc.returncode == 4, out[-3000:] + err[-3000:]
+    assert err.startswith(f"error: the Optuna storage {url} is unreachable (") and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith(f"retried for 20 s; once it is back, run: autodistill resume {results}"), err
+
+    more = run_cli("resume", results)  # the server is back: resume finishes the requested 5
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
-    assert "3 of 5 trial(s) already finished; 2 to run" in more.stdout
-    study = optuna.load_study(study_name="pg", storage=postgres_url)
-    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3, 4]
-    assert all(t.state.name == "COMPLETE" for t in study.trials)
-    assert len((results / "trials.csv").read_text().strip().splitlines()) == 1 + 5
+    study = optuna.load_study(study_name="pg", storage=url)
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 5 and "RUNNING" not in states, states
+    assert len((results / "trials.csv").read_text().strip().splitlines()) == 1 + len(states)

@@ -84,6 +84,8 @@ class ExecutionConfig(Section):
     """SQLAlchemy URL of the Optuna storage; default sqlite:///<results>/<name>/study.db"""
     results: str = "results"
     """directory under which the study's folder <name> is created"""
+    storage_retry_s: float = Field(120.0, ge=0)
+    """how long the driver retries (with backoff) an Optuna storage server it cannot reach (a PostgreSQL restart, a network blip) before it stops the study with one line; sqlite files are not retried"""
     teacher_cache_gb: float = Field(2.0, ge=0)
     """largest cache of the primary teacher's stage outputs (float16, the training set) for feature and attention losses, shared with trials through the Ray object store; bigger -> the teacher runs on every batch instead; 0 = never cache"""
     ray_storage: str | None = None

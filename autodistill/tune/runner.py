@@ -23,7 +23,7 @@ import torch
 from ray.tune import Stopper
 
 from .. import _io, layout
-from .._errors import AutodistillError, DiskFull, StudyInterrupted
+from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
 from .._lock import StudyLock
 from ..config import StudyConfig
 from ..constraints import ConstraintsFunc
@@ -111,11 +111,14 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
         except AutodistillError as err:
             # a mistake found before the study began (e.g. a teacher checkpoint of the wrong
             # architecture) leaves no half-made results directory behind
-            began = not created or layout.study_db(results_dir).exists()
+            began = not created or layout.study_db(results_dir).exists() or (results_dir / layout.RAY).exists()
             if not began and not isinstance(err, StudyInterrupted):
                 shutil.rmtree(results_dir, ignore_errors=True)
             if isinstance(err, DiskFull):
                 raise DiskFull(f"{err}; free space, then {_after_space(config, began)}") from None
+            if isinstance(err, StorageUnavailable):
+                then = f"run: autodistill resume {config.results_dir}" if began else "run the same search again"
+                raise StorageUnavailable(f"{err}; once it is back, {then}") from None
             raise
 
 
@@ -173,7 +176,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
 
     space = search_space(config)
     directions = [config.objectives[m] for m in config.objectives]
-    study = open_study(storage_url(config), config.name, directions)
+    study = open_study(storage_url(config), config.name, directions, retry_s=config.execution.storage_retry_s, log=log)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # experimental in Optuna since 3.2
         study.set_metric_names(list(config.objectives))  # optuna-dashboard labels its axes with them

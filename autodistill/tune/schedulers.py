@@ -30,6 +30,7 @@ import numpy as np
 import optuna
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from .._errors import StorageUnavailable
 from ..config import SearchConfig
 from ..pareto import as_minimization, non_dominated_ranks
 
@@ -151,10 +152,15 @@ class OptunaPrunerScheduler(FIFOScheduler):
         if optuna_trial is None or result.get("finished") or result.get("failed") or "epoch" not in result or self.quality not in result:
             return TrialScheduler.CONTINUE
         epoch = int(result["epoch"])
-        optuna_trial.report(float(result[self.quality]), step=epoch)
-        study = optuna_trial.study
-        frozen = study._storage.get_trial(optuna_trial._trial_id)
-        if self.pruner.prune(study, frozen):
+        try:
+            optuna_trial.report(float(result[self.quality]), step=epoch)
+            study = optuna_trial.study
+            frozen = study._storage.get_trial(optuna_trial._trial_id)
+            prune = self.pruner.prune(study, frozen)
+        except StorageUnavailable as err:  # the study stops; resume continues the trial
+            self.searcher.storage_lost(err)
+            return TrialScheduler.CONTINUE
+        if prune:
             self.stop_reasons[trial.trial_id] = f"stopped by Optuna's {self.name} pruner at epoch {epoch}"
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
-from .._errors import DiskFull
+from .._errors import DiskFull, StorageUnavailable
 from ..layout import inflight_path
 from ..space import Dimension, sample
 from ..tasks import Task, curve_attr
@@ -86,7 +86,7 @@ class OptunaSearcher(Searcher):
         self.stop_reason = "stopped"  # what a PRUNED trial's reason says stopped it
         self.stop_reasons: dict[str, str] = {}  # trial_id -> why the scheduler stopped it (filled by the scheduler)
         self.interrupted = False  # set by the driver's signal handler: unfinished trials are retried on resume
-        self.fault: DiskFull | None = None  # a machine fault that stopped the study (the disk filled up)
+        self.fault: DiskFull | StorageUnavailable | None = None  # a machine fault that stopped the study (the disk filled up, the storage went away)
         self.ray_trials: dict[str, Any] = {}  # trial_id -> ray Trial, filled by the study callback
         # Called with (trial_id, outcome) before the outcome is told to Optuna: the study
         # callback copies a COMPLETE trial's checkpoint there, so a trial is never COMPLETE in
@@ -101,12 +101,18 @@ class OptunaSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._started >= self._max_trials or self.budget_spent():
             return Searcher.FINISHED
-        trial = self._study.ask()  # an enqueued retry of an interrupted trial comes first
-        params = sample(trial, self._space)
-        continues = trial.user_attrs.get("continues")
-        seed_number = trial.user_attrs.get("seed_number", trial.number)
-        trial.set_user_attr("ray_trial_id", trial_id)
-        trial.set_user_attr("seed_number", seed_number)
+        if self.fault is not None:
+            return None  # the study is stopping
+        try:
+            trial = self._study.ask()  # an enqueued retry of an interrupted trial comes first
+            params = sample(trial, self._space)
+            continues = trial.user_attrs.get("continues")
+            seed_number = trial.user_attrs.get("seed_number", trial.number)
+            trial.set_user_attr("ray_trial_id", trial_id)
+            trial.set_user_attr("seed_number", seed_number)
+        except StorageUnavailable as err:
+            self.storage_lost(err)
+            return None
         self._live[trial_id] = trial
         self._curves[trial_id] = []
         self._started += 1
@@ -177,6 +183,24 @@ class OptunaSearcher(Searcher):
         curve = self._curves.pop(trial_id, [])
         self._last.pop(trial_id, None)
         self._counted.pop(trial_id, None)
+        try:
+            return self._record(trial, trial_id, curve, result, error)
+        except StorageUnavailable as err:  # not recorded: the trial stays RUNNING in the storage, and resume continues it
+            self.storage_lost(err)
+            outcome = Outcome(trial.number, "FAIL", {}, f"{INTERRUPTED}: {err}", interrupted=True)
+            if self.after_tell is not None:
+                self.after_tell(trial_id, outcome)
+            return outcome
+
+    def storage_lost(self, err: StorageUnavailable) -> None:
+        """The Optuna storage stayed unreachable: the study stops (its running trials are
+        recorded as interrupted where the storage allows) and the driver exits with the one
+        line of :attr:`fault`."""
+        self.fault = self.fault or err
+        self.interrupted = True
+        self.stop_reason = "interrupted"
+
+    def _record(self, trial: optuna.Trial, trial_id: str, curve: list[float], result: dict | None, error: bool) -> Outcome:
         trial.set_user_attr(self._curve_attr, curve)
         trial.set_user_attr("study_epochs", self.epochs_spent)  # the study's compute when this trial ended
         outcome = self._outcome(trial, trial_id, result, error)

@@ -1,0 +1,113 @@
+"""An Optuna storage that rides out a storage server's outage: every call to the wrapped
+``RDBStorage`` that fails because the server cannot be reached (a PostgreSQL restart, a
+network blip) is retried with exponential backoff for at most ``execution.storage_retry_s``
+seconds in all, counted from the first failure of the outage; after that the call raises
+:class:`~autodistill._errors.StorageUnavailable` naming the storage, and the study stops with
+one line (its running trials recorded as interrupted where the storage allows, continued by
+``autodistill resume`` once it is back).
+
+Only connection failures are retried: a constraint violation, a bad query or a full disk is
+raised at once. A write whose acknowledgement was lost with the connection may be applied
+twice on retry (Optuna's calls are not idempotent); a duplicated trial would be a RUNNING one,
+which resume records as interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._errors import StorageUnavailable
+from ._io import caused_by_full_disk
+
+MAX_DELAY_S = 8.0
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password (for messages)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+def connection_error(err: BaseException | None) -> BaseException | None:
+    """The lost or refused connection to the storage server that ``err`` is (or wraps), else None."""
+    import sqlalchemy.exc
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if caused_by_full_disk(err):
+            return None
+        lost = isinstance(err, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError)
+        if isinstance(err, sqlalchemy.exc.DBAPIError) and (err.connection_invalidated or lost):
+            return err.orig if err.orig is not None else err
+        if isinstance(err, sqlalchemy.exc.DisconnectionError | ConnectionError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def is_connection_error(err: BaseException) -> bool:
+    """Whether ``err`` (or what it wraps) is a lost or refused connection to the storage server."""
+    return connection_error(err) is not None
+
+
+class Outage:
+    """One outage of the storage server: the first failure starts it (and says so), each
+    further failure waits (backoff) until ``window_s`` has passed, then raises
+    :class:`StorageUnavailable`; :meth:`over` ends it (and says so)."""
+
+    def __init__(self, url: str, window_s: float, log: Callable[[str], None] = print):
+        self.url, self.window_s, self.log = safe_url(url), window_s, log
+        self.since: float | None = None
+        self.delay = 0.5
+
+    def wait(self, err: BaseException) -> None:
+        now = time.monotonic()
+        err = connection_error(err) or err  # the driver's words (connection refused), not Optuna's wrapper
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        if self.since is None:
+            self.since, self.delay = now, 0.5
+            self.log(f"the Optuna storage {self.url} is unreachable ({first}); retrying for up to {self.window_s:g} s")
+        left = self.since + self.window_s - now
+        if left <= 0:
+            raise StorageUnavailable(f"the Optuna storage {self.url} is unreachable ({first}); retried for {self.window_s:g} s") from None
+        time.sleep(min(self.delay, left))
+        self.delay = min(2 * self.delay, MAX_DELAY_S)
+
+    def over(self) -> None:
+        if self.since is not None:
+            self.log(f"the Optuna storage {self.url} is back after {time.monotonic() - self.since:.0f} s")
+            self.since = None
+
+
+def retrying(inner: Any, url: str, window_s: float, log: Callable[[str], None] = print):
+    """``inner`` (an ``optuna.storages.RDBStorage``) behind a storage that retries lost connections."""
+    import optuna
+
+    class RetryingStorage(optuna.storages.BaseStorage):
+        def __init__(self) -> None:
+            self._inner, self._outage = inner, Outage(url, window_s, log)
+
+        def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+            while True:
+                try:
+                    result = getattr(self._inner, name)(*args, **kwargs)
+                except Exception as err:
+                    if not is_connection_error(err):
+                        raise
+                    self._outage.wait(err)
+                    continue
+                self._outage.over()
+                return result
+
+    for name in dir(optuna.storages.BaseStorage):
+        if not name.startswith("_") and callable(getattr(optuna.storages.BaseStorage, name)):
+            setattr(RetryingStorage, name, lambda self, *a, _name=name, **k: self._call(_name, *a, **k))
+    RetryingStorage.__abstractmethods__ = frozenset()
+    return RetryingStorage()

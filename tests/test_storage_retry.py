@@ -1,0 +1,95 @@
+"""The Optuna storage server's outages: calls that cannot reach it are retried with backoff
+for a bounded time, then end in one line naming the storage (no PostgreSQL needed here: the
+real server is stopped and restarted mid-study in tests/test_postgres.py)."""
+
+import errno
+import sqlite3
+
+import optuna
+import pytest
+import sqlalchemy.exc
+
+from autodistill import _storage
+from autodistill._errors import StorageUnavailable
+
+
+def _lost():
+    return sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception('connection to server at "127.0.0.1", port 5432 failed: Connection refused'))
+
+
+class Flaky:
+    """An inner storage whose first ``failures`` calls find the server gone."""
+
+    def __init__(self, failures, error=_lost):
+        self.failures, self.error, self.calls = failures, error, 0
+
+    def get_all_studies(self):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error()
+        return ["study"]
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """time.monotonic advanced by each sleep: the backoff is checked without waiting."""
+    now = [1000.0]
+    slept = []
+    monkeypatch.setattr(_storage.time, "monotonic", lambda: now[0])
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    monkeypatch.setattr(_storage.time, "sleep", sleep)
+    return slept
+
+
+URL = "postgresql+psycopg2://user:secret@db.example:5432/autodistill"
+
+
+def test_an_outage_shorter_than_the_window_is_ridden_out_with_backoff(clock):
+    lines = []
+    storage = _storage.retrying(Flaky(4), URL, 30.0, lines.append)
+    assert isinstance(storage, optuna.storages.BaseStorage)
+    assert storage.get_all_studies() == ["study"]
+    assert clock == [0.5, 1.0, 2.0, 4.0]  # exponential backoff
+    assert lines[0].startswith("the Optuna storage postgresql+psycopg2://user:***@db.example:5432/autodistill is unreachable (")
+    assert "retrying for up to 30 s" in lines[0] and lines[1].endswith("is back after 8 s")
+    assert "secret" not in " ".join(lines)
+
+
+def test_an_outage_longer_than_the_window_is_one_error_naming_the_storage(clock):
+    storage = _storage.retrying(Flaky(100), URL, 10.0, lambda line: None)
+    with pytest.raises(
+        StorageUnavailable, match=r"^the Optuna storage postgresql\+psycopg2://user:\*\*\*@db.example:5432/autodistill is unreachable .*retried for 10 s$"
+    ):
+        storage.get_all_studies()
+    assert sum(clock) == pytest.approx(10.0)  # the last wait is cut to the window
+    with pytest.raises(StorageUnavailable):  # later calls of the same outage fail at once
+        storage.get_all_studies()
+    assert sum(clock) == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        lambda: sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("duplicate key")),
+        lambda: ValueError("not a storage problem"),
+        lambda: sqlalchemy.exc.OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full")),
+        lambda: sqlalchemy.exc.OperationalError("INSERT", {}, OSError(errno.ENOSPC, "No space left on device")),
+    ],
+)
+def test_other_errors_are_not_retried(clock, error):
+    inner = Flaky(1, error)
+    with pytest.raises(Exception) as caught:
+        _storage.retrying(inner, URL, 30.0, lambda line: None).get_all_studies()
+    assert not isinstance(caught.value, StorageUnavailable) and inner.calls == 1 and clock == []
+
+
+def test_every_storage_method_goes_through_the_retry():
+    names = [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_") and callable(getattr(optuna.storages.BaseStorage, n))]
+    storage = _storage.retrying(object(), URL, 1.0)
+    assert "create_new_trial" in names and "set_trial_state_values" in names
+    for name in names:
+        assert getattr(type(storage), name).__name__ == "<lambda>", name
