@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import _io, layout
 from ._errors import AutodistillError, CheckpointError
+from ._storage import Outage, is_connection_error, retrying
 from .config import LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
@@ -34,8 +35,6 @@ def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], Non
     it is retried for up to that long (:mod:`autodistill._storage`)."""
     import optuna
     import sqlalchemy.exc
-
-    from ._storage import Outage, is_connection_error, retrying
 
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}

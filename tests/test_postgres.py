@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
-from helpers import free_port, run_cli, small_study
+from helpers import free_port, run_cli, run_cli_here, small_study
 
 pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
@@ -49,7 +49,7 @@ def postgres():
     def start():
         run(bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
 
-    def stop():
+    def stop():  # the server goes away at once, as in a crash or a lost network
         run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
 
     try:
@@ -84,24 +84,24 @@ def _wait_for_trials(url, name, count, proc, state=None, timeout=300):
 
 def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_path):
     url = postgres.url
-    cfg = small_study(tmp_path, "pg", **{"search.trials": 3, "execution.storage": url, "execution.storage_retry_s": 20})
+    cfg = small_study(tmp_path, "pg", **{"search.trials": 3, "execution.storage": url, "execution.storage_retry_s": 15})
     # a short outage (a server restart) while trials run: retried, the study finishes as if nothing happened
     proc = _cli("search", cfg)
     _wait_for_trials(url, "pg", 1, proc, state="COMPLETE")  # the next trials run: they end during the outage
     postgres.stop()
-    time.sleep(5)  # the running trials end meanwhile: their outcomes wait for the server
+    time.sleep(3)  # the running trials end meanwhile: their outcomes wait for the server
     postgres.start()
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     said = " ".join(out.split())  # the console wraps long lines
-    assert f"the Optuna storage {url} is unreachable (" in said and "retrying for up to 20 s" in said and "is back after" in said, out + err[-3000:]
+    assert f"the Optuna storage {url} is unreachable (" in said and "retrying for up to 15 s" in said and "is back after" in said, out + err[-3000:]
     results = tmp_path / "results" / "pg"
     assert not (results / "study.db").exists()  # the trials live in PostgreSQL only
     study = optuna.load_study(study_name="pg", storage=url)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     assert study.metric_names == ["accuracy", "params", "latency_ms"]
 
-    again = run_cli("search", cfg)  # the storage already holds the study: refused
+    again = run_cli_here("search", cfg)  # the storage already holds the study: refused
     assert again.returncode == 2 and "already holds study 'pg' with 3 trial(s)" in again.stderr
 
     # a longer outage than execution.storage_retry_s: one line naming the storage, exit 4
@@ -109,12 +109,13 @@ def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_
     _wait_for_trials(url, "pg", 4, proc)
     postgres.stop()
     try:
-        out, err = proc.communicate(timeout=300)
+        out, err = proc.communicate(timeout=240)
     finally:
+        proc.kill()
         postgres.start()
     assert proc.returncode == 4, out[-3000:] + err[-3000:]
     assert err.startswith(f"error: the Optuna storage {url} is unreachable (") and len(err.strip().splitlines()) == 1, err
-    assert err.strip().endswith(f"retried for 20 s; once it is back, run: autodistill resume {results}"), err
+    assert err.strip().endswith(f"retried for 15 s; once it is back, run: autodistill resume {results}"), err
 
     more = run_cli("resume", results)  # the server is back: resume finishes the requested 5
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]
