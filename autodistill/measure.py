@@ -79,13 +79,14 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: Latency
                 times = _time_torch(model, input_shape, cfg, repeats, device)
     finally:
         model.to("cpu").train(was_training)
-    times.sort()
-    return Latency(
-        median_ms=statistics.median(times),
-        p10_ms=times[int(0.1 * (len(times) - 1))],
-        p90_ms=times[int(0.9 * (len(times) - 1))],
-        repeats=repeats,
-    )
+    median, p10, p90 = spread(times)
+    return Latency(median_ms=median, p10_ms=p10, p90_ms=p90, repeats=repeats)
+
+
+def spread(times: list[float]) -> tuple[float, float, float]:
+    """(median, p10, p90) of timed runs."""
+    times = sorted(times)
+    return statistics.median(times), times[int(0.1 * (len(times) - 1))], times[int(0.9 * (len(times) - 1))]
 
 
 def _input(batch_size: int, input_shape: tuple[int, ...]) -> torch.Tensor:

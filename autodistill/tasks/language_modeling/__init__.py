@@ -22,11 +22,12 @@ from ..._errors import ConfigError
 from ...config import LatencyConfig, TextStudyConfig, choices, has_distribution, may_be_on
 from ...distill import EpochStats
 from ...measure import state_dict_mb
+from ...teacher import compute_device
 from .._base import ExportResult, Task, Teachers, TrialResult, TrialRun
 from . import models
 from .corpus import TOKENIZER_FILES, TextData, load_corpus, quiet_transformers
 from .latency import measure_lm_latency
-from .teacher import compute_device, prepare_teacher, teacher_targets
+from .teacher import prepare_teacher, teacher_targets
 from .train import TextTargets, evaluate, train_lm
 
 CALIBRATION = 8

@@ -10,7 +10,6 @@ runs, ``latency.threads`` intra-op threads, median of ``repeats`` timed runs, p1
 from __future__ import annotations
 
 import inspect
-import statistics
 import time
 from collections.abc import Callable
 
@@ -18,12 +17,7 @@ import torch
 import torch.nn as nn
 
 from ...config import LatencyConfig
-from ...measure import _threads
-
-
-def _spread(times: list[float]) -> tuple[float, float, float]:
-    times = sorted(times)
-    return statistics.median(times), times[int(0.1 * (len(times) - 1))], times[int(0.9 * (len(times) - 1))]
+from ...measure import _threads, spread
 
 
 def _timer(device: torch.device) -> Callable[[], float]:
@@ -81,6 +75,6 @@ def measure_lm_latency(model: nn.Module, cfg: LatencyConfig, repeats: int | None
         model.to("cpu").train(was)
     out: dict[str, float] = {}
     for name, times in (("prefill_ms", prefill), ("decode_ms_per_token", decode)):
-        median, p10, p90 = _spread(times)
+        median, p10, p90 = spread(times)
         out.update({name: median, f"{name}_p10": p10, f"{name}_p90": p90})
     return out

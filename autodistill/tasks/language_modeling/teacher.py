@@ -20,6 +20,7 @@ from ... import _io, layout
 from ..._errors import ConfigError
 from ...config import TextStudyConfig, TextTrainConfig, may_be_on
 from ...measure import state_dict_mb
+from ...teacher import compute_device
 from . import models
 from .corpus import TextData
 from .losses import cache_bytes_per_token, topk_cache
@@ -28,10 +29,6 @@ from .train import TextTargets, evaluate, train_lm
 CACHE_VERSION = 1  # bump when the teacher training code changes what it produces
 OUTPUTS_VERSION = 1
 BATCH = 32  # sequences per teacher forward pass when the cache is computed
-
-
-def compute_device(config: TextStudyConfig) -> str:
-    return "cuda" if config.search.resources.gpu > 0 and torch.cuda.is_available() else "cpu"
 
 
 def _key(blob: Any) -> str:
