@@ -106,6 +106,8 @@ def trials_frame(study, task: Task) -> pd.DataFrame:
         row["node"] = attrs.get("node", "")  # the Ray node the trial ran on
         row["interrupted"] = bool(attrs.get("interrupted", False))  # retried by resume, not counted
         row["continues"] = attrs.get("continues", np.nan)  # the interrupted trial this one continued
+        row["restarts"] = int(attrs.get("restarts", 0))  # times Ray restarted its worker (killed, node lost)
+        row["restarted_from_epoch"] = attrs.get("restarted_from_epoch", np.nan)  # the epoch checkpoint the last restart continued from
         row["started"] = t.datetime_start
         row["finished"] = t.datetime_complete
         for key, value in t.params.items():
@@ -115,7 +117,8 @@ def trials_frame(study, task: Task) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    frame["continues"] = frame["continues"].astype("Int64")
+    for key in ("continues", "restarted_from_epoch"):
+        frame[key] = frame[key].astype("Int64")
     first = [c for c in columns if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 

@@ -20,7 +20,7 @@ from .. import _io
 from ..layout import trial_dir
 from ..pareto import as_minimization, non_dominated_mask
 from ..report import format_metric
-from .searcher import OptunaSearcher, Outcome
+from .searcher import OptunaSearcher, Outcome, ray_error_reason
 
 
 class StudyProgress(Callback):
@@ -141,6 +141,12 @@ class StudyProgress(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial)
 
+    def on_trial_recover(self, iteration: int, trials: list, trial, **info) -> None:
+        """Ray restarts a trial whose worker died (killed, out of memory, its node lost)."""
+        number = trial.config.get("number", "?")
+        allowed = getattr(trial, "max_failures", "?")
+        self.print(f"trial {number}: {ray_error_reason(trial)}; restarting it (restart {trial.num_failures} of {allowed})")
+
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         self._finish(trial)
 
@@ -174,6 +180,12 @@ class StudyProgress(Callback):
         if outcome.continues is not None:
             resumed = outcome.metrics.get("resumed_epoch")
             head += f" (continued trial {outcome.continues}" + (f" from epoch {resumed})" if resumed else ", restarted)")
+        restarts = outcome.metrics.get("restarts")
+        if restarts and outcome.state != "FAIL":  # a failed one says so in its reason
+            after = outcome.metrics.get("restarted_from_epoch")
+            head += f" (its worker was restarted {restarts} time(s); " + (
+                f"it continued from its epoch {after} checkpoint)" if after else "it started again from epoch 1: no checkpoint on its new node)"
+            )
         if outcome.state != "COMPLETE":
             return f"{head}: {outcome.reason}"
         m = outcome.metrics

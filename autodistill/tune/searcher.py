@@ -36,7 +36,7 @@ from ..layout import inflight_path
 from ..space import Dimension, sample
 from ..tasks import Task, curve_attr
 
-RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "node")
+RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "restarted_from_epoch", "node")
 """what every trial reports of its run, whatever its task"""
 
 
@@ -246,8 +246,11 @@ class OptunaSearcher(Searcher):
 
     def _outcome(self, trial: optuna.Trial, trial_id: str, result: dict | None, error: bool) -> Outcome:
         metrics = {k: result[k] for k in self._recorded if result and k in result}
+        restarts = getattr(self.ray_trials.get(trial_id), "num_failures", 0)
+        if restarts:  # Ray restarted its worker (killed, out of memory, node lost)
+            metrics["restarts"] = int(restarts)
         if error:
-            return Outcome(trial.number, "FAIL", metrics, _ray_error_reason(self.ray_trials.get(trial_id)))
+            return Outcome(trial.number, "FAIL", metrics, ray_error_reason(self.ray_trials.get(trial_id)))
         if result and result.get("disk_full"):  # the trial could not write its checkpoint
             return self._stop_for_disk(trial.number, metrics, result.get("fail_reason", "no space left on device"))
         finished = bool(result and (result.get("finished") or result.get("failed")))
@@ -304,7 +307,7 @@ def epochs_spent(study: optuna.Study, quality: str) -> int:
     return total
 
 
-def _ray_error_reason(ray_trial: Any) -> str:
+def ray_error_reason(ray_trial: Any) -> str:
     """The last line of the error Ray recorded for a trial whose worker failed (e.g. killed)."""
     fallback = "the trial's worker failed"
     path = getattr(ray_trial, "error_file", None) if ray_trial is not None else None

@@ -110,6 +110,9 @@ def _train_and_measure(
     number = config["number"]
     inflight = Path(config["inflight"]) if config.get("inflight") else None
     resume_state = _resume_state(config)
+    if resume_state is not None and inflight is not None and inflight.is_file():
+        # its own checkpoint: Ray restarted this trial after its worker died (killed, node lost)
+        base["restarted_from_epoch"] = resume_state["epoch"]
     if config.get("continues") is not None:
         base["continues"] = int(config["continues"])
         base["resumed_epoch"] = resume_state["epoch"] if resume_state else 0
