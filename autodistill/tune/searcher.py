@@ -36,7 +36,7 @@ from ..layout import inflight_path
 from ..space import Dimension, sample
 from ..tasks import Task, curve_attr
 
-RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "restarted_from_epoch", "node")
+RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "restarted_from_epoch", "first_step_at", "node")
 """what every trial reports of its run, whatever its task"""
 
 

@@ -140,6 +140,7 @@ def _train_and_measure(
             last_report = time.perf_counter()
 
     on_checkpoint = (lambda state: _io.torch_save(inflight, state)) if inflight is not None else None
+    base["first_step_at"] = time.time()  # wall clock: how long after the command the training began
     history = run.train(report_epoch, on_checkpoint, resume_state)
     train_s = time.perf_counter() - started
     final_stats = history[-1].as_dict()

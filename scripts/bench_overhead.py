@@ -1,0 +1,251 @@
+"""What a study costs besides its training: the default study run by autodistill, side by side
+with the plain Optuna loop a user could write around the same trial function.
+
+    python scripts/bench_overhead.py             # 3 rounds, ~15 min on a 2-core CPU
+    python scripts/bench_overhead.py --quick     # 1 round of 6 trials x 5 epochs (~2 min)
+
+Three ways to run ``search_spaces/digits.yaml`` (same sampler, seed, trial count and
+student-epochs; the teacher trained and cached beforehand, so each run only loads it):
+
+(a) ``autodistill search`` (Ray Tune, ``search.max_concurrent`` trials at once, one torch
+    thread each), the whole command: start-up, search, report, re-measured front;
+(b) a plain Optuna loop in one process (``study.optimize(objective, n_trials)``), one trial at
+    a time, torch using every core;
+(c) the same loop with ``n_jobs`` = the cores (Optuna's threads), one torch thread each.
+
+(b) and (c) run this file with ``--plain``: it imports autodistill's task API only, builds the
+same TPE sampler the CLI builds, and calls the trial function the Ray trainable calls
+(``Task.start_trial`` -> ``TrialRun.train`` -> ``TrialRun.finish``, which measures latency).
+Each mode is a subprocess timed from its command to its exit; rounds interleave the modes.
+
+Reported per mode: wall time, time from the command to the first trial's first training step,
+and the share of slot time (run time x parallel slots) spent inside training steps; and the
+ratios ours / (b) and ours / (c), taken within each round. Median and range over rounds.
+Writes ``results/benchmarks/overhead.json`` and prints the README table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _bench import ROOT, machine, spread, write  # noqa: E402
+
+STUDY = ROOT / "search_spaces" / "digits.yaml"
+MODES = ("autodistill", "optuna loop", "optuna n_jobs")
+
+
+def plain_loop(study_file: Path, results: str, jobs: int, threads: int, out: Path) -> None:
+    """The loop a user writes: one process, Optuna's own ``optimize``, the same trial function."""
+    command_at = float(os.environ.get("BENCH_COMMAND_AT", time.time()))
+    import optuna
+    import torch
+
+    from autodistill.loading import load_config
+    from autodistill.space import resolve, sample, search_space
+    from autodistill.tasks import get_task
+
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    config = load_config(study_file, {"execution.results": results})
+    task = get_task(config.task)
+    data = task.load_data(config)
+    teachers = task.prepare_teachers(config, data, log=lambda m: None)
+    targets = task.teacher_targets(config, data, teachers, log=lambda m: None)
+    space = search_space(config)
+    objectives = list(config.objectives)
+    # what autodistill.tune.runner.make_sampler builds for this study (TPE)
+    startup = min(10, max(4, config.search.trials // 3))
+    sampler = optuna.samplers.TPESampler(seed=config.search.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup)
+    study = optuna.create_study(directions=[config.objectives[m] + "imize" for m in objectives], sampler=sampler)
+    first_step: list[float] = []
+    rows: list[dict] = []
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        params = sample(trial, space)
+        run = task.start_trial(resolve(config, params), config, data, targets, config.search.seed + trial.number)
+        first_step.append(time.time())
+        history = run.train(lambda stats: None, None, None)
+        metrics = {**run.costs(), **history[-1].as_dict(), **run.finish(history).metrics}  # as the trainable reports them
+        steps = sum(h.steps_s for h in history)
+        rows.append({"number": trial.number, "params": params, "steps_s": steps, **{m: metrics[m] for m in objectives}})
+        return [metrics[m] for m in objectives]
+
+    began = time.perf_counter()
+    study.optimize(objective, n_trials=config.search.trials, n_jobs=jobs)
+    search_s = time.perf_counter() - began
+    out.write_text(
+        json.dumps(
+            {
+                "search_s": search_s,
+                "slots": jobs,
+                "first_step_s": min(first_step) - command_at,
+                "steps_s": sum(r["steps_s"] for r in rows),
+                "trials": sorted(rows, key=lambda r: r["number"]),
+            }
+        )
+    )
+
+
+def run_ours(study_file: Path, workdir: Path, name: str, slots: int) -> dict:
+    import optuna
+    import pandas as pd
+
+    shutil.rmtree(workdir / name, ignore_errors=True)  # a run of an earlier invocation
+    command_at = time.time()
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name],
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"autodistill search failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    results = workdir / name
+    summary = json.loads((results / "study.json").read_text())
+    trials = pd.read_csv(results / "trials.csv")
+    stored = optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'study.db'}").trials
+    first = min(t.user_attrs["first_step_at"] for t in stored if "first_step_at" in t.user_attrs)
+    steps = float(trials["steps_s"].sum())
+    return {
+        "wall_s": wall,
+        "search_s": summary["search_s"],
+        "first_step_s": first - command_at,
+        "steps_s": steps,
+        "step_share": steps / (summary["search_s"] * slots),
+        "trials": [
+            {
+                "number": int(r["number"]),
+                "params": {k[6:]: r[k] for k in trials.columns if k.startswith("param.") and pd.notna(r[k])},
+                "accuracy": float(r["accuracy"]),
+            }
+            for _, r in trials.iterrows()
+        ],
+    }
+
+
+def run_plain(study_file: Path, workdir: Path, jobs: int, threads: int) -> dict:
+    out = workdir / f"plain-{jobs}-{time.time_ns()}.json"
+    started = time.perf_counter()
+    env = {**os.environ, "BENCH_COMMAND_AT": repr(time.time())}
+    command = [
+        sys.executable,
+        __file__,
+        "--plain",
+        str(study_file),
+        "--results",
+        str(workdir),
+        "--jobs",
+        str(jobs),
+        "--threads",
+        str(threads),
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"the plain Optuna loop failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    result = json.loads(out.read_text())
+    result["wall_s"] = wall
+    result["step_share"] = result["steps_s"] / (result["search_s"] * jobs)
+    return result
+
+
+def table(payload: dict) -> str:
+    modes = payload["modes"]
+    rows = ["| mode | wall time (s) | command → first step (s) | slot time in training steps |", "|---|---|---|---|"]
+    for mode in MODES:
+        m = modes[mode]
+        rows.append(
+            f"| {m['label']} | {m['wall_s']['median']:.1f} ({m['wall_s']['min']:.1f}–{m['wall_s']['max']:.1f}) "
+            f"| {m['first_step_s']['median']:.1f} | {m['step_share']['median']:.0%} |"
+        )
+    r = payload["ratios"]
+    rows.append("")
+    rows.append(
+        f"ours ÷ (b) = {r['ours / optuna loop']['median']:.2f} ({r['ours / optuna loop']['min']:.2f}–{r['ours / optuna loop']['max']:.2f}), "
+        f"ours ÷ (c) = {r['ours / optuna n_jobs']['median']:.2f} ({r['ours / optuna n_jobs']['min']:.2f}–{r['ours / optuna n_jobs']['max']:.2f})"
+    )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one round of a 6-trial, 5-epoch copy of the study")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--label", default="", help="stored with the results (e.g. before/after a change)")
+    parser.add_argument("--plain", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--results", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.plain:
+        plain_loop(args.plain, args.results, args.jobs, args.threads, args.out)
+        return
+    import yaml
+
+    from autodistill.data import load_dataset
+    from autodistill.loading import load_config
+    from autodistill.teacher import prepare_teacher
+
+    cores = os.cpu_count() or 1
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-overhead-"))
+    raw = yaml.safe_load(STUDY.read_text())
+    if args.quick:
+        raw["train"]["epochs"], raw["search"]["trials"], args.rounds = 5, 6, 1
+    raw["search"]["time_budget_s"] = None  # the plain loops have none: every mode runs every trial
+    study_file = workdir / "study.yaml"
+    study_file.write_text(yaml.safe_dump(raw))
+    config = load_config(study_file, {"execution.results": str(workdir)})
+    print(f"machine: {machine()}", flush=True)
+    prepare_teacher(config, load_dataset(config.data), log=lambda m: None)  # cached: every run below loads it
+    runs: dict[str, list[dict]] = {m: [] for m in MODES}
+    for r in range(args.rounds):
+        runs["autodistill"].append(run_ours(study_file, workdir, f"overhead-{r}", config.search.max_concurrent))
+        runs["optuna loop"].append(run_plain(study_file, workdir, 1, cores))
+        runs["optuna n_jobs"].append(run_plain(study_file, workdir, cores, 1))
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {runs[m][-1]['wall_s']:.1f} s" for m in MODES), flush=True)
+    labels = {
+        "autodistill": f"(a) autodistill search ({config.search.max_concurrent} trials at once, 1 thread each)",
+        "optuna loop": f"(b) plain Optuna loop, one trial at a time, {cores} torch threads",
+        "optuna n_jobs": f"(c) plain Optuna, n_jobs={cores}, 1 torch thread each",
+    }
+    payload = {
+        "label": args.label,
+        "machine": machine(),
+        "study": {"file": "search_spaces/digits.yaml", "trials": config.search.trials, "epochs": config.train.epochs, "quick": args.quick},
+        "modes": {
+            m: {
+                "label": labels[m],
+                **{k: spread([run[k] for run in runs[m]]) for k in ("wall_s", "first_step_s", "step_share", "search_s")},
+            }
+            for m in MODES
+        },
+        "ratios": {
+            "ours / optuna loop": spread([a["wall_s"] / b["wall_s"] for a, b in zip(runs["autodistill"], runs["optuna loop"])]),
+            "ours / optuna n_jobs": spread([a["wall_s"] / c["wall_s"] for a, c in zip(runs["autodistill"], runs["optuna n_jobs"])]),
+        },
+        "runs": runs,
+    }
+    print(table(payload))
+    print(f"wrote {write('overhead' if not args.quick else 'overhead_quick', payload)}")
+
+
+if __name__ == "__main__":
+    main()
