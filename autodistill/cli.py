@@ -10,6 +10,7 @@ an unexpected error (a bug) one line and the log file holding its traceback
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -145,7 +146,7 @@ def search(
         ),
     )
     _study_dir.append(config.results_dir)
-    _print_result(config, run_study(config, log=_log))
+    _print_result(config, run_study(config, log=_log, release_ray=True))
 
 
 def _log(message: str) -> None:
@@ -184,7 +185,7 @@ def resume(
         overrides["search.trials"] = config.search.trials + trials
         _log(f"request: {config.search.trials} + {trials} = {overrides['search.trials']} trials")
         config = load_study_config(results_dir, overrides)
-    _print_result(config, run_study(config, log=_log, resume=True))
+    _print_result(config, run_study(config, log=_log, resume=True, release_ray=True))
 
 
 @app.command()
@@ -247,11 +248,39 @@ def show(results_dir: Path = typer.Argument(..., help="a study's results directo
 
 
 def main() -> None:
+    code: int | str | None = 0
     try:
         app()
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        code = 130
+    except SystemExit as done:  # typer ends every command this way
+        code = done.code
+    if "ray" in sys.modules:
+        _end_now(code)
+    sys.exit(code)
+
+
+def _end_now(code: int | str | None) -> None:
+    """End a process that ran Ray without the interpreter's teardown of torch, Ray and their
+    threads (seconds): Ray is shut down first (:func:`wait_ray_released`), every result is
+    already written (atomically), and the output is flushed."""
+    import logging
+
+    from .tune.runner import wait_ray_released
+
+    try:
+        wait_ray_released()
+    except Exception:  # stopping Ray's processes failed: let the interpreter's own exit try again
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if isinstance(code, str):  # sys.exit("message") prints it and exits with 1
+        print(code, file=sys.stderr, flush=True)
+        code = 1
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -217,12 +217,27 @@ def _with_official_test(
 
 def load_digits(cfg: DataConfig) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1,797 images, 16 grey levels): no download."""
-    from sklearn.datasets import load_digits as sk_digits
+    images, target = digits_arrays()
+    x = torch.from_numpy(images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
+    y = torch.from_numpy(target.astype(np.int64))
+    return _from_pool("digits", x, y, [str(c) for c in range(10)], 16.0, cfg)
 
-    bunch = sk_digits()
-    x = torch.from_numpy(bunch.images.astype(np.uint8)).unsqueeze(1)  # (1797, 1, 8, 8), values 0..16
-    y = torch.from_numpy(bunch.target.astype(np.int64))
-    return _from_pool("digits", x, y, [str(c) for c in bunch.target_names], 16.0, cfg)
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images (1797, 8, 8), target (1797,)) of scikit-learn's digits, read from the CSV file
+    scikit-learn ships (what ``sklearn.datasets.load_digits`` reads) without importing
+    scikit-learn, which takes seconds; through scikit-learn if the file is not where expected."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without running it
+    csv = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec and spec.submodule_search_locations else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits as sk_digits
+
+        bunch = sk_digits()
+        return bunch.images, bunch.target
+    data = np.loadtxt(csv, delimiter=",")
+    return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
 
 
 def _torchvision_split(cls: type, root: str, train: bool, download: bool, dataset: str):

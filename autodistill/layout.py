@@ -66,6 +66,11 @@ def outputs_cache(base: str | Path, key: str) -> Path:
     return Path(base) / TEACHERS / "outputs" / key
 
 
+def costs_cache(base: str | Path, key: str) -> Path:
+    """A teacher's static costs (params, MACs, size): ``<execution.results>/.teachers/costs/<key>.json``."""
+    return Path(base) / TEACHERS / "costs" / f"{key}.json"
+
+
 def ray_trial_dirname(number: int, ray_trial_id: str) -> str:
     """The name of a trial's folder under ``ray/`` (one TensorBoard run per trial)."""
     return f"trial_{number:04d}_{ray_trial_id}"

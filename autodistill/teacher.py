@@ -22,7 +22,7 @@ from .config import StudyConfig, TeacherConfig, TrainConfig, choices
 from .data import Dataset, batches, tensor_buffer
 from .distill import evaluate, train
 from .distill.recipe import teacher_forward
-from .measure import count_params
+from .measure import count_params, static_costs
 from .students import build_student, make_spec
 from .targets import TeacherTargets
 
@@ -133,6 +133,27 @@ def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
     views = {"padding": aug.crop_padding, "flip": aug.flip, "views": aug.views} if aug.crops and aug.teacher == "views" else None
     digest.update(json.dumps({"version": OUTPUTS_VERSION, "mean": data.mean, "std": data.std, "views": views}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def teacher_costs(model: nn.Module, input_shape: tuple[int, ...], config: StudyConfig) -> dict[str, float]:
+    """The teacher's params, MACs and size (:func:`autodistill.measure.static_costs`), kept
+    under ``<execution.results>/.teachers/costs/`` by its weights and input shape: counting
+    MACs the first time in a process takes seconds, and every study of a cached teacher
+    would pay them before its first trial."""
+    digest = hashlib.sha256(json.dumps({"input": list(input_shape), "version": 1}).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor_buffer(tensor))
+    path = layout.costs_cache(config.execution.results, digest.hexdigest()[:16])
+    try:
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and {"params", "macs", "size_mb"} <= set(cached):
+            return {k: cached[k] for k in ("params", "macs", "size_mb")}
+    except (OSError, ValueError):
+        pass  # not there yet, or unreadable: counted again
+    costs = static_costs(model, input_shape)
+    _io.write_json(path, costs)
+    return costs
 
 
 @torch.no_grad()

@@ -32,6 +32,21 @@ def test_digits_splits_are_stratified_disjoint_and_fixed():
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-2
 
 
+def test_digits_are_scikit_learns_without_importing_it():
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from autodistill.data import digits_arrays
+
+    images, target = digits_arrays()
+    bunch = load_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(target, bunch.target)
+    code = "import sys; from autodistill.data import digits_arrays; digits_arrays(); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_max_train_samples_subsamples_train_only():
     d = load_dataset(data_cfg(max_train_samples=200))
     assert len(d.y_train) == 200 and len(d.y_val) == 360

@@ -4,7 +4,7 @@ import torch
 from autodistill import CheckpointError, parse_config
 from autodistill.data import load_dataset
 from autodistill.students import build_student
-from autodistill.teacher import cache_key, prepare_teacher, teacher_outputs, teacher_spec
+from autodistill.teacher import cache_key, prepare_teacher, teacher_costs, teacher_outputs, teacher_spec
 
 ARCH = {"family": "cnn", "widths": [8, 16], "depths": [1, 1]}
 
@@ -38,6 +38,32 @@ def test_trained_once_then_loaded_from_cache(tmp_path):
     assert torch.allclose(targets.logits.float(), exact, atol=1e-2, rtol=1e-3)  # float16 keeps ~3 significant digits
     cached = teacher_outputs(model, data, config, logs.append)  # a second study: read from disk
     assert cached.source.startswith("cache") and torch.equal(cached.logits, targets.logits)
+
+
+def test_teacher_costs_are_counted_once_then_read(tmp_path, monkeypatch):
+    import autodistill.teacher as teacher_module
+    from autodistill.measure import static_costs
+
+    config = cfg(tmp_path)
+    model = build_student(teacher_spec(config, load_dataset(config.data)), seed=0)
+    costs = teacher_costs(model, (1, 8, 8), config)
+    assert costs == static_costs(model, (1, 8, 8)) and costs["macs"] > 0
+    (path,) = (tmp_path / ".teachers" / "costs").glob("*.json")
+
+    def never(*args):
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(teacher_module, "static_costs", never)
+    assert teacher_costs(model, (1, 8, 8), config) == costs  # read back: no MAC count, no torch._dynamo
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # other weights: another teacher
+    with pytest.raises(AssertionError, match="counted again"):
+        teacher_costs(model, (1, 8, 8), config)
+    path.write_text("{not json")  # unreadable: counted again, not an error
+    monkeypatch.setattr(teacher_module, "static_costs", static_costs)
+    with torch.no_grad():
+        next(model.parameters()).sub_(1.0)
+    assert teacher_costs(model, (1, 8, 8), config) == costs
 
 
 def test_cache_key_depends_on_what_determines_the_teacher(tmp_path):

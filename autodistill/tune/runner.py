@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -31,7 +32,7 @@ from ..loading import check_paths, dump_config
 from ..measure import peak_rss_mb
 from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame
 from ..space import check_points, search_space
-from ..tasks import get_task
+from ..tasks import Task, get_task
 from .progress import StudyProgress
 from .resume import describe, recover
 from .schedulers import make_scheduler
@@ -72,7 +73,10 @@ def make_sampler(config: StudyConfig, offset: int = 0):
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup, constraints_func=constraints)
 
 
-def _init_ray(config: StudyConfig) -> None:
+def _init_ray(config: StudyConfig, task_module: str) -> None:
+    """Start a local Ray (or connect to ``execution.address``), unless an earlier study of
+    this process did. A local Ray gets as many CPUs as the trials can use at once, and its
+    workers import torch and the trial code before they take a trial (:func:`init_local_ray`)."""
     import ray
 
     # a failed trial is reported once, by the study's own line with its reason; Ray's
@@ -81,18 +85,114 @@ def _init_ray(config: StudyConfig) -> None:
     # inflight/ are): a failure to save it, e.g. on a full disk, is not the user's concern
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune", "ray.tune.execution.experiment_state"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    if ray.is_initialized():
-        return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
-    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    _trials_on_started_workers()
+    if ray.is_initialized():
+        return
     if config.execution.address:
-        ray.init(address=config.execution.address, **kwargs)
+        ray.init(address=config.execution.address, logging_level=logging.ERROR, log_to_driver=False)
     else:  # "local": a new Ray of our own, even when `ray start` runs a cluster on this machine
-        ray.init(address="local", include_dashboard=False, **kwargs)
+        search = config.search
+        init_local_ray(local_cpus(search.max_concurrent, search.trials, search.resources.cpu), task_module)
 
 
-def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume: bool = False) -> StudyResult:
+PRELOAD = [
+    "torch",
+    "torch._dynamo",  # the first optimizer and the first MAC count import it: seconds, in the first trial
+    "ray.tune.trainable.function_trainable",  # Tune's trial actor
+    "autodistill.tune.trainable",
+]
+"""what a local Ray's workers import before they take a trial (with the study's task module)"""
+
+
+def local_cpus(max_concurrent: int, trials: int, cpu: float) -> int:
+    """CPUs of a local Ray: what the trials can use at once, at most the machine's. Ray
+    starts one worker per CPU up front; more would only import torch for nothing."""
+    return min(os.cpu_count() or 1, max(1, math.ceil(min(max_concurrent, trials) * cpu)))
+
+
+def init_local_ray(cpus: int, task_module: str) -> None:
+    """``ray.init`` of a new local Ray whose workers import :data:`PRELOAD` and the task's
+    module before they take work."""
+    import ray
+
+    modules = [*PRELOAD, task_module]
+    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+    ray.init(address="local", include_dashboard=False, num_cpus=cpus, _system_config={"preload_python_modules": modules}, **kwargs)
+
+
+def _trials_on_started_workers() -> None:
+    """Ray Tune creates its trial actors with a runtime_env of env_vars (``PL_DISABLE_FORK=1``,
+    for PyTorch Lightning), and Ray starts a new worker for an actor whose runtime_env is not
+    the job's: the workers it started beforehand (and that imported :data:`PRELOAD`) would
+    stand idle while new ones import torch. No Lightning runs in a trial: the variable goes.
+    (Tune's private module; if it moves, trials merely start on new workers, as before.)"""
+    with contextlib.suppress(Exception):
+        from ray.tune.execution import class_cache
+
+        class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+
+
+class _RayStart:
+    """Ray started (:func:`_init_ray`) in a background thread while the driver loads the
+    data and the teacher; a local Ray's workers import torch, autodistill and the task
+    (:data:`PRELOAD`) meanwhile, before they are handed to the trials.
+    :meth:`wait` returns once Ray is up, or raises what starting it raised.
+
+    The thread stays parked until the process ends: Ray starts its processes (GCS, raylet)
+    with PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends."""
+
+    def __init__(self, config: StudyConfig, task: Task):
+        self._config, self._task = config, task
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, name="autodistill-ray-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            _init_ray(self._config, type(self._task).__module__)
+        except BaseException as err:  # raised in the driver's thread by wait()
+            self._error = err
+        finally:
+            self._ready.set()
+        threading.Event().wait()  # parked: Ray's processes live as long as this thread
+
+    def wait(self) -> None:
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def settle(self) -> None:
+        """Wait until Ray is up or has failed, raising nothing (on the way out of an error)."""
+        self._ready.wait()
+
+
+_releasing: list[threading.Thread] = []
+
+
+def _release_ray() -> None:
+    """Shut Ray down in a background thread (its processes take a second or two to stop)."""
+    import ray
+
+    thread = threading.Thread(target=ray.shutdown, name="autodistill-ray-shutdown", daemon=True)
+    thread.start()
+    _releasing.append(thread)
+
+
+def wait_ray_released() -> None:
+    """Wait for :func:`run_study` (``release_ray``) to have shut Ray down; shut it down if it
+    is still up (the study ended early)."""
+    import ray
+
+    for thread in _releasing:
+        thread.join()
+    _releasing.clear()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume: bool = False, release_ray: bool = False) -> StudyResult:
     """Run a whole study: the API behind ``autodistill search`` (``resume=False``) and
     ``autodistill resume`` (``resume=True``).
 
@@ -100,6 +200,9 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     study name; a resumed one recovers interrupted trials (:mod:`.resume`) and runs until
     ``search.trials`` trials have an outcome. Raises :class:`StudyInterrupted` after Ctrl-C or
     SIGTERM, once the running trials are recorded as interrupted.
+
+    ``release_ray``: shut Ray down in the background as soon as the search ends, while the
+    results are written (the CLI, which ends the process then; :func:`wait_ray_released`).
     """
     check_paths(config, "config")
     check_points(config, "config")
@@ -107,7 +210,7 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     created = not results_dir.exists()
     with StudyLock(results_dir, log):
         try:
-            return _run_full_disk_named(config, results_dir, log, resume)
+            return _run_full_disk_named(config, results_dir, log, resume, release_ray)
         except AutodistillError as err:
             # a mistake found before the study began (e.g. a teacher checkpoint of the wrong
             # architecture) leaves no half-made results directory behind
@@ -122,11 +225,11 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
             raise
 
 
-def _run_full_disk_named(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool) -> StudyResult:
+def _run_full_disk_named(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool, release_ray: bool) -> StudyResult:
     """:func:`_run_locked`, with a full disk met by the storage (sqlite) or a library's own
     write, rather than by autodistill's writes, raised as :class:`DiskFull` too."""
     try:
-        return _run_locked(config, results_dir, log, resume)
+        return _run_locked(config, results_dir, log, resume, release_ray)
     except Exception as err:
         if isinstance(err, AutodistillError) or not _io.caused_by_full_disk(err):
             raise
@@ -150,9 +253,7 @@ def _existing_trials(config: StudyConfig) -> int:
         return 0
 
 
-def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool) -> StudyResult:
-    import ray
-
+def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool, release_ray: bool) -> StudyResult:
     started = time.perf_counter()
     if not resume:
         existing = _existing_trials(config)
@@ -162,8 +263,20 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
                 f"`autodistill resume {config.results_dir}` (add trials with --trials N), or choose another --name"
             )
     _io.write_text(layout.config_file(results_dir), dump_config(config))
-
     task = get_task(config.task)
+    # a new study has trials to run: Ray starts (and its workers import what trials need)
+    # while the data and the teacher are loaded
+    ray_start = _RayStart(config, task) if not resume and config.search.trials > 0 else None
+    try:
+        return _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray)
+    finally:
+        if ray_start is not None:
+            ray_start.settle()  # never leave Ray half-started behind an error
+
+
+def _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray) -> StudyResult:
+    import ray
+
     data = task.load_data(config)
     log(f"data: {data.summary()}")
     task.check_data(config, data)
@@ -203,7 +316,9 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
         targets = task.teacher_targets(config, data, teachers, log)
-        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log)
+        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log, ray_start or _RayStart(config, task))
+        if release_ray:
+            _release_ray()
     summary = finalize(config, study, teacher, log)
     summary["wall_s"] = time.perf_counter() - started
     summary["search_s"] = search_s
@@ -216,7 +331,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     return StudyResult(results_dir, summary, trials_frame(study, task), load_front(results_dir), summary["wall_s"])
 
 
-def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, log) -> float:
+def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, log, ray_start: _RayStart) -> float:
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
@@ -224,7 +339,7 @@ def _search(config, task, results_dir, searcher, to_run, done_before, data, targ
     started = time.perf_counter()
     progress = StudyProgress(results_dir, searcher, config.objectives, to_run, quality=task.quality, done_before=done_before)
     scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons, quality=task.quality)
-    _init_ray(config)
+    ray_start.wait()
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config, data=data, teacher=targets),
         {"cpu": config.search.resources.cpu, "gpu": config.search.resources.gpu},

@@ -30,7 +30,7 @@ from ...distill import EpochStats, evaluate, train
 from ...measure import measure_latency, state_dict_mb, static_costs
 from ...students import build_student, make_spec
 from ...targets import TeacherTargets
-from ...teacher import compute_device, prepare_teacher, teacher_outputs
+from ...teacher import compute_device, prepare_teacher, teacher_costs, teacher_outputs
 from .._base import ExportResult, Task, Teachers, TrialResult, TrialRun
 from .export import FORMATS, export_classifier
 
@@ -112,7 +112,7 @@ def _teacher_record(config: StudyConfig, model: nn.Module, info, data: Dataset) 
     """What the study records of a teacher: architecture, source and its metrics, measured
     like a student's."""
     input_shape = tuple(data.x_train.shape[1:])
-    costs = static_costs(model, input_shape)
+    costs = teacher_costs(model, input_shape, config)
     latency = measure_latency(model, input_shape, config.latency)
     return {
         "arch": info.spec["family"] if not info.spec["dims"] else {"family": info.spec["family"], **info.spec["dims"]},
