@@ -146,3 +146,13 @@ def test_recipe_fields_parse_fixed_null_and_searched():
     assert cfg.distill.needs_teacher_features and cfg.teacher.arch["family"] == "cnn"
     assert [t.weight for t in cfg.all_teachers] == [1.0, 0.5]
     assert parse_config(dump_config(cfg) and __import__("yaml").safe_load(dump_config(cfg))).all_teachers[1].arch["family"] == "vit"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml")))
+def test_every_shipped_study_file_loads_and_has_a_search_space(name, tmp_path):
+    from autodistill.space import search_space
+
+    overrides = {"data.root": str(tmp_path)} if name == "cifar10.yaml" else {}
+    config = load_config(ROOT / "search_spaces" / name, overrides)
+    assert config.name and config.search.trials >= 1
+    assert search_space(config), f"{name}: nothing is searched"

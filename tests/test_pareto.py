@@ -105,3 +105,27 @@ def test_export_knee_is_taken_on_the_recorded_front():
     assert int(pick_trial(complete.drop(columns="on_front"), objectives, "knee")["number"]) == 1  # the mixed figures' front differs
     # limits that leave no front member: the front of the trials that meet them
     assert int(pick_trial(complete, objectives, "knee", max_latency_ms=0.75)["number"]) == 2
+
+
+def test_export_pick_params_latency_and_a_number():
+    import pandas as pd
+
+    from autodistill import AutodistillError
+    from autodistill.export import pick_trial
+
+    objectives = {"accuracy": "max", "params": "min", "latency_ms": "min"}
+    complete = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3],
+            "accuracy": [0.95, 0.90, 0.92, 0.80],
+            "params": [100, 40, 40, 60],  # 1 and 2 tie on params: the more accurate wins
+            "latency_ms": [1.0, 0.6, 0.7, 0.5],
+        }
+    )
+    assert int(pick_trial(complete, objectives, "params")["number"]) == 2
+    assert int(pick_trial(complete, objectives, "latency")["number"]) == 3
+    assert int(pick_trial(complete, objectives, "latency", min_accuracy=0.85)["number"]) == 1
+    assert int(pick_trial(complete, objectives, "params", max_latency_ms=0.65)["number"]) == 1
+    assert int(pick_trial(complete, objectives, "1")["number"]) == 1
+    with pytest.raises(AutodistillError, match="--pick: unknown rule 'fastest'"):
+        pick_trial(complete, objectives, "fastest")
