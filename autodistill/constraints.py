@@ -1,7 +1,9 @@
 """Constraints of a study (``constraints:``), e.g. ``{latency_ms: {max: 2.0}, accuracy: {min: 0.9}}``.
 
-- The samplers (TPE, NSGA-II, GP) get :class:`ConstraintsFunc`: Optuna's convention, one
-  value per bound, feasible when <= 0, computed from a finished trial's metrics.
+- The samplers (TPE, NSGA-II, GP) read each finished trial's constraint values, which the
+  searcher stores with ``Trial.set_constraint`` (:func:`constraint_values`; Optuna 5
+  deprecates the samplers' ``constraints_func``): one value per bound, feasible when <= 0,
+  computed from the trial's metrics.
 - A bound on a cost (params, MACs, size, latency) is checked before training when the
   network's costs are final then (no pruning or quantization ahead): a student that breaks
   one is recorded as PRUNED (``infeasible``) without being trained. A compressed student's
@@ -20,25 +22,18 @@ import pandas as pd
 from .config import COST_METRICS, Bound
 
 
-def _values(constraints: dict[str, Bound], metrics: dict[str, Any]) -> list[float]:
-    out = []
+def constraint_values(constraints: dict[str, Bound], metrics: dict[str, Any]) -> dict[str, float]:
+    """Optuna's constraint values of a trial's metrics, by bound (``params.max``,
+    ``accuracy.min``, ...): > 0 by how much the bound is broken, <= 0 when it holds; a
+    missing or non-finite metric breaks it (1e9)."""
+    out = {}
     for metric in sorted(constraints):
         bound, value = constraints[metric], metrics.get(metric)
         value = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
-        for limit, sign in ((bound.max, 1.0), (bound.min, -1.0)):
+        for side, limit, sign in (("max", bound.max, 1.0), ("min", bound.min, -1.0)):
             if limit is not None:
-                out.append(1e9 if math.isnan(value) else sign * (value - limit))
+                out[f"{metric}.{side}"] = 1e9 if math.isnan(value) else sign * (value - limit)
     return out
-
-
-class ConstraintsFunc:
-    """Optuna ``constraints_func``: one value per bound, <= 0 when it holds."""
-
-    def __init__(self, constraints: dict[str, Bound]):
-        self.constraints = constraints
-
-    def __call__(self, trial) -> list[float]:
-        return _values(self.constraints, trial.user_attrs)
 
 
 def violations(constraints: dict[str, Bound], metrics: dict[str, Any]) -> str:
@@ -66,4 +61,4 @@ def feasible(frame: pd.DataFrame, constraints: dict[str, Bound]) -> np.ndarray:
     """Boolean mask of the rows (trials) whose metrics meet every bound."""
     if not constraints or frame.empty:
         return np.ones(len(frame), dtype=bool)
-    return np.array([max(_values(constraints, row.to_dict()), default=0.0) <= 0 for _, row in frame.iterrows()], dtype=bool)
+    return np.array([max(constraint_values(constraints, row.to_dict()).values(), default=0.0) <= 0 for _, row in frame.iterrows()], dtype=bool)

@@ -10,14 +10,15 @@ import pytest
 from helpers import run_cli, small_study
 
 from autodistill.config import parse_config
-from autodistill.constraints import ConstraintsFunc, feasible, violations
+from autodistill.constraints import constraint_values, feasible, violations
 
 
 def test_constraint_values_follow_optunas_convention():
     bounds = parse_config({"constraints": {"params": {"max": 1000}, "accuracy": {"min": 0.9, "max": 0.99}}}).constraints
-    trial = optuna.trial.create_trial(values=[0.5], user_attrs={"params": 1200, "accuracy": 0.95})
-    # sorted by metric: accuracy <= 0.99, accuracy >= 0.9, params <= 1000; > 0 is a violation
-    assert ConstraintsFunc(bounds)(trial) == pytest.approx([0.95 - 0.99, 0.9 - 0.95, 200.0])
+    # by bound: accuracy <= 0.99, accuracy >= 0.9, params <= 1000; > 0 is a violation
+    values = constraint_values(bounds, {"params": 1200, "accuracy": 0.95})
+    assert values == pytest.approx({"accuracy.max": 0.95 - 0.99, "accuracy.min": 0.9 - 0.95, "params.max": 200.0})
+    assert constraint_values(bounds, {"accuracy": float("nan")})["params.max"] == 1e9  # a missing metric is no proof
     assert violations(bounds, {"params": 1200, "accuracy": 0.85}) == "accuracy 0.85 < min 0.9, params 1,200 > max 1000"
     assert violations(bounds, {"params": 10, "accuracy": 0.95}) == ""
     frame = pd.DataFrame({"params": [10, 1200, 10], "accuracy": [0.95, 0.95, float("nan")]})
@@ -57,6 +58,9 @@ def test_study_with_constraints_points_and_gp(tmp_path):
     for t in trials:
         if t.user_attrs.get("params", 0) > 1000:
             assert t.state.name == "PRUNED" and t.user_attrs["infeasible"]
+    # what the samplers read (Trial.set_constraint): one value per bound, > 0 when broken
+    assert first.constraints["params.max"] == 2034 - 1000 and set(first.constraints) == {"params.max", "accuracy.min"}
+    assert second.constraints["params.max"] < 0 and second.constraints["accuracy.min"] == pytest.approx(0.2 - second.user_attrs["accuracy"])
     table = pd.read_csv(results / "trials.csv")
     front = pd.read_csv(results / "pareto.csv")
     feasible_numbers = set(table[table["feasible"]]["number"])

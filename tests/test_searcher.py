@@ -1,7 +1,10 @@
 """The searcher's outcome mapping, on a real Optuna study in real sqlite storage."""
 
+from pathlib import Path
+
 import optuna
 import pytest
+import yaml
 
 from autodistill import parse_config
 from autodistill.space import search_space
@@ -270,3 +273,36 @@ def test_a_checkpoint_copy_that_finds_the_disk_full_interrupts_the_trial(searche
     assert outcome.state == "FAIL" and outcome.interrupted and s.interrupted
     (t,) = study.get_trials()
     assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"] and "trials/0000" in t.user_attrs["fail_reason"]
+
+
+def _nsga2_params(seed: int) -> list[dict]:
+    from autodistill.constraints import constraint_values
+    from autodistill.space import resolve, sample
+    from autodistill.tune.runner import make_sampler
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "digits.yaml").read_text())
+    raw["search"].update(sampler="nsga2", seed=seed)
+    config = parse_config({**raw, "constraints": {"params": {"max": 20_000}}})
+    sampler = make_sampler(config)
+    assert isinstance(sampler, optuna.samplers.NSGAIISampler)
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"], sampler=sampler)
+    space, drawn = search_space(config), []
+    assert len(space) >= 10
+    for i in range(60):  # past the first generation (population 50): the genetic operators run
+        trial = study.ask()
+        params = sample(trial, space)
+        resolve(config, params)  # every sampled point is a valid study
+        size = 1000 + 997 * (i % 37)
+        for key, value in constraint_values(config.constraints, {"params": size}).items():  # what the searcher stores
+            trial.set_constraint(key, value)
+        study.tell(trial, [0.5 + 0.01 * (i % 13), size, 0.1 + 0.003 * (i % 7)])
+        drawn.append(params)
+    feasible = [t for t in study.trials if t.constraints["params.max"] <= 0]
+    assert 0 < len(feasible) < len(study.trials)
+    return drawn
+
+
+def test_nsga2_samples_valid_points_with_constraints_and_is_seeded():
+    first = _nsga2_params(0)
+    assert first == _nsga2_params(0)
+    assert first != _nsga2_params(1)

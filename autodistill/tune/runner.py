@@ -27,7 +27,6 @@ from .. import _io, layout
 from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
 from .._lock import StudyLock
 from ..config import StudyConfig
-from ..constraints import ConstraintsFunc
 from ..loading import check_paths, dump_config
 from ..measure import peak_rss_mb
 from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame
@@ -54,7 +53,6 @@ def make_sampler(config: StudyConfig, offset: int = 0):
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seed = config.search.seed + offset
-    constraints = ConstraintsFunc(config.constraints) if config.constraints else None
     # a third of the expected trials are random (4 to 10): with an epoch budget, expect as
     # many trials as it holds at full length rather than search.trials, which may be far off
     expected = config.search.trials
@@ -64,13 +62,14 @@ def make_sampler(config: StudyConfig, offset: int = 0):
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if config.search.sampler == "gp":
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # "greenlet unavailable" is not the user's concern
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup, constraints_func=constraints)
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     # multivariate TPE models dimensions jointly; the constant liar keeps parallel
     # trials from being sampled at the same point while earlier ones still run.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup, constraints_func=constraints)
+    # the samplers read each trial's constraint values, which the searcher stores (Trial.set_constraint)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup)
 
 
 def _init_ray(config: StudyConfig, task_module: str) -> None:
@@ -307,7 +306,9 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
         for point in config.search.points_to_evaluate:  # tried first, in order
             study.enqueue_trial(point, skip_if_exists=True)
     to_run = max(config.search.trials - recovery.counted, 0)
-    searcher = OptunaSearcher(study, space, config.objectives, to_run, task=task, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget)
+    searcher = OptunaSearcher(
+        study, space, config.objectives, to_run, task=task, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget, constraints=config.constraints
+    )
     search_s = 0.0
     if searcher.budget_spent():
         log(f"the epoch budget ({config.search.epoch_budget}) is spent: {searcher.epochs_spent} student-epochs trained; no trials to run")

@@ -32,6 +32,8 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from .._errors import DiskFull, StorageUnavailable
+from ..config import Bound
+from ..constraints import constraint_values
 from ..layout import inflight_path
 from ..space import Dimension, sample
 from ..tasks import Task, curve_attr
@@ -64,6 +66,7 @@ class OptunaSearcher(Searcher):
         task: Task,
         inflight_dir: Path | None = None,
         epoch_budget: int | None = None,
+        constraints: dict[str, Bound] | None = None,
     ):
         super().__init__(metric=task.quality, mode=task.quality_mode)
         if max_trials < 0:
@@ -72,6 +75,7 @@ class OptunaSearcher(Searcher):
         self._quality, self._curve_attr = task.quality, curve_attr(task.quality)
         self._recorded = tuple(dict.fromkeys([*task.recorded_metrics, *task.optional_metrics, *objectives, *RUN_METRICS]))
         self._space = space
+        self._constraints = constraints or {}  # the study's bounds: each finished trial's values go to the samplers
         self._objectives = objectives
         self._max_trials = max_trials
         self._started = 0
@@ -235,6 +239,9 @@ class OptunaSearcher(Searcher):
             trial.set_user_attr("fail_reason", outcome.reason)
         if outcome.interrupted:
             trial.set_user_attr("interrupted", True)
+        if self._constraints and outcome.state in ("COMPLETE", "PRUNED"):  # what a sampler's constraints_func did
+            for key, value in constraint_values(self._constraints, outcome.metrics).items():
+                trial.set_constraint(key, value)
         if outcome.state == "COMPLETE":
             self._study.tell(trial, [outcome.metrics[m] for m in self._objectives])
         else:
