@@ -84,7 +84,8 @@ def _study(tmp_path, name, **overrides):
 @pytest.mark.parametrize(
     "pruner, objectives, reason",
     [
-        ("pareto", {"accuracy": "max", "params": "min", "latency_ms": "min"}, "stopped by the pareto scheduler at epoch"),
+        # params, not latency: a measured latency varies run to run, and with it which trial dominates which at a rung
+        ("pareto", {"accuracy": "max", "params": "min"}, "stopped by the pareto scheduler at epoch"),
         ("median", {"accuracy": "max"}, "stopped by Optuna's median pruner at epoch"),
     ],
 )
