@@ -120,14 +120,20 @@ OUTPUTS_VERSION = 1  # bump when what the outputs cache holds changes
 OUTPUT_BATCH = 1024  # the teacher's batch when it computes the outputs once per study
 
 
-def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
-    """Identifies the cached outputs: the teacher's weights, the training images and the
-    augmented views (when the study uses cached views)."""
-
+def _weights_digest(model: nn.Module):
+    """A sha256 fed with the model's weights (names and bytes), to be fed more."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor_buffer(tensor))
+    return digest
+
+
+def outputs_key(model: nn.Module, data: Dataset, config: StudyConfig) -> str:
+    """Identifies the cached outputs: the teacher's weights, the training images and the
+    augmented views (when the study uses cached views)."""
+
+    digest = _weights_digest(model)
     digest.update(data.train_digest())
     aug = config.augment
     views = {"padding": aug.crop_padding, "flip": aug.flip, "views": aug.views} if aug.crops and aug.teacher == "views" else None
@@ -140,10 +146,8 @@ def teacher_costs(model: nn.Module, input_shape: tuple[int, ...], config: StudyC
     under ``<execution.results>/.teachers/costs/`` by its weights and input shape: counting
     MACs the first time in a process takes seconds, and every study of a cached teacher
     would pay them before its first trial."""
-    digest = hashlib.sha256(json.dumps({"input": list(input_shape), "version": 1}).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor_buffer(tensor))
+    digest = _weights_digest(model)
+    digest.update(json.dumps({"input": list(input_shape), "version": 1}).encode())
     path = layout.costs_cache(config.execution.results, digest.hexdigest()[:16])
     try:
         cached = json.loads(path.read_text())

@@ -75,7 +75,8 @@ def make_sampler(config: StudyConfig, offset: int = 0):
 def _init_ray(config: StudyConfig, task_module: str) -> None:
     """Start a local Ray (or connect to ``execution.address``), unless an earlier study of
     this process did. A local Ray gets as many CPUs as the trials can use at once, and its
-    workers import torch and the trial code before they take a trial (:func:`init_local_ray`)."""
+    workers import torch and the trial code (:data:`PRELOAD` and ``task_module``) before they
+    take a trial (Ray's ``preload_python_modules``)."""
     import ray
 
     # a failed trial is reported once, by the study's own line with its reason; Ray's
@@ -93,7 +94,14 @@ def _init_ray(config: StudyConfig, task_module: str) -> None:
         ray.init(address=config.execution.address, logging_level=logging.ERROR, log_to_driver=False)
     else:  # "local": a new Ray of our own, even when `ray start` runs a cluster on this machine
         search = config.search
-        init_local_ray(local_cpus(search.max_concurrent, search.trials, search.resources.cpu), task_module)
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            num_cpus=local_cpus(search.max_concurrent, search.trials, search.resources.cpu),
+            _system_config={"preload_python_modules": [*PRELOAD, task_module]},
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
 
 
 PRELOAD = [
@@ -109,16 +117,6 @@ def local_cpus(max_concurrent: int, trials: int, cpu: float) -> int:
     """CPUs of a local Ray: what the trials can use at once, at most the machine's. Ray
     starts one worker per CPU up front; more would only import torch for nothing."""
     return min(os.cpu_count() or 1, max(1, math.ceil(min(max_concurrent, trials) * cpu)))
-
-
-def init_local_ray(cpus: int, task_module: str) -> None:
-    """``ray.init`` of a new local Ray whose workers import :data:`PRELOAD` and the task's
-    module before they take work."""
-    import ray
-
-    modules = [*PRELOAD, task_module]
-    kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
-    ray.init(address="local", include_dashboard=False, num_cpus=cpus, _system_config={"preload_python_modules": modules}, **kwargs)
 
 
 def _trials_on_started_workers() -> None:
