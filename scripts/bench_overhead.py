@@ -46,6 +46,20 @@ STUDY = ROOT / "search_spaces" / "digits.yaml"
 MODES = ("autodistill", "optuna loop", "optuna n_jobs")
 
 
+def plain_sampler(config):
+    """The TPE sampler a user writes for this study: what autodistill.tune.runner.make_sampler
+    builds (main() checks that it still does), without importing Ray into the plain loop."""
+    import optuna
+
+    startup = min(10, max(4, config.search.trials // 3))
+    return optuna.samplers.TPESampler(seed=config.search.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup)
+
+
+def _same_sampler(a, b) -> bool:
+    keys = ("_n_startup_trials", "_multivariate", "_group", "_constant_liar", "_n_ei_candidates", "_consider_endpoints")
+    return type(a) is type(b) and all(getattr(a, k, None) == getattr(b, k, None) for k in keys)
+
+
 def plain_loop(study_file: Path, results: str, jobs: int, threads: int, out: Path) -> None:
     """The loop a user writes: one process, Optuna's own ``optimize``, the same trial function."""
     command_at = float(os.environ.get("BENCH_COMMAND_AT", time.time()))
@@ -66,9 +80,7 @@ def plain_loop(study_file: Path, results: str, jobs: int, threads: int, out: Pat
     targets = task.teacher_targets(config, data, teachers, log=lambda m: None)
     space = search_space(config)
     objectives = list(config.objectives)
-    # what autodistill.tune.runner.make_sampler builds for this study (TPE)
-    startup = min(10, max(4, config.search.trials // 3))
-    sampler = optuna.samplers.TPESampler(seed=config.search.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=startup)
+    sampler = plain_sampler(config)
     study = optuna.create_study(directions=[config.objectives[m] + "imize" for m in objectives], sampler=sampler)
     first_step: list[float] = []
     rows: list[dict] = []
@@ -165,21 +177,18 @@ def run_plain(study_file: Path, workdir: Path, jobs: int, threads: int) -> dict:
     return result
 
 
+def _span(s: dict, fmt: str) -> str:
+    """A spread as ``median (min–max)``."""
+    return f"{s['median']:{fmt}} ({s['min']:{fmt}}–{s['max']:{fmt}})"
+
+
 def table(payload: dict) -> str:
-    modes = payload["modes"]
     rows = ["| mode | wall time (s) | command → first step (s) | slot time in training steps |", "|---|---|---|---|"]
     for mode in MODES:
-        m = modes[mode]
-        rows.append(
-            f"| {m['label']} | {m['wall_s']['median']:.1f} ({m['wall_s']['min']:.1f}–{m['wall_s']['max']:.1f}) "
-            f"| {m['first_step_s']['median']:.1f} | {m['step_share']['median']:.0%} |"
-        )
+        m = payload["modes"][mode]
+        rows.append(f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {m['first_step_s']['median']:.1f} | {m['step_share']['median']:.0%} |")
     r = payload["ratios"]
-    rows.append("")
-    rows.append(
-        f"ours ÷ (b) = {r['ours / optuna loop']['median']:.2f} ({r['ours / optuna loop']['min']:.2f}–{r['ours / optuna loop']['max']:.2f}), "
-        f"ours ÷ (c) = {r['ours / optuna n_jobs']['median']:.2f} ({r['ours / optuna n_jobs']['min']:.2f}–{r['ours / optuna n_jobs']['max']:.2f})"
-    )
+    rows += ["", f"ours ÷ (b) = {_span(r['ours / optuna loop'], '.2f')}, ours ÷ (c) = {_span(r['ours / optuna n_jobs'], '.2f')}"]
     return "\n".join(rows)
 
 
@@ -213,6 +222,10 @@ def main() -> None:
     study_file = workdir / "study.yaml"
     study_file.write_text(yaml.safe_dump(raw))
     config = load_config(study_file, {"execution.results": str(workdir)})
+    from autodistill.tune.runner import make_sampler
+
+    if not _same_sampler(plain_sampler(config), make_sampler(config)):
+        raise SystemExit("the plain loop's sampler is no longer the one autodistill builds: update plain_sampler()")
     print(f"machine: {machine()}", flush=True)
     prepare_teacher(config, load_dataset(config.data), log=lambda m: None)  # cached: every run below loads it
     runs: dict[str, list[dict]] = {m: [] for m in MODES}
