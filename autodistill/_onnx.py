@@ -1,22 +1,20 @@
 """ONNX files of a student, for export and for the ``onnxruntime`` latency backend.
 
-A float student goes through the dynamo exporter (``torch.export``). An int8 student from
-``torch.ao`` FX quantization cannot be traced by ``torch.export``; the TorchScript-based
-exporter (``dynamo=False``) writes it in the QDQ format (QuantizeLinear / DequantizeLinear
-around the convolutions), which ONNX Runtime fuses into int8 kernels. Both have a dynamic
-batch dimension, input ``input`` and output ``logits``.
+Every student goes through the dynamo exporter (``torch.export``): an int8 student (a PT2E
+graph, :mod:`autodistill.compress.quantize`) becomes the QDQ format (QuantizeLinear /
+DequantizeLinear around the convolutions and matmuls), which ONNX Runtime fuses into int8
+kernels. The file has a dynamic batch dimension, input ``input`` and output ``logits``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from pathlib import Path
 
 import torch
 
 from ._errors import AutodistillError
-from .compress.quantize import is_quantized
+from .compress.quantize import MAX_BATCH
 
 
 def require_onnx() -> None:
@@ -27,21 +25,8 @@ def require_onnx() -> None:
 def save_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     """Write ``model`` (eval mode) as ONNX to ``path``; ``example`` is a (B, C, H, W) batch."""
     require_onnx()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if is_quantized(model):
-            torch.onnx.export(
-                model,
-                (example,),
-                str(path),
-                dynamo=False,
-                opset_version=17,
-                input_names=["input"],
-                output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            )
-            return
-        batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
         program = torch.onnx.export(
             model,
             (example,),

@@ -4,7 +4,6 @@ against the network they are for, and a trial's student rebuilt from its folder.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,7 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     """``torch.load(weights_only=True)``; accepts a bare state dict or one under
     ``state_dict`` / ``model`` (common training-script formats)."""
     try:
-        with warnings.catch_warnings():  # int8 tensors are stored through the deprecated TypedStorage
-            warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"{what}: file not found: {path}") from None
     except Exception as err:  # truncated zip, pickle of code objects, not a torch file, ...

@@ -176,7 +176,7 @@ def export_student(
     complete, trials, summary = candidates(results_dir)
     config = load_config(layout.config_file(results_dir))
     task = get_task(config.task)
-    formats = task.export_formats if formats is None else tuple(formats)
+    formats = task.default_export_formats() if formats is None else tuple(formats)
     unknown = [f for f in formats if f not in task.export_formats]
     if unknown or not formats:
         raise AutodistillError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(task.export_formats)}")

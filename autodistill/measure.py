@@ -7,7 +7,7 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ._executorch import load_method, save_pte
+from ._executorch import set_threads as set_executorch_threads
 from ._onnx import ort_session, save_onnx
 from .config import LatencyConfig
 
@@ -44,7 +46,7 @@ def state_dict_mb(model: nn.Module) -> float:
 
 
 @contextmanager
-def _threads(n: int):
+def threads(n: int):
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -64,21 +66,11 @@ class Latency:
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyConfig, repeats: int | None = None) -> Latency:
     """Median wall time of one forward pass of a batch of ``cfg.batch_size``, in eval mode,
     after ``cfg.warmup`` untimed runs, with ``cfg.threads`` intra-op threads, run by
-    ``cfg.backend``: ``torch`` (the module itself), ``torchscript`` (traced and frozen) or
-    ``onnxruntime`` (exported to ONNX, CPU session). On CUDA the timing is taken with CUDA
+    ``cfg.backend`` (see :func:`latency_runner`). On CUDA the timing is taken with CUDA
     events after synchronisation. int8 students run on the CPU only."""
     repeats = repeats or cfg.repeats
-    device = torch.device(cfg.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with _threads(cfg.threads):
-            if cfg.backend == "onnxruntime":
-                times = _time_onnxruntime(model, input_shape, cfg, repeats)
-            else:
-                times = _time_torch(model, input_shape, cfg, repeats, device)
-    finally:
-        model.to("cpu").train(was_training)
+    with threads(cfg.threads), latency_runner(model, input_shape, cfg) as run:
+        times = time_runs(run, cfg.warmup, repeats, cuda=cfg.device == "cuda")
     median, p10, p90 = spread(times)
     return Latency(median_ms=median, p10_ms=p10, p90_ms=p90, repeats=repeats)
 
@@ -95,47 +87,81 @@ def _input(batch_size: int, input_shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randn(batch_size, *input_shape, generator=torch.Generator().manual_seed(0))
 
 
-def _time_torch(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int, device: torch.device) -> list[float]:
-    model_on = model.to(device)
-    x = _input(cfg.batch_size, input_shape).to(device)
-    if cfg.backend == "torchscript":
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model_on = torch.jit.freeze(torch.jit.trace(model_on, x, check_trace=False).eval())
-    times: list[float] = []
-    with torch.inference_mode():
-        for _ in range(cfg.warmup):
-            model_on(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            for _ in range(repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model_on(x)
-                end.record()
-                torch.cuda.synchronize()
-                times.append(start.elapsed_time(end))
-        else:
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                model_on(x)
-                times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _time_onnxruntime(model: nn.Module, input_shape, cfg: LatencyConfig, repeats: int) -> list[float]:
+@contextmanager
+def latency_runner(model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyConfig) -> Iterator[Callable[[], object]]:
+    """A call that runs one forward pass of a ``cfg.batch_size`` batch the way ``cfg.backend``
+    deploys ``model``: ``torch`` (the module itself, eval mode), ``torch_compile`` (inductor,
+    weights frozen: an int8 network runs oneDNN's int8 kernels), ``torchscript`` (traced and
+    frozen), ``onnxruntime`` (exported to ONNX, a CPU session) or ``executorch`` (a ``.pte``
+    with the XNNPACK delegate, at that batch size). Built once (export, lowering, compilation
+    are not timed); the model is put back as it was on exit."""
+    device = torch.device(cfg.device)
     x = _input(cfg.batch_size, input_shape)
-    with tempfile.TemporaryDirectory(prefix="autodistill-onnx-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        save_onnx(model.to("cpu"), x, path)
-        session = ort_session(path, threads=cfg.threads)
-    feed = {"input": x.numpy()}
-    for _ in range(cfg.warmup):
-        session.run(None, feed)
+    was_training = model.training
+    model.eval()
+    try:
+        with tempfile.TemporaryDirectory(prefix="autodistill-latency-") as tmp, torch.inference_mode():
+            if cfg.backend == "onnxruntime":
+                save_onnx(model.to("cpu"), x, Path(tmp) / "model.onnx")
+                session, feed = ort_session(Path(tmp) / "model.onnx", threads=cfg.threads), {"input": x.numpy()}
+                yield lambda: session.run(None, feed)
+            elif cfg.backend == "executorch":
+                save_pte(model.to("cpu"), x, Path(tmp) / "model.pte")
+                set_executorch_threads(cfg.threads)
+                method, inputs = load_method(Path(tmp) / "model.pte"), [x]
+                yield lambda: method.execute(inputs)
+            else:
+                with _compiled(cfg.backend == "torch_compile"):
+                    run, x_on = _torch_runner(model.to(device), x.to(device), cfg.backend)
+                    yield lambda: run(x_on)
+    finally:
+        model.to("cpu").train(was_training)
+
+
+def _torch_runner(model: nn.Module, x: torch.Tensor, backend: str) -> tuple[Callable, torch.Tensor]:
+    if backend == "torchscript":
+        with torch.no_grad():
+            return torch.jit.freeze(torch.jit.trace(model, x, check_trace=False).eval()), x
+    if backend == "torch_compile":
+        compiled = torch.compile(model, dynamic=False)
+        compiled(x)  # compiles: not timed, not a warm-up run
+        return compiled, x
+    return model, x
+
+
+@contextmanager
+def _compiled(on: bool):
+    """Inductor with frozen weights (constant-folded, so an int8 network's quantized weights
+    go to oneDNN's int8 convolutions and matmuls), on a fresh compile cache entry."""
+    if not on:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.reset()
+    with inductor_config.patch(freezing=True):
+        yield
+
+
+def time_runs(run: Callable[[], object], warmup: int, repeats: int, cuda: bool = False) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``run`` after ``warmup`` untimed ones
+    (CUDA: events around each call, after synchronisation)."""
+    for _ in range(warmup):
+        run()
     times: list[float] = []
+    if cuda:
+        torch.cuda.synchronize()
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        return times
     for _ in range(repeats):
         t0 = time.perf_counter()
-        session.run(None, feed)
+        run()
         times.append((time.perf_counter() - t0) * 1e3)
     return times
 

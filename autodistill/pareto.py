@@ -1,4 +1,6 @@
-"""Non-dominated sorting and hypervolume (pure functions; every objective minimised).
+"""Non-dominated sorting and hypervolume (pure functions; every objective minimised), by
+`moocore <https://multi-objective.github.io/moocore/python/>`_; tests/test_pareto.py keeps
+brute-force versions as cross-checks.
 
 Callers turn maximised objectives into minimised ones first (accuracy -> error = 1 - accuracy,
 see :func:`as_minimization`).
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import moocore
 import numpy as np
 
 
@@ -21,53 +24,29 @@ def as_minimization(values: np.ndarray, directions: Sequence[str]) -> np.ndarray
 def non_dominated_mask(points: np.ndarray) -> np.ndarray:
     """Boolean mask of the points no other point dominates. Duplicates are all kept."""
     points = np.asarray(points, dtype=float)
-    n = len(points)
-    mask = np.ones(n, dtype=bool)
-    for i in range(n):
-        others = points[np.arange(n) != i]
-        if len(others) and np.any(np.all(others <= points[i], axis=1) & np.any(others < points[i], axis=1)):
-            mask[i] = False
-    return mask
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(moocore.is_nondominated(points, keep_weakly=True), dtype=bool)
 
 
 def non_dominated_ranks(points: np.ndarray) -> np.ndarray:
     """Rank of each point: 0 for the front, 1 for the front once it is removed, ..."""
     points = np.asarray(points, dtype=float)
-    ranks = np.full(len(points), -1)
-    remaining = np.arange(len(points))
-    rank = 0
-    while len(remaining):
-        mask = non_dominated_mask(points[remaining])
-        ranks[remaining[mask]] = rank
-        remaining = remaining[~mask]
-        rank += 1
-    return ranks
+    if len(points) == 0:
+        return np.zeros(0, dtype=int)
+    return np.asarray(moocore.pareto_rank(points), dtype=int)
 
 
 def hypervolume(points: np.ndarray, reference: Sequence[float]) -> float:
-    """Volume dominated by ``points`` and bounded by ``reference`` (exact, by slicing along
-    the last objective; fine for the fronts of a study, tens of points in 2-5 dimensions).
-    Points that do not strictly dominate the reference add nothing."""
+    """Volume dominated by ``points`` and bounded by ``reference`` (exact; moocore's
+    algorithms, which stay fast past 3 objectives where slicing is exponential). Points that
+    do not strictly dominate the reference add nothing."""
     ref = np.asarray(reference, dtype=float)
     pts = np.asarray(points, dtype=float).reshape(-1, len(ref))
     pts = pts[np.all(pts < ref, axis=1)]
     if len(pts) == 0:
         return 0.0
-    return _hv(pts[non_dominated_mask(pts)], ref)
-
-
-def _hv(pts: np.ndarray, ref: np.ndarray) -> float:
-    if pts.shape[1] == 1:
-        return float(ref[0] - pts[:, 0].min())
-    order = np.argsort(pts[:, -1])
-    pts = pts[order]
-    volume = 0.0
-    for i in range(len(pts)):
-        upper = pts[i + 1, -1] if i + 1 < len(pts) else ref[-1]
-        depth = upper - pts[i, -1]
-        if depth > 0:
-            volume += depth * _hv(pts[: i + 1, :-1], ref[:-1])
-    return volume
+    return float(moocore.hypervolume(pts, ref=ref))
 
 
 def knee_index(points: np.ndarray) -> int:

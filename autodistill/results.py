@@ -3,6 +3,7 @@ Pareto front with latency re-measured alone, hypervolume, and the files of ``res
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 import warnings
@@ -86,7 +87,12 @@ def open_study(storage: str, name: str, directions: list[str] | None = None, sam
 
 
 def storage_url(config: StudyConfig) -> str:
-    return config.execution.storage or f"sqlite:///{layout.study_db(config.results_dir).resolve()}"
+    """The study's SQLAlchemy URL. A plain ``postgresql://`` means psycopg2 to SQLAlchemy; where
+    only psycopg 3 is installed (the ``postgres`` extra), it means psycopg 3."""
+    url = config.execution.storage or f"sqlite:///{layout.study_db(config.results_dir).resolve()}"
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
 
 
 def trials_frame(study, task: Task) -> pd.DataFrame:
@@ -192,7 +198,7 @@ def param_importances(study, objectives: dict[str, str]) -> dict[str, dict[str, 
     for i, metric in enumerate(objectives):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # fANOVA is experimental in Optuna, not deprecated
                 values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i])
         except (RuntimeError, ValueError):  # e.g. no parameter took two values
             continue

@@ -1,4 +1,5 @@
-"""Compression benchmark: one student, float vs pruned (0.3, 0.5) vs int8 vs pruned + int8.
+"""Compression benchmark: one student, float vs pruned (0.3, 0.5) vs int8 (PT2E: x86 and
+xnnpack quantizers) vs pruned + int8, timed in every latency backend that runs it.
 
 Pruned 0.3 appears twice: with the exact channel counts (32 -> 22, 128 -> 89) and with
 ``round_to: 8`` (24, 88), because odd channel counts can make ONNX Runtime's kernels slower
@@ -20,6 +21,8 @@ round, and the median and range over rounds are reported. Writes
 from __future__ import annotations
 
 import argparse
+import contextlib
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -34,7 +37,7 @@ from autodistill.compress import Compression  # noqa: E402
 from autodistill.config import LatencyConfig, parse_config  # noqa: E402
 from autodistill.data import load_dataset  # noqa: E402
 from autodistill.distill import evaluate, train  # noqa: E402
-from autodistill.measure import measure_latency, state_dict_mb, static_costs  # noqa: E402
+from autodistill.measure import latency_runner, state_dict_mb, static_costs, threads, time_runs  # noqa: E402
 from autodistill.students import build_student, make_spec  # noqa: E402
 
 STUDENT = {"family": "resnet", "widths": [32, 64, 128], "depths": [1, 1, 1]}
@@ -43,11 +46,23 @@ VARIANTS = {
     "pruned 0.3": {"prune_rate": 0.3},
     "pruned 0.3, round_to 8": {"prune_rate": 0.3, "round_to": 8},
     "pruned 0.5": {"prune_rate": 0.5},
-    "int8 (PTQ)": {"quantize": "ptq"},
-    "pruned 0.5 + int8": {"prune_rate": 0.5, "quantize": "ptq"},
+    "int8 (PTQ, x86)": {"quantize": "ptq", "engine": "x86"},
+    "int8 (PTQ, onnxruntime)": {"quantize": "ptq", "engine": "onnxruntime"},
+    "int8 (PTQ, xnnpack)": {"quantize": "ptq", "engine": "xnnpack"},
+    "pruned 0.5 + int8 (onnxruntime)": {"prune_rate": 0.5, "quantize": "ptq", "engine": "onnxruntime"},
+    "pruned 0.5 + int8 (xnnpack)": {"prune_rate": 0.5, "quantize": "ptq", "engine": "xnnpack"},
 }
-BACKENDS = ("torch", "torchscript", "onnxruntime")
+BACKENDS = ("torch", "torch_compile", "torchscript", "onnxruntime", "executorch")
 BATCHES = (1, 32)
+KEPT_OPEN = ("onnxruntime", "executorch")  # exported / lowered once per variant and batch; torch.compile again each time (see measure._compiled)
+
+
+def runs_in(compress: dict, backend: str) -> bool:
+    """Whether ``backend`` runs this variant's int8 kernels (autodistill refuses the others)."""
+    if compress.get("quantize", "none") == "none":
+        return True
+    engine = compress["engine"]
+    return {"executorch": engine == "xnnpack", "torch_compile": engine == "x86"}.get(backend, True)
 
 
 def train_variant(data, compress: dict, epochs: int, seed: int):
@@ -79,7 +94,7 @@ def main() -> None:
     data = load_dataset(parse_config({}).data)
     shape = tuple(data.x_train.shape[1:])
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, int8 engine x86")
+    print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, torchao {info.get('torchao')}, executorch {info.get('executorch')}")
 
     results: dict[str, dict] = {}
     models: dict[str, torch.nn.Module] = {}
@@ -105,15 +120,7 @@ def main() -> None:
             flush=True,
         )
 
-    # latency: rounds over every variant, so that the machine's drift hits all of them alike
-    rounds: dict[tuple[str, str, int], list[float]] = {}
-    for r in range(args.rounds):
-        for backend in BACKENDS:
-            for batch in BATCHES:
-                cfg = LatencyConfig(backend=backend, batch_size=batch, threads=1, warmup=10, repeats=args.repeats)
-                for name, model in models.items():
-                    rounds.setdefault((name, backend, batch), []).append(measure_latency(model, shape, cfg).median_ms)
-        print(f"  latency round {r + 1}/{args.rounds} done ({time.time() - started:.0f} s)", flush=True)
+    rounds = time_rounds(models, shape, args, started)
     for (name, backend, batch), values in rounds.items():
         key = f"{backend}/batch{batch}"
         float_values = rounds[("float", backend, batch)]
@@ -124,9 +131,9 @@ def main() -> None:
         "machine": info,
         "student": STUDENT,
         "dataset": "digits (8x8, 1 channel)",
-        "training": f"{args.epochs} epochs, cross-entropy only, AdamW lr 3e-3; pruning after 30% of the epochs (Torch-Pruning, l1), PTQ on 8 training batches (x86 engine)",
+        "training": f"{args.epochs} epochs, cross-entropy only, AdamW lr 3e-3; pruning after 30% of the epochs (Torch-Pruning, l1), PTQ (PT2E, torchao) on 8 training batches with the quantizer the variant names",
         "seeds": args.seeds,
-        "latency": f"1 thread, {args.rounds} rounds x {args.repeats} timed runs after 10 warm-up runs; median and range over rounds; ratio to float within each round",
+        "latency": f"1 thread (ONNX Runtime and ExecuTorch's pool too), {args.rounds} rounds x {args.repeats} timed runs after 10 warm-up runs; median and range over rounds; ratio to float within each round; n/a where the backend does not run the variant's int8 kernels",
         "variants": results,
     }
     path = write("compress_quick" if args.quick else "compress", payload)  # a smoke run never replaces the real figures
@@ -134,16 +141,58 @@ def main() -> None:
     print(table(payload))
 
 
+def time_rounds(models: dict, shape: tuple[int, ...], args, started: float) -> dict[tuple[str, str, int], list[float]]:
+    """Latency in rounds over every variant, so that the machine's drift hits all of them
+    alike: per round and (backend, batch), the median of ``args.repeats`` runs of each variant."""
+    rounds: dict[tuple[str, str, int], list[float]] = {}
+    with contextlib.ExitStack() as stack, threads(1):
+        runners = {}
+        for backend in KEPT_OPEN:
+            for batch in BATCHES:
+                cfg = LatencyConfig(backend=backend, batch_size=batch, threads=1)
+                for name, model in models.items():
+                    if runs_in(VARIANTS[name], backend):
+                        runners[(name, backend, batch)] = stack.enter_context(latency_runner(model, shape, cfg))
+        for r in range(args.rounds):
+            for backend in BACKENDS:
+                for batch in BATCHES:
+                    for name, model in models.items():
+                        if not runs_in(VARIANTS[name], backend):
+                            continue
+                        key = (name, backend, batch)
+                        times = _timed(runners.get(key), model, shape, backend, batch, args.repeats)
+                        rounds.setdefault(key, []).append(statistics.median(times))
+            print(f"  latency round {r + 1}/{args.rounds} done ({time.time() - started:.0f} s)", flush=True)
+    return rounds
+
+
+def _timed(runner, model, shape, backend: str, batch: int, repeats: int) -> list[float]:
+    if runner is not None:
+        return time_runs(runner, 10, repeats)
+    with latency_runner(model, shape, LatencyConfig(backend=backend, batch_size=batch, threads=1)) as run:
+        return time_runs(run, 10, repeats)
+
+
+TABLE_COLUMNS = (
+    "torch/batch1",
+    "torch_compile/batch1",
+    "torchscript/batch1",
+    "onnxruntime/batch1",
+    "executorch/batch1",
+    "torch_compile/batch32",
+    "onnxruntime/batch32",
+    "executorch/batch32",
+)
+
+
 def table(payload: dict) -> str:
-    rows = [
-        "| variant | params | size (MB) | test accuracy | torch b1 (ms) | torchscript b1 (ms) | onnxruntime b1 (ms) | torchscript b32 (ms) | onnxruntime b32 (ms) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    heads = [f"{key.split('/')[0]} b{key.split('batch')[1]} (ms)" for key in TABLE_COLUMNS]
+    rows = ["| variant | params | size (MB) | test accuracy | " + " | ".join(heads) + " |", "|---" * (4 + len(heads)) + "|"]
     for name, r in payload["variants"].items():
         cells = [name, f"{r['params']:,}", f"{r['size_mb']:.3f}", f"{r['test_accuracy']['mean']:.4f} ± {r['test_accuracy']['std']:.4f}"]
-        for key in ("torch/batch1", "torchscript/batch1", "onnxruntime/batch1", "torchscript/batch32", "onnxruntime/batch32"):
-            lat, ratio = r["latency_ms"][key], r["latency_ratio_to_float"][key]
-            cells.append(f"{lat['median']:.3f} ({ratio['median']:.2f}×)")
+        for key in TABLE_COLUMNS:
+            lat, ratio = r["latency_ms"].get(key), r["latency_ratio_to_float"].get(key)
+            cells.append(f"{lat['median']:.3f} ({ratio['median']:.2f}×)" if lat else "n/a")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -48,6 +48,20 @@ OVERRIDES = [
     ({"compress.importance": {"choice": ["l1", "hessian"]}}, "compress.importance: unknown value 'hessian'"),
     ({"compress.prune_rate": 0.5, "compress.prune_steps": 3}, "compress.prune_steps (3) needs at least 4 train.epochs"),
     ({"compress.quantize": {"choice": ["none", "qat"]}, "latency.device": "cuda"}, "compress.quantize: int8 models run on the CPU only"),
+    ({"compress.quantize": "ptq", "compress.engine": "fbgemm"}, "compress.engine: unknown value 'fbgemm'"),
+    (
+        {"compress.quantize": "ptq", "compress.engine": "x86", "latency.backend": "executorch"},
+        "latency.backend: executorch runs int8 students of compress.engine: xnnpack (got x86",
+    ),
+    (
+        {"compress.quantize": "ptq", "compress.engine": "onnxruntime", "latency.backend": "torch_compile"},
+        "latency.backend: torch_compile lowers int8 students of compress.engine: x86 (got onnxruntime",
+    ),
+    (
+        {"compress.quantize": "ptq", "compress.engine": "xnnpack", "latency.backend": "torch_compile"},
+        "latency.backend: torch_compile lowers int8 students of compress.engine: x86",
+    ),
+    ({"latency.backend": "executorch", "latency.device": "cuda"}, "latency.backend: executorch measures on the CPU here"),
     ({"compress.prune_stage_rates": [0.5]}, "compress.prune_stage_rates has 1 rates but student.cnn has 2 stages"),
     ({"compress.prune_backend": "nni", "compress.importance": "bn_scale"}, "importance 'bn_scale' is not available with prune_backend nni"),
     ({"compress.engine": "tensorrt"}, "compress.engine: unknown value 'tensorrt'"),

@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import run_cli, small_study
 
+from autodistill._errors import ConfigError
 from autodistill.compress import Compression, build_network, prune_schedule
 from autodistill.compress.prune import step_ratio
 from autodistill.compress.quantize import is_quantized
@@ -158,8 +159,7 @@ def test_pruned_qat_training_continues_from_an_epoch_checkpoint_exactly(data):
     a, b = whole.finish(), continued.finish()
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb
-        if isinstance(va, torch.Tensor):
-            assert torch.equal(va.int_repr() if va.is_quantized else va, vb.int_repr() if vb.is_quantized else vb), ka
+        assert torch.equal(va, vb), ka
 
 
 # --- quantization ----------------------------------------------------------------------------
@@ -169,8 +169,12 @@ def test_ptq_is_int8_a_third_of_the_size_and_rebuilds_exactly(data):
     float_acc, float_mb = evaluate(compression.model, data, "val"), state_dict_mb(compression.model)
     q = compression.finish()
     assert is_quantized(q)
-    convs = [m for m in q.modules() if type(m).__name__ == "ConvReLU2d" or type(m).__name__ == "Conv2d"]
-    assert convs and all(m.weight().dtype == torch.qint8 for m in convs)  # int8 weights in the kernels
+    # every convolution and the classifier read int8 weights (dequantized per channel); no float weight is left
+    weights = {k: v for k, v in q.state_dict().items() if v.dim() >= 2}
+    convs = [m for m in build_student(spec).modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    assert len(weights) == len(convs) and all(v.dtype == torch.int8 for v in weights.values())
+    ops = {str(n.target) for n in q.graph.nodes if n.op == "call_function"}
+    assert {"quantized_decomposed.quantize_per_tensor.default", "quantized_decomposed.dequantize_per_channel.default"} <= ops
     assert state_dict_mb(q) < 0.35 * float_mb
     assert evaluate(q, data, "val") > float_acc - 0.03  # calibrated: int8 costs little accuracy
     rebuilt = _rebuilt(compression)
@@ -182,7 +186,7 @@ def test_qat_trains_with_fake_quantization_and_ends_int8(data):
     cfg, spec, model, compression = _setup(data, "cnn", epochs=4, quantize="qat", qat_start=0.5)
     history = train(model, data, cfg.train, seed=0, compression=compression)
     assert compression.qat
-    assert any("FakeQuantize" in type(m).__name__ for m in compression.model.modules())
+    assert any("FakeQuantize" in type(m).__name__ for m in compression.model.modules())  # torchao's, in the PT2E graph
     q = compression.finish()
     assert is_quantized(q)
     # the int8 network agrees with the last fake-quantized evaluation
@@ -223,15 +227,66 @@ def test_int8_onnx_check_passes_rounding_and_fails_a_wrong_file():
     assert _compare(shuffled, reference, y, 1.0, step)["failed"]
 
 
-@pytest.mark.parametrize("backend", ["torch", "torchscript", "onnxruntime"])
-def test_latency_backends_time_float_and_int8_students(data, backend):
-    cfg, spec, model, compression = _setup(data, "cnn", epochs=2, prune_rate=0.5, prune_at=0.0, quantize="ptq")
+BACKEND_ENGINE = {"torch": "x86", "torch_compile": "x86", "torchscript": "x86", "onnxruntime": "onnxruntime", "executorch": "xnnpack"}
+
+
+@pytest.mark.parametrize("backend", list(BACKEND_ENGINE))
+def test_latency_backends_time_the_network_they_are_given(data, backend):
+    """Each backend times the model it is handed, float and int8 (of the engine it runs): a
+    student with 16x the MACs is slower at batch 32 (a backend that timed a cached or empty
+    graph would not see the difference)."""
+    small = make_spec("cnn", {"widths": [8, 16], "depths": [1, 1]}, data)
+    big = make_spec("cnn", {"widths": [32, 64], "depths": [2, 2]}, data)
+    latency = LatencyConfig(backend=backend, batch_size=32, warmup=3, repeats=15)
+    times = {name: measure_latency(build_student(spec, seed=0), INPUT, latency).median_ms for name, spec in (("small", small), ("big", big))}
+    assert 0 < times["small"] < times["big"], times
+    cfg, spec, model, compression = _setup(data, "cnn", epochs=2, prune_rate=0.5, prune_at=0.0, quantize="ptq", engine=BACKEND_ENGINE[backend])
     train(model, data, cfg.train, seed=0, compression=compression)
     q = compression.finish()
-    latency = LatencyConfig(backend=backend, warmup=2, repeats=5)
-    for network in (build_student(spec), q):
-        lat = measure_latency(network, INPUT, latency)
-        assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms < 1000
+    lat = measure_latency(q, INPUT, LatencyConfig(backend=backend, warmup=2, repeats=5))
+    assert 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms < 1000
+
+
+def test_each_runtime_runs_the_int8_network_it_is_given(data, tmp_path):
+    """The int8 network's ONNX file (QDQ, every engine's) and ExecuTorch program (engine
+    xnnpack) agree with the PyTorch module within a quantization step and give its accuracy;
+    ``engine: auto`` picks the quantizer of the timed runtime."""
+    assert [parse_config({"latency": {"backend": b}}).compress.engine for b in ("onnxruntime", "executorch", "torch_compile", "torch")] == [
+        "onnxruntime",
+        "xnnpack",
+        "x86",
+        "x86",
+    ]
+    from autodistill._executorch import load_method, run_batched, save_pte
+    from autodistill._onnx import ort_session, save_onnx
+    from autodistill.compress.quantize import output_step
+
+    x = data.normalize(data.x_val)
+    y = data.y_val.numpy()
+    for engine in ("x86", "onnxruntime", "xnnpack"):
+        cfg, spec, model, compression = _setup(data, "resnet", epochs=3, quantize="ptq", engine=engine)
+        train(model, data, cfg.train, seed=0, compression=compression)
+        q = compression.finish()
+        step = output_step(q)
+        with torch.no_grad():
+            reference = q(x).numpy()
+        save_onnx(q, x[:2], tmp_path / f"{engine}.onnx")
+        outputs = {"onnx": ort_session(tmp_path / f"{engine}.onnx").run(["logits"], {"input": x.numpy()})[0]}
+        if engine == "xnnpack":
+            save_pte(q, x[:1], tmp_path / "q.pte")
+            outputs["executorch"] = run_batched(load_method(tmp_path / "q.pte"), x.numpy(), 1)
+        for name, logits in outputs.items():
+            assert np.abs(logits - reference).mean() < step, (engine, name)
+            assert (logits.argmax(1) == y).mean() == pytest.approx((reference.argmax(1) == y).mean(), abs=0.02), (engine, name)
+
+
+def test_optional_runtimes_are_named_when_missing(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "executorch" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"latency.backend: executorch needs ExecuTorch.*pip install executorch"):
+        parse_config({"latency": {"backend": "executorch"}})
+    with pytest.raises(ConfigError, match=r"compress.engine: xnnpack needs ExecuTorch.s quantizer"):
+        parse_config({"compress": {"quantize": "qat", "engine": "xnnpack"}})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("nni") is None, reason="NNI is an optional extra: pip install 'autodistill[nni]'")
@@ -295,10 +350,42 @@ def test_study_with_compression_records_real_costs_and_exports_int8(tmp_path):
     run = run_cli("export", results, "--pick", int(int8["number"]), "--out", out)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     card = json.loads((out / "model.json").read_text())
-    assert card["architecture"]["compress"]["quantize"] == {"method": "ptq", "engine": "x86"}
+    assert card["architecture"]["compress"]["quantize"] == {"method": "ptq", "engine": "x86", "flow": "pt2e"}
     assert set(card["files"]) == {"pt", "torchscript", "onnx"}
     checks = card["verification"]
     assert checks["pt"]["max_abs_diff"] <= 1e-4 and checks["torchscript"]["max_abs_diff"] <= 1e-4
     # ONNX Runtime runs its own int8 arithmetic: checked statistically, in output quantization steps
     onnx = checks["onnx"]
     assert onnx["mean_abs_diff_steps"] <= 1.0 and onnx["top1_agreement"] >= 0.97 and 0 < onnx["output_step"] < 0.5
+
+
+@pytest.mark.integration
+def test_phone_study_times_executorch_and_exports_a_verified_pte(tmp_path):
+    """An int8 study for phones (engine xnnpack, latency of the .pte in ExecuTorch): the
+    export writes every format, ExecuTorch's program included, each verified on the
+    validation split."""
+    path = small_study(
+        tmp_path,
+        "phone",
+        **{
+            "student.family": "cnn",
+            "compress.quantize": "ptq",
+            "compress.engine": "xnnpack",
+            "latency.backend": "executorch",
+            "search.trials": 1,
+            "search.sampler": "random",
+        },
+    )
+    run = run_cli("search", path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = tmp_path / "results" / "phone"
+    trials = pd.read_csv(results / "trials.csv")
+    assert (trials["state"] == "COMPLETE").sum() == 1 and (trials["latency_ms"] > 0).all()
+    out = tmp_path / "export"
+    run = run_cli("export", results, "--out", out)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "int8 kernels of ExecuTorch (XNNPACK)" in run.stdout
+    card = json.loads((out / "model.json").read_text())
+    assert set(card["files"]) == {"pt", "torchscript", "onnx", "executorch"} and (out / "student.pte").stat().st_size > 0
+    pte = card["verification"]["executorch"]
+    assert pte["mean_abs_diff_steps"] <= 1.0 and pte["top1_agreement"] >= 0.97

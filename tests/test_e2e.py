@@ -2,7 +2,9 @@
 
 import json
 import re
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -134,6 +136,13 @@ def test_terminal_output_and_show(study):
     assert "teacher:" in result.stdout and "validation accuracy" in result.stdout
     assert "Pareto front of tiny" in result.stdout
     assert "[4/4] trial" in result.stdout
+    # the README's sample output shows every kind of line a study prints (scripts/sample_output.py regenerates it)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from sample_output import README, line_kind, sample_block
+
+    printed = {k for k in map(line_kind, result.stdout.splitlines()) if k}
+    shown_in_readme = {k for k in map(line_kind, sample_block(README.read_text()).splitlines()) if k}
+    assert printed <= shown_in_readme, f"the README's sample output lacks {sorted(printed - shown_in_readme)}: run python scripts/sample_output.py"
     shown = run_cli("show", results)
     assert shown.returncode == 0, shown.stderr
     assert "Pareto front of tiny" in shown.stdout and "teacher" in shown.stdout
@@ -173,7 +182,8 @@ def test_export_knee_round_trip_with_onnxruntime(study, tmp_path):
     result = run_cli("export", results, "--pick", "knee", "--out", out)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((out / "model.json").read_text())
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "spec.json", "student.onnx", "student.pt", "student.torchscript.pt"]
+    # every format by default: ExecuTorch's too (the test extra installs it)
+    assert sorted(p.name for p in out.iterdir()) == ["model.json", "spec.json", "student.onnx", "student.pt", "student.pte", "student.torchscript.pt"]
     # the knee of the recorded front is the trial exported
     front = load_front(results)
     objectives = json.loads((results / "study.json").read_text())["objectives"]
@@ -181,7 +191,7 @@ def test_export_knee_round_trip_with_onnxruntime(study, tmp_path):
     front = front.sort_values(names[0], ascending=objectives[names[0]] == "min")
     values = as_minimization(front[names].to_numpy(dtype=float), [objectives[m] for m in names])
     assert card["trial"] == int(front.iloc[knee_index(values)]["number"])
-    for fmt in ("pt", "torchscript", "onnx"):
+    for fmt in ("pt", "torchscript", "onnx", "executorch"):
         check = card["verification"][fmt]
         assert check["max_abs_diff"] <= LOGIT_TOLERANCE
         assert abs(check["accuracy"] - check["recorded_accuracy"]) <= 1 / check["samples"] + 1e-9

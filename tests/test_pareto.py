@@ -35,6 +35,26 @@ def test_front_and_hypervolume_match_brute_force(dims, seed):
     assert hypervolume(points, ref) == pytest.approx(brute_hypervolume(points, ref))
 
 
+def brute_ranks(points):
+    ranks, remaining, rank = np.full(len(points), -1), np.arange(len(points)), 0
+    while len(remaining):
+        front = brute_front(points[remaining])
+        ranks[remaining[front]] = rank
+        remaining, rank = remaining[~front], rank + 1
+    return ranks
+
+
+@pytest.mark.parametrize("dims", [2, 3, 5, 6])
+@pytest.mark.parametrize("seed", range(3))
+def test_ranks_and_many_objectives_match_brute_force(dims, seed):
+    """Ranks by repeated peeling; 5 and 6 objectives, where slicing is exponential."""
+    rng = np.random.default_rng(100 + seed)
+    points = rng.integers(0, 4, size=(20, dims)).astype(float)
+    assert np.array_equal(non_dominated_ranks(points), brute_ranks(points))
+    ref = [4] * dims
+    assert hypervolume(points, ref) == pytest.approx(brute_hypervolume(points, ref))
+
+
 def test_hypervolume_known_values():
     assert hypervolume(np.array([[1.0, 1.0]]), [2, 2]) == pytest.approx(1.0)
     assert hypervolume(np.array([[0.0, 1.0], [1.0, 0.0]]), [2, 2]) == pytest.approx(3.0)

@@ -30,7 +30,7 @@ def _bindir():
 
 @pytest.fixture
 def postgres():
-    pytest.importorskip("psycopg2", reason="pip install psycopg2-binary (in the test extra)")
+    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]' (in the test extra)")
     bindir = _bindir()
     if bindir is None:
         pytest.skip("PostgreSQL server binaries not installed (Debian: apt-get install postgresql)")
@@ -56,7 +56,7 @@ def postgres():
         run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
         start()
         run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "autodistill")
-        yield SimpleNamespace(url=f"postgresql+psycopg2://postgres@127.0.0.1:{port}/autodistill", start=start, stop=stop)
+        yield SimpleNamespace(url=f"postgresql+psycopg://postgres@127.0.0.1:{port}/autodistill", start=start, stop=stop)
     finally:
         if (data / "postmaster.pid").exists():
             subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=120)

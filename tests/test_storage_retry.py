@@ -45,7 +45,7 @@ def clock(monkeypatch):
     return slept
 
 
-URL = "postgresql+psycopg2://user:secret@db.example:5432/autodistill"
+URL = "postgresql+psycopg://user:secret@db.example:5432/autodistill"
 
 
 def test_an_outage_shorter_than_the_window_is_ridden_out_with_backoff(clock):
@@ -54,7 +54,7 @@ def test_an_outage_shorter_than_the_window_is_ridden_out_with_backoff(clock):
     assert isinstance(storage, optuna.storages.BaseStorage)
     assert storage.get_all_studies() == ["study"]
     assert clock == [0.5, 1.0, 2.0, 4.0]  # exponential backoff
-    assert lines[0].startswith("the Optuna storage postgresql+psycopg2://user:***@db.example:5432/autodistill is unreachable (")
+    assert lines[0].startswith("the Optuna storage postgresql+psycopg://user:***@db.example:5432/autodistill is unreachable (")
     assert "retrying for up to 30 s" in lines[0] and lines[1].endswith("is back after 8 s")
     assert "secret" not in " ".join(lines)
 
@@ -62,7 +62,7 @@ def test_an_outage_shorter_than_the_window_is_ridden_out_with_backoff(clock):
 def test_an_outage_longer_than_the_window_is_one_error_naming_the_storage(clock):
     storage = _storage.retrying(Flaky(100), URL, 10.0, lambda line: None)
     with pytest.raises(
-        StorageUnavailable, match=r"^the Optuna storage postgresql\+psycopg2://user:\*\*\*@db.example:5432/autodistill is unreachable .*retried for 10 s$"
+        StorageUnavailable, match=r"^the Optuna storage postgresql\+psycopg://user:\*\*\*@db.example:5432/autodistill is unreachable .*retried for 10 s$"
     ):
         storage.get_all_studies()
     assert sum(clock) == pytest.approx(10.0)  # the last wait is cut to the window

@@ -119,7 +119,20 @@ def test_a_compressed_spec_is_built_by_build_network_only():
     from autodistill.compress.quantize import is_quantized
 
     plain = {"family": "cnn", "dims": {"widths": [8, 16], "depths": [1, 1]}, "in_channels": 1, "num_classes": 10, "image_size": 8}
-    int8 = {**plain, "compress": {"quantize": {"method": "ptq", "engine": "x86"}}}
+    int8 = {**plain, "compress": {"quantize": {"method": "ptq", "engine": "x86", "flow": "pt2e"}}}
     with pytest.raises(ValueError, match="compress entry.*build_network"):
         build_student(int8)
     assert is_quantized(build_network(int8)) and not is_quantized(build_network(plain))
+
+
+def test_an_int8_spec_of_fx_graph_mode_is_refused_in_one_line():
+    """Students quantized by torch.ao's FX graph mode (before PT2E) have another state dict:
+    rebuilding one says so instead of failing on load_state_dict."""
+    from autodistill._errors import CheckpointError
+    from autodistill.compress import build_network
+
+    fx = {"family": "cnn", "dims": {"widths": [8, 16], "depths": [1, 1]}, "in_channels": 1, "num_classes": 10, "image_size": 8}
+    fx["compress"] = {"quantize": {"method": "ptq", "engine": "fbgemm"}}
+    with pytest.raises(CheckpointError, match="FX graph mode.*engine fbgemm.*PT2E") as err:
+        build_network(fx)
+    assert "\n" not in str(err.value)

@@ -16,10 +16,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from .._errors import CheckpointError
 from ..config import CompressConfig
 from ..students import build_student
 from .prune import layer_ratios, prune_step, step_ratio
-from .quantize import calibrate, convert, prepare_ptq, prepare_qat, quantized_skeleton
+from .quantize import QUANT_FLOW, calibrate, convert, prepare_ptq, prepare_qat, quantized_skeleton
 from .structure import apply_shapes, layer_shapes
 
 __all__ = ["Compression", "describe", "prune_schedule", "rebuild", "observers_frozen"]
@@ -148,7 +149,7 @@ class Compression:
         if self.layers:
             compress["layers"] = self.layers
         if quantized:
-            compress["quantize"] = {"method": self.cfg.quantize, "engine": self.cfg.engine}
+            compress["quantize"] = {"method": self.cfg.quantize, "engine": self.cfg.engine, "flow": QUANT_FLOW}
         return {**self.spec, "compress": compress} if compress else dict(self.spec)
 
 
@@ -171,6 +172,11 @@ def rebuild(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
     apply_shapes(model, compress.get("layers") or {})
     quant = compress.get("quantize")
     if quant:
+        if quant.get("flow") != QUANT_FLOW:
+            raise CheckpointError(
+                f"this int8 student was saved by torch.ao's FX graph mode quantization (engine {quant.get('engine')}), which autodistill no longer reads "
+                "(it quantizes with PT2E now); train it again, e.g. autodistill resume with more trials, or export it with an autodistill release before PT2E"
+            )
         example = torch.zeros(2, spec["in_channels"], spec["image_size"], spec["image_size"])
         model = quantized_skeleton(model, example, quant["method"], quant["engine"])
     return model
@@ -189,7 +195,7 @@ def describe(spec: dict[str, Any]) -> str:
 def observers_frozen(model: nn.Module):
     """Evaluation of a QAT network must not move its quantization ranges (FakeQuantize
     observes whenever its observer is on, in eval mode too)."""
-    from torch.ao.quantization import disable_observer, enable_observer
+    from torchao.quantization.pt2e import disable_observer, enable_observer
 
     model.apply(disable_observer)
     try:

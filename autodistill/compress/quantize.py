@@ -1,67 +1,170 @@
-"""INT8 quantization with PyTorch's FX graph mode (``torch.ao.quantization.quantize_fx``).
+"""INT8 quantization with PyTorch 2 export (PT2E) quantization from ``torchao``.
 
-* PTQ: ``prepare_fx`` inserts observers, a few training batches calibrate the activation
-  ranges, ``convert_fx`` produces a network whose convolutions and linear layers run int8
-  kernels (per-channel weights, per-tensor activations; the engine's default qconfig).
-* QAT: ``prepare_qat_fx`` folds BatchNorm into the convolutions and inserts fake
-  quantization; training goes on with it, and ``convert_fx`` ends it the same way.
+* PTQ: the float student is captured with ``torch.export`` (dynamic batch), ``prepare_pt2e``
+  inserts observers where the engine's quantizer annotates the graph, a few training batches
+  calibrate the activation ranges, and ``convert_pt2e`` produces the int8 network: int8
+  weights (per-channel) and quantize / dequantize pairs around the activations (per-tensor),
+  the QDQ form that ONNX Runtime, ExecuTorch and inductor lower to int8 kernels.
+* QAT: ``prepare_qat_pt2e`` on the network captured in training mode folds BatchNorm into
+  the convolutions (simulated) and inserts fake quantization; training goes on with it, and
+  ``convert_pt2e`` ends it the same way.
 
-A quantized network is rebuilt from its spec by preparing and converting a freshly built
-float network the same way (no calibration); its state dict (int8 weights, scales and zero
-points) then loads into it exactly (:func:`quantized_skeleton`).
+Engines (``compress.engine``), i.e. which quantizer annotates the graph:
 
-The int8 kernels are CPU-only: ``x86`` (FBGEMM and oneDNN, chosen by shape), ``fbgemm``,
-``onednn`` or ``qnnpack`` (ARM). The engine is a process-wide torch setting:
-:func:`use_engine` sets it wherever an int8 model is built or run.
+* ``x86``: ``X86InductorQuantizer`` (torchao): uint8 activations, int8 per-channel weights,
+  the patterns that inductor (``torch.compile``) fuses into oneDNN int8 kernels on x86 CPUs.
+* ``onnxruntime``: ExecuTorch's ``XNNPACKQuantizer`` patterns (every convolution, matmul
+  and addition quantized) with uint8 activations and int8 per-channel weights: the U8S8 QDQ
+  form that ONNX Runtime's x86 kernels run fastest (int8 activations and the x86 patterns,
+  with float convolutions before residual additions, ran slower than float there).
+* ``xnnpack``: ExecuTorch's ``XNNPACKQuantizer``: symmetric int8, the patterns XNNPACK runs
+  on ARM phones (and x86), through ExecuTorch.
+
+A converted network keeps its activation scales and zero points as constants in the graph;
+:func:`convert` also stores them as buffers (``_qparam_<i>``), so the state dict holds
+everything, and loading it into a freshly built skeleton writes them back into the graph
+(:func:`quantized_skeleton`). The eager PyTorch module runs the reference arithmetic (int8
+values, float kernels): its accuracy is the int8 network's, its speed is not; time the
+deployed artifact (``latency.backend``: onnxruntime, executorch, torch_compile).
 """
 
 from __future__ import annotations
 
-import warnings
+import dataclasses
+import importlib.util
+import types
 from collections.abc import Iterable
-from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 
 from .._errors import ConfigError
 
+QUANT_FLOW = "pt2e"  # recorded in an int8 student's spec: how its state dict is laid out
+MAX_BATCH = 4096  # the captured graph's batch dimension is dynamic, up to this size
+_QDQ_PER_TENSOR = ("quantize_per_tensor", "dequantize_per_tensor")
+
+
+def _ops():
+    """The quantized_decomposed q/dq overloads with constant (float, int) qparams."""
+    import torchao.quantization.pt2e  # noqa: F401  (registers torch.ops.quantized_decomposed)
+
+    ops = torch.ops.quantized_decomposed
+    return {ops.quantize_per_tensor.default, ops.dequantize_per_tensor.default}
+
+
+ENGINES = ("x86", "onnxruntime", "xnnpack")
+
 
 def use_engine(engine: str) -> None:
-    supported = torch.backends.quantized.supported_engines
-    if engine not in supported:
-        raise ConfigError(f"compress.engine: {engine!r} is not available in this torch build; available: {', '.join(e for e in supported if e != 'none')}")
-    if torch.backends.quantized.engine != engine:
-        torch.backends.quantized.engine = engine
+    """Check that ``engine``'s quantizer can be had here (one-line error naming the package)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"compress.engine: {engine!r} is not a PT2E quantizer here; use one of {', '.join(ENGINES)}")
+    if engine != "x86" and importlib.util.find_spec("executorch") is None:
+        raise ConfigError(f"compress.engine: {engine} needs ExecuTorch's quantizer, which is not installed: pip install executorch")
 
 
-@contextmanager
-def _quiet():
-    with warnings.catch_warnings():  # torch.ao's deprecation notices, once per call otherwise
-        warnings.simplefilter("ignore")
-        yield
+def _quantizer(engine: str, qat: bool):
+    use_engine(engine)
+    if engine in ("xnnpack", "onnxruntime"):
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+        config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+        if engine == "onnxruntime":  # uint8 activations: ONNX Runtime's fast U8S8 kernels on x86
+            uint8 = dataclasses.replace(config.input_activation, dtype=torch.uint8, quant_min=0, quant_max=255)
+            config = dataclasses.replace(config, input_activation=uint8, output_activation=uint8)
+        return XNNPACKQuantizer().set_global(config)
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_default_x86_inductor_quantization_config
+
+    return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=qat))
+
+
+def capture(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
+    """``model`` as an ATen graph (``torch.export``, dynamic batch), with each call of a
+    module used more than once (a ResNet block's ReLU) made a partition of its own: the
+    quantizers match patterns by source module, and a module called twice reads to them as
+    one partition with two outputs (``ValueError: Input partition has more than one output
+    node``)."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    graph_module = torch.export.export(model, (example,), dynamic_shapes=({0: batch},)).module()
+    _split_reused_sources(graph_module.graph)
+    return graph_module
+
+
+def _split_reused_sources(graph: torch.fx.Graph) -> None:
+    """Give each call of a module its own name in the nodes' ``nn_module_stack``: export
+    tells the calls apart in the stack's keys (``...relu``, ``...relu@1``) but gives them the
+    same module path, by which the quantizers group nodes (see :func:`capture`)."""
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if not stack:
+            continue
+        key, (path, cls) = list(stack.items())[-1]
+        _, at, call = key.rpartition("@")
+        if at and call.isdigit():
+            stack[key] = (f"{path}@{call}", cls)
+
+
+def _trainable(graph_module: nn.Module) -> nn.Module:
+    """An exported graph refuses ``.train()`` / ``.eval()``; here they switch the ``training``
+    argument of its BatchNorm and dropout nodes (the only ops that differ between the modes
+    here), set the ``training`` flags and return the module, as ``nn.Module``'s do. torchao's
+    ``move_exported_model_to_train`` rewrites dropout with p=0.5 whatever p was (0.18)."""
+    graph_module.train = types.MethodType(_switch_mode, graph_module)  # type: ignore[method-assign]
+    graph_module.eval = types.MethodType(lambda self: self.train(False), graph_module)  # type: ignore[method-assign]
+    return graph_module
+
+
+def _mode_args() -> dict:
+    """ATen op -> position of its ``training`` argument."""
+    aten = torch.ops.aten
+    return {aten.batch_norm.default: 5, aten.dropout.default: 2, aten.dropout_.default: 2, aten.feature_dropout.default: 2}
+
+
+def _counts_batches(node: torch.fx.Node) -> bool:
+    """BatchNorm's ``num_batches_tracked += 1``, a node of its own in an exported training graph."""
+    first = node.args[0] if node.target is torch.ops.aten.add_.Tensor else None
+    return isinstance(first, torch.fx.Node) and first.op == "get_attr" and str(first.target).endswith("num_batches_tracked")
+
+
+def _switch_mode(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.GraphModule:
+    positions = _mode_args()
+    changed = False
+    for node in self.graph.nodes:
+        if node.op != "call_function":
+            continue
+        at = positions.get(node.target)
+        if at is not None and node.args[at] != mode:
+            node.args = (*node.args[:at], mode, *node.args[at + 1 :])
+            changed = True
+        elif _counts_batches(node) and node.args[1] != int(mode):  # eval counts no batch
+            node.args = (node.args[0], int(mode))
+            changed = True
+    if changed:
+        self.recompile()
+    for module in self.modules():
+        module.training = mode
+    return self
 
 
 def prepare_ptq(model: nn.Module, example: torch.Tensor, engine: str) -> nn.Module:
     """Observers inserted (eval mode); run calibration batches through the result."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_fx
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    use_engine(engine)
+    quantizer = _quantizer(engine, qat=False)
     model.eval()
-    with _quiet():
-        return prepare_fx(model, get_default_qconfig_mapping(engine), (example,))
+    prepared = _trainable(prepare_pt2e(capture(model, example), quantizer))
+    return prepared.eval()
 
 
 def prepare_qat(model: nn.Module, example: torch.Tensor, engine: str) -> nn.Module:
     """BatchNorm folded and fake quantization inserted (train mode)."""
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    use_engine(engine)
+    quantizer = _quantizer(engine, qat=True)
     model.train()
-    with _quiet():
-        return prepare_qat_fx(model, get_default_qat_qconfig_mapping(engine), (example,))
+    prepared = _trainable(prepare_qat_pt2e(capture(model, example), quantizer))
+    return prepared.train()
 
 
 @torch.no_grad()
@@ -72,20 +175,73 @@ def calibrate(prepared: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
 
 
 def convert(prepared: nn.Module) -> nn.Module:
-    """The int8 network (eval mode) from a calibrated or QAT-trained prepared one."""
-    from torch.ao.quantization.quantize_fx import convert_fx
+    """The int8 network (eval mode) from a calibrated or QAT-trained prepared one, without
+    the float weights it no longer reads, its activation qparams mirrored in buffers."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
     prepared.eval()
-    with _quiet():
-        return convert_fx(prepared)
+    converted = convert_pt2e(prepared)
+    _drop_unused_attributes(converted)
+    _mirror_qparams(converted)
+    return _trainable(converted).eval()
+
+
+def _drop_unused_attributes(graph_module: torch.fx.GraphModule) -> None:
+    """convert_pt2e folds the weights into int8 constants but keeps the float originals as
+    attributes: they would double the state dict (and ``size_mb``)."""
+    graph_module.graph.eliminate_dead_code()
+    used = {node.target for node in graph_module.graph.nodes if node.op == "get_attr"}
+    for name in [n for n, _ in graph_module.named_parameters()] + [n for n, _ in graph_module.named_buffers()]:
+        if name not in used:
+            owner, _, leaf = name.rpartition(".")
+            module = graph_module.get_submodule(owner) if owner else graph_module
+            delattr(module, leaf)
+    graph_module.delete_all_unused_submodules()
+    graph_module.recompile()
+
+
+def _qdq_nodes(graph_module: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    ops = _ops()
+    return [n for n in graph_module.graph.nodes if n.op == "call_function" and n.target in ops]
+
+
+def _mirror_qparams(graph_module: torch.fx.GraphModule) -> None:
+    """Buffers ``_qparam_<i>`` = (scale, zero point) of the i-th per-tensor q/dq node, and a
+    load hook that writes loaded values back into the graph's constants."""
+    for i, node in enumerate(_qdq_nodes(graph_module)):
+        graph_module.register_buffer(f"_qparam_{i}", torch.tensor([float(node.args[1]), float(node.args[2])], dtype=torch.float64))
+    graph_module.register_load_state_dict_post_hook(_qparams_into_graph)
+
+
+def _qparams_into_graph(graph_module: torch.fx.GraphModule, incompatible_keys) -> None:
+    for i, node in enumerate(_qdq_nodes(graph_module)):
+        scale, zero_point = getattr(graph_module, f"_qparam_{i}").tolist()
+        node.args = (node.args[0], scale, int(zero_point), *node.args[3:])
+    graph_module.recompile()
 
 
 def quantized_skeleton(float_model: nn.Module, example: torch.Tensor, method: str, engine: str) -> nn.Module:
-    """An int8 network of the right structure for ``load_state_dict`` of a saved one."""
+    """An int8 network of the right structure for ``load_state_dict`` of a saved one. One
+    pass over ``example`` gives every observer a shape (per-channel weight scales are as long
+    as the channels); the values it observes are replaced by the state dict's."""
     prepared = prepare_qat(float_model, example, engine) if method == "qat" else prepare_ptq(float_model, example, engine)
-    with _quiet():  # uncalibrated observers: the scales come from the state dict
-        return convert(prepared)
+    calibrate(prepared, [example])
+    return convert(prepared)
 
 
 def is_quantized(model: nn.Module) -> bool:
-    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+    """True for a converted int8 network (quantize / dequantize nodes, no observers left)."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return False
+    names = {getattr(n.target, "__name__", "") for n in model.graph.nodes if n.op == "call_function"}
+    has_qdq = any(name.startswith(_QDQ_PER_TENSOR) for name in names)
+    return has_qdq and not any(n.op == "call_module" and "activation_post_process" in str(n.target) for n in model.graph.nodes)
+
+
+def output_step(model: nn.Module) -> float | None:
+    """The quantization step of the last quantized activation before the logits (the unit in
+    which an int8 file's logits may differ from PyTorch's); None for a float network."""
+    if not is_quantized(model):
+        return None
+    nodes = _qdq_nodes(model)
+    return float(nodes[-1].args[1]) if nodes else None

@@ -35,8 +35,8 @@ class CompressConfig(Section):
     """qat only: share of the epochs trained in float before fake quantization starts (never before pruning is done)"""
     calibration_batches: fixed_only("int", ge=1, le=1000) = 8
     """training batches (of train.batch_size) that calibrate the activation ranges (ptq)"""
-    engine: fixed_only("str", choices=QUANT_ENGINES) = "x86"
-    """int8 kernels: x86 (fbgemm + onednn, the default on x86 CPUs), fbgemm, onednn, or qnnpack (ARM phones)"""
+    engine: fixed_only("str", choices=QUANT_ENGINES) = "auto"
+    """which PT2E quantizer annotates the network for the runtime that deploys it: x86 (torchao's X86InductorQuantizer, for torch.compile), onnxruntime (uint8 activations, every conv/matmul/add quantized: ONNX Runtime's fast kernels), xnnpack (ExecuTorch's XNNPACKQuantizer, for phones); auto follows latency.backend (onnxruntime -> onnxruntime, executorch -> xnnpack, else x86)"""
 
     @model_validator(mode="after")
     def _check(self) -> CompressConfig:

@@ -37,13 +37,14 @@ PRUNE_IMPORTANCES = ("l1", "l2", "fpgm", "taylor", "bn_scale", "random")
 PRUNE_BACKENDS = ("torch_pruning", "nni")
 NNI_IMPORTANCES = ("l1", "l2", "fpgm", "taylor")
 QUANTIZE = ("none", "ptq", "qat")
-QUANT_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
+QUANT_ENGINES = ("auto", "x86", "onnxruntime", "xnnpack")
+ENGINE_FOR_BACKEND = {"onnxruntime": "onnxruntime", "executorch": "xnnpack"}  # engine: auto; any other backend: x86
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 SINGLE_OBJECTIVE_PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "wilcoxon")
 """Optuna's pruners: they need a single objective (Optuna refuses reports in multi-objective studies)"""
 PRUNERS = ("none", "pareto", "asha", *SINGLE_OBJECTIVE_PRUNERS)
 LATENCY_DEVICES = ("cpu", "cuda")
-LATENCY_BACKENDS = ("torch", "torchscript", "onnxruntime")
+LATENCY_BACKENDS = ("torch", "torch_compile", "torchscript", "onnxruntime", "executorch")
 
 # language_modeling
 LM_FAMILIES = ("qwen2", "llama")

@@ -7,6 +7,7 @@ modelling rules in :mod:`._text`) are the order they run in.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING
 
 from ._base import choices, has_distribution, may_be_on
@@ -68,10 +69,22 @@ def feature_stages_parse(config: StudyConfig) -> None:
 
 
 def int8_and_onnxruntime_run_on_the_cpu(config: StudyConfig) -> None:
-    if any(q != "none" for q in choices(config.compress.quantize)) and config.latency.device == "cuda":
+    int8 = any(q != "none" for q in choices(config.compress.quantize))
+    if int8 and config.latency.device == "cuda":
         raise ValueError("compress.quantize: int8 models run on the CPU only; use latency.device: cpu")
-    if config.latency.backend == "onnxruntime" and config.latency.device == "cuda":
-        raise ValueError("latency.backend: onnxruntime measures on the CPU here; use latency.device: cpu or another backend")
+    if config.latency.backend in ("onnxruntime", "executorch") and config.latency.device == "cuda":
+        raise ValueError(f"latency.backend: {config.latency.backend} measures on the CPU here; use latency.device: cpu or another backend")
+    engine, backend = config.compress.engine, config.latency.backend
+    if int8 and engine != "xnnpack" and backend == "executorch":
+        raise ValueError(f"latency.backend: executorch runs int8 students of compress.engine: xnnpack (got {engine}: its patterns are not XNNPACK's)")
+    if int8 and engine != "x86" and backend == "torch_compile":
+        raise ValueError(
+            f"latency.backend: torch_compile lowers int8 students of compress.engine: x86 (got {engine}: inductor's int8 kernels take its patterns only)"
+        )
+    if backend == "executorch" and importlib.util.find_spec("executorch") is None:
+        raise ValueError("latency.backend: executorch needs ExecuTorch, which is not installed: pip install executorch")
+    if int8 and engine != "x86" and importlib.util.find_spec("executorch") is None:
+        raise ValueError(f"compress.engine: {engine} needs ExecuTorch's quantizer, which is not installed: pip install executorch")
 
 
 def stage_rates_match_the_stages(config: StudyConfig) -> None:

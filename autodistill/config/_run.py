@@ -60,7 +60,7 @@ class LatencyConfig(Section):
     device: Literal[LATENCY_DEVICES] = "cpu"  # type: ignore[valid-type]
     """where latency is measured (cuda: CUDA events after synchronisation)"""
     backend: Literal[LATENCY_BACKENDS] = "torch"  # type: ignore[valid-type]
-    """what runs the timed model: torch (eager), torchscript (traced and frozen) or onnxruntime (the exported ONNX file, CPU); pick the one you deploy with"""
+    """what runs the timed model: torch (eager; an int8 student runs reference arithmetic here, not int8 kernels), torch_compile (inductor; int8 lowered to oneDNN kernels), torchscript (traced and frozen; legacy), onnxruntime (the exported ONNX file, CPU) or executorch (the .pte file with the XNNPACK delegate, CPU); pick the one you deploy with"""
     batch_size: int = Field(1, ge=1)
     """images per timed forward pass (language_modeling: sequences; decoding is timed at batch 1)"""
     threads: int = Field(1, ge=1)

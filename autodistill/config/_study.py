@@ -13,6 +13,7 @@ from ._base import Section
 from ._compress import CompressConfig
 from ._data import DataConfig
 from ._networks import StudentConfig, TeacherConfig, TrainConfig
+from ._options import ENGINE_FOR_BACKEND
 from ._recipe import AugmentConfig, DistillConfig
 from ._rules import IMAGE_RULES
 from ._run import Bound, ExecutionConfig, LatencyConfig, SearchConfig
@@ -78,7 +79,10 @@ class StudyConfig(StudyBase):
     rules = IMAGE_RULES
 
     def _settle(self) -> None:
-        """The primary teacher is ``teachers[0]`` when ``teachers`` is given."""
+        """The primary teacher is ``teachers[0]`` when ``teachers`` is given; ``compress.engine:
+        auto`` becomes the quantizer of the runtime that ``latency.backend`` times."""
+        if self.compress.engine == "auto":
+            self.compress = self.compress.model_copy(update={"engine": ENGINE_FOR_BACKEND.get(self.latency.backend, "x86")})
         if self.teachers is not None:
             if not self.teachers:
                 raise ValueError("teachers: expected a non-empty list of teachers ({arch: ..., weight: ...})")

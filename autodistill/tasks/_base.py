@@ -115,6 +115,11 @@ class Task(ABC):
     latency_metrics: ClassVar[tuple[str, ...]]
     """the metrics the latency probe gives (measured in a trial, and again alone for the front)"""
 
+    def default_export_formats(self) -> tuple[str, ...]:
+        """What ``export`` writes when no ``--format`` is given (formats whose optional
+        packages are missing are left out)."""
+        return self.export_formats
+
     @property
     def metrics(self) -> tuple[str, ...]:
         """Every metric the task reports, each usable as an objective or a constraint."""

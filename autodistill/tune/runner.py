@@ -287,8 +287,10 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     space = search_space(config)
     directions = [config.objectives[m] for m in config.objectives]
     study = open_study(storage_url(config), config.name, directions, retry_s=config.execution.storage_retry_s, log=log)
+    from optuna.exceptions import ExperimentalWarning
+
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # experimental in Optuna since 3.2
+        warnings.simplefilter("ignore", ExperimentalWarning)  # experimental in Optuna since 3.2, not deprecated
         study.set_metric_names(list(config.objectives))  # optuna-dashboard labels its axes with them
     inflight_dir = layout.inflight_dir(results_dir)
     recovery = recover(study, inflight_dir, task.quality, log)

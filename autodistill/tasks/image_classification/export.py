@@ -1,7 +1,8 @@
 """Export an image classifier and prove the files are the model that was measured.
 
 The student is rebuilt from ``trials/<n>/spec.json`` and ``student.pt`` (``weights_only=True``)
-and written as PyTorch (state dict + spec), TorchScript and ONNX; each file is then run on
+and written as PyTorch (state dict + spec), TorchScript (legacy), ONNX and, where ExecuTorch
+is installed, an ExecuTorch program (``.pte``, XNNPACK delegate); each file is then run on
 the whole validation split: the logits must match PyTorch's within :data:`LOGIT_TOLERANCE`
 and the accuracy must match the one recorded by the trial. Only then is the export folder
 moved into place, with ``model.json`` (the model card) beside it.
@@ -15,7 +16,6 @@ import importlib.metadata as md
 import json
 import platform
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,29 +24,42 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ... import _io, layout
-from ..._errors import CheckpointError
+from ... import _executorch, _io, layout
+from ..._errors import AutodistillError, CheckpointError
 from ..._onnx import ort_session, save_onnx
 from ...checkpoints import load_state_dict, load_trial_student, trial_params
 from ...compress import build_network
-from ...compress.quantize import is_quantized
+from ...compress.quantize import output_step
 from ...config import StudyConfig
 from ...data import load_dataset
 from ...distill.train import predict_logits
 from ...space import resolve
 from .._base import ExportResult, Log, VerificationError
 
-FORMATS = ("pt", "torchscript", "onnx")
+FORMATS = ("pt", "torchscript", "onnx", "executorch")
 LOGIT_TOLERANCE = 1e-4
 INT8_ONNX = {"mean_steps": 1.0, "agreement": 0.97, "accuracy": 0.02}
-"""An int8 student's ONNX file is run by ONNX Runtime's int8 arithmetic, whose requantization
-rounds differently from PyTorch's (FBGEMM), with graph optimisations off too: a logit can
-be a few quantization steps away, and a near-tie can flip. Its check is statistical: mean
-|logit diff| at most ``mean_steps`` quantization steps of the output (the last layer's
-scale), the same top-1 class on at least ``agreement`` of the validation samples, and
-accuracy within ``accuracy`` (or one sample) of the recorded one. A wrong file (a missing
-layer, a wrong scale) fails all three by far."""
-FILES = {"pt": "student.pt", "torchscript": "student.torchscript.pt", "onnx": "student.onnx"}
+"""An int8 student's ONNX and ExecuTorch files run int8 kernels (ONNX Runtime's, XNNPACK's),
+which requantize with their own rounding, where PyTorch's PT2E module runs the reference
+arithmetic (dequantize, float kernel, quantize): a logit can be a few quantization steps
+away, and a near-tie can flip. Their check is statistical: mean |logit diff| at most
+``mean_steps`` quantization steps (of the last quantized activation before the logits), the
+same top-1 class on at least ``agreement`` of the validation samples, and accuracy within
+``accuracy`` (or one sample) of the recorded one. A wrong file (a missing layer, a wrong
+scale) fails all three by far."""
+INT8_KERNELS = {"onnx": "int8 kernels of ONNX Runtime", "executorch": "int8 kernels of ExecuTorch (XNNPACK)"}
+FILES = {"pt": "student.pt", "torchscript": "student.torchscript.pt", "onnx": "student.onnx", "executorch": "student.pte"}
+PTE_BATCH = 1  # an ExecuTorch program has a fixed batch size (see autodistill._executorch); phones run one image
+
+
+def default_formats() -> tuple[str, ...]:
+    """Every format, ExecuTorch where it is installed."""
+    return FORMATS if _executorch.available() else tuple(f for f in FORMATS if f != "executorch")
+
+
+def _int8_engine(spec: dict) -> str | None:
+    quant = (spec.get("compress") or {}).get("quantize")
+    return quant["engine"] if quant else None
 
 
 def _sha256(path: Path) -> str:
@@ -77,6 +90,14 @@ def export_classifier(
     reference = predict_logits(model, data, "val").numpy()
     recorded = float(row["accuracy"])
     example = x_val[:2].clone()
+    engine = _int8_engine(spec)
+    if "executorch" in formats and engine not in (None, "xnnpack"):
+        if formats != default_formats():
+            raise AutodistillError(
+                f"--format executorch: trial {number} is int8 for compress.engine {engine}, whose uint8 patterns ExecuTorch's XNNPACK does not run; quantize with engine xnnpack"
+            )
+        formats = tuple(f for f in formats if f != "executorch")
+        log(f"  executorch  skipped: an int8 student of compress.engine {engine} is not for ExecuTorch (engine xnnpack is)")
 
     with _io.atomic_dir(out) as staging:
         files: dict[str, Path] = {}
@@ -89,9 +110,8 @@ def export_classifier(
             rebuilt.eval()
             files["pt"] = staging / FILES["pt"]
             runners["pt"] = lambda x, m=rebuilt: m(torch.from_numpy(x)).detach().numpy()
-        if "torchscript" in formats:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still what many runtimes load
+        if "torchscript" in formats:  # legacy: torch.jit is deprecated (a FutureWarning says so), still what some runtimes load
+            with torch.no_grad():
                 traced = torch.jit.trace(model, example, check_trace=False)
                 _io.atomic_write(staging / FILES["torchscript"], lambda fh: torch.jit.save(traced, fh))
                 loaded = torch.jit.load(str(staging / FILES["torchscript"]))
@@ -103,15 +123,22 @@ def export_classifier(
             session = ort_session(staging / FILES["onnx"])
             files["onnx"] = staging / FILES["onnx"]
             runners["onnx"] = lambda x, s=session: s.run(["logits"], {"input": x})[0]
+        if "executorch" in formats:
+            _executorch.require_executorch()
+            pte = staging / FILES["executorch"]
+            _io.atomic_write(pte, lambda fh: _executorch.save_pte(model, example[:PTE_BATCH], fh))
+            method = _executorch.load_method(pte)
+            files["executorch"] = pte
+            runners["executorch"] = lambda x, m=method: _executorch.run_batched(m, x, PTE_BATCH)
 
         checks: dict[str, dict[str, Any]] = {}
         x_np = x_val.numpy()
-        output_step = _output_scale(model)
+        step = output_step(model)
         for fmt, run in runners.items():
             with torch.no_grad():
                 logits = _batched(run, x_np)
-            int8_onnx = fmt == "onnx" and output_step is not None
-            checks[fmt] = check = _compare(logits, reference, y_val, recorded, output_step if int8_onnx else None)
+            int8_kernels = fmt in INT8_KERNELS and step is not None
+            checks[fmt] = check = _compare(logits, reference, y_val, recorded, step if int8_kernels else None, INT8_KERNELS.get(fmt, ""))
             log(f"  {fmt:<11} {files[fmt].name}: {check['summary']}")
             failed = check.pop("failed")
             if failed:
@@ -123,10 +150,12 @@ def export_classifier(
     return ExportResult(out, number, {fmt: out / p.name for fmt, p in files.items()}, checks, card)
 
 
-def _compare(logits: np.ndarray, reference: np.ndarray, y: np.ndarray, recorded: float, int8_step: float | None) -> dict[str, Any]:
+def _compare(
+    logits: np.ndarray, reference: np.ndarray, y: np.ndarray, recorded: float, int8_step: float | None, runtime: str = INT8_KERNELS["onnx"]
+) -> dict[str, Any]:
     """How an exported file's logits compare with PyTorch's: exact (within
-    :data:`LOGIT_TOLERANCE`, accuracy within one sample) or, for ONNX Runtime's int8 kernels
-    (``int8_step`` = the output's quantization step), by :data:`INT8_ONNX`."""
+    :data:`LOGIT_TOLERANCE`, accuracy within one sample) or, for a runtime's int8 kernels
+    (``int8_step`` = the quantization step, ``runtime`` names them), by :data:`INT8_ONNX`."""
     diff = np.abs(logits - reference)
     accuracy = float((logits.argmax(axis=1) == y).mean())
     one_sample = 1.0 / len(y)
@@ -150,7 +179,7 @@ def _compare(logits: np.ndarray, reference: np.ndarray, y: np.ndarray, recorded:
             criteria=INT8_ONNX,
         )
         out["summary"] = (
-            f"int8 kernels of ONNX Runtime: mean |logit diff| {mean_steps:.2f} quantization steps (max {out['max_abs_diff_steps']:.1f}), "
+            f"{runtime}: mean |logit diff| {mean_steps:.2f} quantization steps (max {out['max_abs_diff_steps']:.1f}), "
             f"same top-1 on {agreement:.2%} of samples, {seen}"
         )
         if mean_steps > INT8_ONNX["mean_steps"]:
@@ -162,15 +191,6 @@ def _compare(logits: np.ndarray, reference: np.ndarray, y: np.ndarray, recorded:
         failed = f"validation accuracy {accuracy:.4f} does not match the recorded {recorded:.4f}"
     out["failed"] = failed
     return out
-
-
-def _output_scale(model: torch.nn.Module) -> float | None:
-    """The quantization step of an int8 student's logits (its last int8 layer's output
-    scale); None for a float student."""
-    if not is_quantized(model):
-        return None
-    scales = [float(m.scale) for m in model.modules() if isinstance(getattr(m, "scale", None), float)]
-    return scales[-1] if scales else None
 
 
 def _versions() -> dict[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +63,7 @@ def save_decoder_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> No
     decoder = Decoder(model).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     sequence = torch.export.Dim("sequence", min=2, max=max(int(model.config.max_position_embeddings), 3))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with torch.no_grad():
         program = torch.onnx.export(
             decoder,
             (example,),

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ...config import LatencyConfig
-from ...measure import _threads, spread
+from ...measure import spread, threads
 
 
 def _timer(device: torch.device) -> Callable[[], float]:
@@ -56,7 +56,7 @@ def measure_lm_latency(model: nn.Module, cfg: LatencyConfig, repeats: int | None
     now = _timer(device)
     prefill, decode = [], []
     try:
-        with _threads(cfg.threads), torch.inference_mode():
+        with threads(cfg.threads), torch.inference_mode():
             for i in range(cfg.warmup + repeats):
                 t0 = now()
                 model(input_ids=prompt, use_cache=False)
