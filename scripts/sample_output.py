@@ -35,7 +35,7 @@ def line_kind(line: str) -> str | None:
     """What kind of line a study prints (its first two words before any figure or colon:
     ``teacher outputs``, ``Pareto front``), None for the lines of a table or an elision."""
     line = line.strip()
-    if not line or line[0] in "┏┃┡│└━" or line == "...":
+    if not line or line[0] in "┏┃┡│└━/" or line == "...":  # a table, an elision, a path wrapped onto its own line
         return None
     if TRIAL_LINE.match(line):
         return "[n/N] trial"
