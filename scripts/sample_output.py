@@ -98,7 +98,7 @@ def rewrite(readme: str, output: str, sentence: str) -> str:
     fence = readme.index("```\n", start)
     end = readme.index("\n```", fence + 4) + len("\n```\n")
     after = readme.index("\n## ", end)
-    lines = _elide(output.rstrip("\n").splitlines())
+    lines = _elide([line.rstrip() for line in output.rstrip("\n").splitlines()])
     tail = readme[end:after].strip("\n").split("\n\n", 1)  # the sentence, then what follows it
     rest = "\n\n" + tail[1] if len(tail) > 1 else ""
     return readme[:fence] + "```\n" + "\n".join(lines) + "\n```\n\n" + sentence + rest + "\n" + readme[after:]

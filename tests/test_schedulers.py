@@ -142,3 +142,73 @@ def test_epoch_budget_ends_the_study_at_equal_compute(tmp_path):
     assert "until 10 student-epochs are spent" in stdout
     history = summary["hypervolume_history"]
     assert [h["study_epochs"] for h in history] == sorted(h["study_epochs"] for h in history)
+
+
+class _Searcher:
+    """What the Optuna-pruner scheduler asks of the searcher: the live Optuna trial of a Ray trial."""
+
+    def __init__(self):
+        self.live = {}
+
+    def live_trial(self, trial_id):
+        return self.live.get(trial_id)
+
+
+class _RayTrial:
+    def __init__(self, trial_id):
+        self.trial_id = trial_id
+
+
+def _run_curve(scheduler, searcher, study, trial_id, curve):
+    """Report ``curve`` epoch by epoch; the epoch the scheduler stops at (None: it ran all)."""
+    searcher.live[trial_id] = optuna_trial = study.ask()
+    for epoch, accuracy in enumerate(curve, start=1):
+        if scheduler.on_trial_result(None, _RayTrial(trial_id), {"epoch": epoch, "accuracy": accuracy}) == STOP:
+            study.tell(optuna_trial, state=optuna.trial.TrialState.PRUNED)
+            return epoch
+    study.tell(optuna_trial, curve[-1])
+    return None
+
+
+@pytest.mark.parametrize("pruner", ["median", "percentile", "successive_halving", "hyperband", "wilcoxon"])
+def test_each_optuna_pruner_stops_a_hopeless_curve_and_spares_a_good_one(pruner):
+    """Every Optuna pruner, driven through the scheduler on learning curves of 10 epochs:
+    after five ordinary trials, a curve far below them all is stopped before its end, with
+    the reason, and a curve above them all is not stopped."""
+    from autodistill.tune.schedulers import make_scheduler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = parse_config(
+        {
+            "objectives": {"accuracy": "max"},
+            "search": {"pruner": pruner, "early_stopping": {"grace_period": 1, "reduction_factor": 2, "min_trials_per_rung": 2}},
+        }
+    )
+    searcher, reasons = _Searcher(), {}
+    scheduler = make_scheduler(config.search, config.objectives, 10, searcher, reasons, quality="accuracy")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=scheduler.pruner)
+    ordinary = [[0.5 + 0.04 * e + 0.01 * k for e in range(10)] for k in range(5)]  # (trial, epoch): 0.50 ... 0.90
+    for k, curve in enumerate(ordinary):
+        _run_curve(scheduler, searcher, study, f"ordinary{k}", curve)
+    good = _run_curve(scheduler, searcher, study, "good", [0.7 + 0.03 * e for e in range(10)])
+    hopeless = _run_curve(scheduler, searcher, study, "hopeless", [0.1] * 10)
+    assert good is None and "good" not in reasons
+    assert hopeless is not None and hopeless < 10 and reasons["hopeless"] == f"stopped by Optuna's {pruner} pruner at epoch {hopeless}"
+
+
+@pytest.mark.integration
+def test_time_budget_ends_the_study_and_prunes_the_running_trials(tmp_path):
+    """``--time-budget``: no trial starts after it, the running ones stop as PRUNED ("stopped
+    by the time budget"), the study ends normally with what finished."""
+    path = small_study(tmp_path, "budget", **{"train.epochs": 60, "search.trials": 40, "search.sampler": "random"})
+    run = run_cli("search", path, "--time-budget", "6")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path / 'results' / 'budget' / 'study.db'}"
+    trials = optuna.load_study(study_name="budget", storage=storage).get_trials()
+    states = [t.state.name for t in trials]
+    assert len(trials) < 40 and "RUNNING" not in states and "FAIL" not in states
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.user_attrs["fail_reason"].startswith("stopped by the time budget") for t in pruned)
+    assert all(len(t.user_attrs["accuracy_curve"]) < 60 for t in pruned)
+    summary = json.loads((tmp_path / "results" / "budget" / "study.json").read_text())
+    assert summary["trials"].get("PRUNED") == len(pruned)
