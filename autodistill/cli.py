@@ -201,7 +201,9 @@ def export(
     ),
     max_perplexity: float | None = typer.Option(None, "--max-perplexity", help="language models: only trials with at most this validation perplexity"),
     formats: str | None = typer.Option(
-        None, "--format", help="comma-separated; image classifiers: pt, torchscript, onnx; language models: hf, onnx (default: all of the task's)"
+        None,
+        "--format",
+        help="comma-separated; image classifiers: pt, torchscript, onnx, executorch; language models: hf, onnx (default: all of the task's that fit the student)",
     ),
     out: Path | None = typer.Option(None, "--out", help="folder for the files (default: <results_dir>/export/trial_<n>)"),
 ) -> None:
