@@ -176,10 +176,13 @@ def export_student(
     complete, trials, summary = candidates(results_dir)
     config = load_config(layout.config_file(results_dir))
     task = get_task(config.task)
-    formats = task.default_export_formats() if formats is None else tuple(formats)
-    unknown = [f for f in formats if f not in task.export_formats]
-    if unknown or not formats:
-        raise AutodistillError(f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(task.export_formats)}")
+    if formats is not None:  # None: every format that fits the student, which the task decides
+        formats = tuple(dict.fromkeys(formats))
+        unknown = [f for f in formats if f not in task.export_formats]
+        if unknown or not formats:
+            raise AutodistillError(
+                f"--format: unknown format(s) {', '.join(unknown) or '(none)'}; use a comma-separated list of {', '.join(task.export_formats)}"
+            )
     objectives = summary["objectives"]
     row = pick_trial(complete, objectives, pick, max_latency_ms, min_accuracy, all_trials=trials, task=task, max_perplexity=max_perplexity)
     number = int(row["number"])
@@ -199,6 +202,6 @@ def export_student(
     # read-only on the study, but a resume writing trials/ meanwhile would race: hold the lock
     with StudyLock(results_dir, log):
         try:
-            return task.export(config, results_dir, summary, row, number, tuple(dict.fromkeys(formats)), out, rule, log)
+            return task.export(config, results_dir, summary, row, number, formats, out, rule, log)
         except DiskFull as err:  # nothing was written (the folder appears whole or not at all)
             raise DiskFull(f"{err}; free space, then run the export again") from None

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import types
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -40,11 +39,11 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from .. import _executorch
 from .._errors import ConfigError
 
 QUANT_FLOW = "pt2e"  # recorded in an int8 student's spec: how its state dict is laid out
 MAX_BATCH = 4096  # the captured graph's batch dimension is dynamic, up to this size
-_QDQ_PER_TENSOR = ("quantize_per_tensor", "dequantize_per_tensor")
 
 
 def _ops():
@@ -62,7 +61,7 @@ def use_engine(engine: str) -> None:
     """Check that ``engine``'s quantizer can be had here (one-line error naming the package)."""
     if engine not in ENGINES:
         raise ConfigError(f"compress.engine: {engine!r} is not a PT2E quantizer here; use one of {', '.join(ENGINES)}")
-    if engine != "x86" and importlib.util.find_spec("executorch") is None:
+    if engine != "x86" and not _executorch.available():
         raise ConfigError(f"compress.engine: {engine} needs ExecuTorch's quantizer, which is not installed: pip install executorch")
 
 
@@ -281,9 +280,7 @@ def is_quantized(model: nn.Module) -> bool:
     """True for a converted int8 network (quantize / dequantize nodes, no observers left)."""
     if not isinstance(model, torch.fx.GraphModule):
         return False
-    names = {getattr(n.target, "__name__", "") for n in model.graph.nodes if n.op == "call_function"}
-    has_qdq = any(name.startswith(_QDQ_PER_TENSOR) for name in names)
-    return has_qdq and not any(n.op == "call_module" and "activation_post_process" in str(n.target) for n in model.graph.nodes)
+    return bool(_qdq_nodes(model)) and not any(n.op == "call_module" and "activation_post_process" in str(n.target) for n in model.graph.nodes)
 
 
 def output_step(model: nn.Module) -> float | None:

@@ -115,11 +115,6 @@ class Task(ABC):
     latency_metrics: ClassVar[tuple[str, ...]]
     """the metrics the latency probe gives (measured in a trial, and again alone for the front)"""
 
-    def default_export_formats(self) -> tuple[str, ...]:
-        """What ``export`` writes when no ``--format`` is given (formats whose optional
-        packages are missing are left out)."""
-        return self.export_formats
-
     @property
     def metrics(self) -> tuple[str, ...]:
         """Every metric the task reports, each usable as an objective or a constraint."""
@@ -195,11 +190,12 @@ class Task(ABC):
         summary: dict[str, Any],
         row: pd.Series,
         number: int,
-        formats: tuple[str, ...],
+        formats: tuple[str, ...] | None,
         out: Path,
         rule: str,
         log: Log,
     ) -> ExportResult:
         """Write trial ``number``'s student (``row`` of the trials table; ``summary`` is
-        ``study.json``) in ``formats`` under ``out`` (atomically), verify every file against
-        the PyTorch network, and write its model card."""
+        ``study.json``) in ``formats`` (None: every format that fits the student) under
+        ``out`` (atomically), verify every file against the PyTorch network, and write its
+        model card."""

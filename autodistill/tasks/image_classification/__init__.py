@@ -32,7 +32,7 @@ from ...students import build_student, make_spec
 from ...targets import TeacherTargets
 from ...teacher import compute_device, prepare_teacher, teacher_costs, teacher_outputs
 from .._base import ExportResult, Task, Teachers, TrialResult, TrialRun
-from .export import FORMATS, default_formats, export_classifier
+from .export import FORMATS, export_classifier
 
 
 def _input_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
@@ -42,9 +42,6 @@ def _input_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
 class ImageClassification(Task):
     name = "image_classification"
     export_formats = FORMATS
-
-    def default_export_formats(self) -> tuple[str, ...]:
-        return default_formats()
 
     latency_metrics = ("latency_ms",)
     recorded_metrics = ("accuracy", "test_accuracy", "params", "macs", "size_mb", "latency_ms")

@@ -52,14 +52,26 @@ FILES = {"pt": "student.pt", "torchscript": "student.torchscript.pt", "onnx": "s
 PTE_BATCH = 1  # an ExecuTorch program has a fixed batch size (see autodistill._executorch); phones run one image
 
 
-def default_formats() -> tuple[str, ...]:
-    """Every format, ExecuTorch where it is installed."""
-    return FORMATS if _executorch.available() else tuple(f for f in FORMATS if f != "executorch")
-
-
 def _int8_engine(spec: dict) -> str | None:
     quant = (spec.get("compress") or {}).get("quantize")
     return quant["engine"] if quant else None
+
+
+def _formats(formats: tuple[str, ...] | None, spec: dict, number: int, log: Log) -> tuple[str, ...]:
+    """The formats to write: those asked for, or (None) every one that fits the student:
+    ExecuTorch only where it is installed and, for an int8 student, only for engine xnnpack
+    (the others' uint8 patterns are not XNNPACK's); asking for it anyway is an error."""
+    engine = _int8_engine(spec)
+    unfit = engine not in (None, "xnnpack")
+    if formats is None:
+        if unfit and _executorch.available():
+            log(f"  executorch  skipped: an int8 student of compress.engine {engine} is not for ExecuTorch (engine xnnpack is)")
+        return tuple(f for f in FORMATS if f != "executorch" or (_executorch.available() and not unfit))
+    if "executorch" in formats and unfit:
+        raise AutodistillError(
+            f"--format executorch: trial {number} is int8 for compress.engine {engine}, whose uint8 patterns ExecuTorch's XNNPACK does not run; quantize with engine xnnpack"
+        )
+    return formats
 
 
 def _sha256(path: Path) -> str:
@@ -75,7 +87,7 @@ def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch_size: 
 
 
 def export_classifier(
-    config: StudyConfig, results_dir: Path, summary: dict, row: pd.Series, number: int, formats: tuple[str, ...], out: Path, rule: str, log: Log
+    config: StudyConfig, results_dir: Path, summary: dict, row: pd.Series, number: int, formats: tuple[str, ...] | None, out: Path, rule: str, log: Log
 ) -> ExportResult:
     """Trial ``number``'s classifier as ``formats`` under ``out``, each file verified on the
     whole validation split, with ``model.json`` (see the module doc)."""
@@ -90,14 +102,7 @@ def export_classifier(
     reference = predict_logits(model, data, "val").numpy()
     recorded = float(row["accuracy"])
     example = x_val[:2].clone()
-    engine = _int8_engine(spec)
-    if "executorch" in formats and engine not in (None, "xnnpack"):
-        if formats != default_formats():
-            raise AutodistillError(
-                f"--format executorch: trial {number} is int8 for compress.engine {engine}, whose uint8 patterns ExecuTorch's XNNPACK does not run; quantize with engine xnnpack"
-            )
-        formats = tuple(f for f in formats if f != "executorch")
-        log(f"  executorch  skipped: an int8 student of compress.engine {engine} is not for ExecuTorch (engine xnnpack is)")
+    formats = _formats(formats, spec, number, log)
 
     with _io.atomic_dir(out) as staging:
         files: dict[str, Path] = {}

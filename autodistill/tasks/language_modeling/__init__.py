@@ -117,7 +117,9 @@ class LanguageModeling(Task):
         from .export import export_lm
 
         in_trial = tuple(f"{m}_in_trial" for m in self.latency_metrics)  # the latency measured during the search, beside the re-measured one
-        return export_lm(config, results_dir, summary, row, number, formats, out, rule, log, card_metrics=(*self.recorded_metrics, *in_trial))
+        return export_lm(
+            config, results_dir, summary, row, number, formats or self.export_formats, out, rule, log, card_metrics=(*self.recorded_metrics, *in_trial)
+        )
 
 
 def _check_student_shapes(config: TextStudyConfig, teacher: nn.Module) -> None:
