@@ -116,7 +116,24 @@ def pruning_leaves_an_epoch_to_fine_tune(config: StudyConfig) -> None:
         raise ValueError(f"compress.prune_steps ({steps}) needs at least {steps + 1} train.epochs (one fine-tunes after the last step), got {epochs}")
 
 
-COMMON_RULES = (metrics_of_the_task, pruner_fits_the_objectives)
+def prescreen_is_shorter_than_a_trial(config: StudyConfig) -> None:
+    prescreen, epochs = config.search.prescreen, config.train.epochs
+    if prescreen is None:
+        return
+    if prescreen.keep > prescreen.candidates:
+        raise ValueError(f"search.prescreen.keep ({prescreen.keep}) is more than search.prescreen.candidates ({prescreen.candidates})")
+    if isinstance(epochs, int) and prescreen.epochs >= epochs:
+        raise ValueError(f"search.prescreen.epochs ({prescreen.epochs}) must be fewer than train.epochs ({epochs}): a pre-screen is a short trial")
+
+
+def prescreen_without_compression(config: StudyConfig) -> None:
+    if config.search.prescreen is not None and compress_may_be_active(config.compress):
+        raise ValueError(
+            "search.prescreen does not work with compress yet (a cut-short trial would prune or quantize at a different epoch): remove one of them"
+        )
+
+
+COMMON_RULES = (metrics_of_the_task, pruner_fits_the_objectives, prescreen_is_shorter_than_a_trial)
 """the rules of every task's study file"""
 
 IMAGE_RULES = (
@@ -129,5 +146,6 @@ IMAGE_RULES = (
     int8_and_onnxruntime_run_on_the_cpu,
     stage_rates_match_the_stages,
     pruning_leaves_an_epoch_to_fine_tune,
+    prescreen_without_compression,
 )
 """the rules of an image_classification study file"""

@@ -29,6 +29,15 @@ class EarlyStoppingConfig(Section):
     """percentile pruner: stop a trial below this percentile of the others at the same epoch"""
 
 
+class PrescreenConfig(Section):
+    candidates: int = Field(24, ge=2)
+    """students sampled at random (seeded by search.seed) and trained briefly before the search"""
+    epochs: int = Field(2, ge=1)
+    """epochs of each candidate's flash distillation (the trial's own recipe, cut short); their student-epochs count towards search.epoch_budget"""
+    keep: int = Field(8, ge=1)
+    """the best candidates by non-dominated rank over (quality after the flash epochs, the study's cost objectives) are the search's first trials, in rank order"""
+
+
 class SearchConfig(Section):
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
     """tpe (multivariate, constant liar), nsga2, gp (Gaussian process), or random; all seeded, all but random use the constraints"""
@@ -54,6 +63,8 @@ class SearchConfig(Section):
     """times Ray restarts a trial whose worker process died (killed, out of memory, node lost); the restart continues from its last epoch. A trial that raises or diverges is not retried"""
     resources: SearchResources = SearchResources()
     """per trial"""
+    prescreen: PrescreenConfig | None = None
+    """flash distillation before the search (off by default): many students trained for a few epochs each, the best of them tried first; e.g. {candidates: 24, epochs: 2, keep: 8}"""
 
 
 class LatencyConfig(Section):

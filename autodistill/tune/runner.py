@@ -306,6 +306,12 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
         for point in config.search.points_to_evaluate:  # tried first, in order
             study.enqueue_trial(point, skip_if_exists=True)
     to_run = max(config.search.trials - recovery.counted, 0)
+    targets = None
+    if to_run and config.search.prescreen is not None and "prescreen_epochs" not in study.user_attrs:
+        from .prescreen import run_prescreen
+
+        targets = task.teacher_targets(config, data, teachers, log)
+        run_prescreen(config, task, data, targets, space, study, results_dir, log)
     searcher = OptunaSearcher(
         study, space, config.objectives, to_run, task=task, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget, constraints=config.constraints
     )
@@ -316,7 +322,8 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     if to_run:
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
-        targets = task.teacher_targets(config, data, teachers, log)
+        if targets is None:
+            targets = task.teacher_targets(config, data, teachers, log)
         search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log, ray_start or _RayStart(config, task))
         if release_ray:
             _release_ray()

@@ -306,8 +306,9 @@ class OptunaSearcher(Searcher):
 
 def epochs_spent(study: optuna.Study, quality: str) -> int:
     """Student-epochs the study's trials have trained so far: each trial's curve of the
-    ``quality`` metric, less the epochs it took over from the interrupted trial it continued."""
-    total = 0
+    ``quality`` metric, less the epochs it took over from the interrupted trial it continued;
+    plus those of the pre-screen (``search.prescreen``), when the study ran one."""
+    total = int(study.user_attrs.get("prescreen_epochs", 0) or 0)
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         total += max(0, len(attrs.get(curve_attr(quality), [])) - int(attrs.get("resumed_epoch", 0) or 0))
