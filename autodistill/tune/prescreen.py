@@ -33,7 +33,6 @@ from ..tasks import Task
 
 PRESCREEN_JSON = "prescreen.json"
 EPOCHS_ATTR = "prescreen_epochs"
-COST_METRICS = ("params", "macs", "size_mb")
 
 
 def candidates(config: StudyConfig, space: list[Dimension], n: int) -> list[dict[str, Any]]:
@@ -79,9 +78,7 @@ def run_prescreen(
     from .trainable import _broken_before_training
 
     pre = config.search.prescreen
-    objectives = {m: d for m, d in config.objectives.items() if m == task.quality or m in COST_METRICS or m in task.latency_metrics}
-    objectives.setdefault(task.quality, task.quality_mode)
-    wants_latency = any(m in task.latency_metrics for m in objectives)
+    wants_latency = any(m in task.latency_metrics for m in config.objectives)
     pool = candidates(config, space, pre.candidates)
     log(f"pre-screen: {len(pool)} candidate students, {pre.epochs} epoch(s) of flash distillation each; the best {pre.keep} start the search")
     started = time.perf_counter()
@@ -110,6 +107,11 @@ def run_prescreen(
         rows.append(row)
         shown = f"{task.quality} {row[task.quality]:.4f}" if task.quality in row else row["fail_reason"]
         log(f"  pre-screen [{i + 1}/{len(pool)}]: {shown}")
+    # ranked by the quality and the objectives every trained candidate has a figure of before
+    # training (its task's costs, latency); not by a metric only a finished trial has
+    trained = [r for r in rows if r["fail_reason"] is None]
+    objectives = {m: d for m, d in config.objectives.items() if m != task.quality and trained and all(m in r for r in trained)}
+    objectives = {task.quality: task.quality_mode, **objectives}
     chosen = select(rows, objectives, task.quality, pre.keep)
     for i in chosen:
         study.enqueue_trial(rows[i]["point"], skip_if_exists=True)
