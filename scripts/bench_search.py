@@ -1,39 +1,64 @@
-"""Search benchmark: {random, tpe, nsga2} x {no stopping, accuracy-only ASHA, the pareto
-scheduler} on digits, every arm at the same compute (``search.epoch_budget`` student-epochs).
+"""Search benchmark: autodistill's searches against the strongest peers, every arm at the same
+compute (student-epochs), on two problems, several seeds.
 
-    python scripts/bench_search.py            # 27 studies, ~40 min on a 2-core CPU
-    python scripts/bench_search.py --quick    # 9 small studies, a smoke run (~3 min)
+    python scripts/bench_search.py                          # both problems, 5 seeds (~2 h on a 2-core CPU)
+    python scripts/bench_search.py --problems digits --seeds 3
+    python scripts/bench_search.py --quick                  # 1 seed, tiny budgets: a smoke run (~6 min)
+    python scripts/bench_search.py --report                 # table and plot from results/benchmarks/search.json
 
-Each study is the default digits study (``search_spaces/digits.yaml``) with two objectives,
-validation accuracy and params: both are exact, so fronts do not move with the machine's
-load as measured latency would. The study stops when its epoch budget is spent (trials cut
-by it count, like trials stopped early). Every study of one seed uses the same sampler
-seed; seeds differ between repeats.
+Problems:
+- ``digits``: the default study (``search_spaces/digits.yaml``, 15-epoch trials) with two
+  exact objectives, validation accuracy and params.
+- ``shapes``: 32x32 RGB images of ten kinds of shape and texture (disk, square, triangle,
+  plus, ring, cross, horizontal / vertical / diagonal stripes, checkerboard) at random places,
+  sizes and colours, with noise and a distractor blob, written by this script in CIFAR-10's
+  own file format and read through ``dataset: cifar10``; objectives validation accuracy and
+  **measured latency** (batch 1, one thread), 5-epoch trials; 1,000 training images (800
+  train, 200 validation), 500 test.
 
-Hypervolume: of the front of the completed trials, in a fixed box: error (1 - accuracy)
-from 0 to 0.2 and log10(params) from 3 (1,000 params) to log10 of the teacher's params;
-the reference point is (error 0.2, the teacher's size), and the figure is divided by the
-box's area, so 1.0 would be a perfect student of 1,000 params. The box is tighter than the
-study's own (error 1, twice the teacher), where every digits front scores above 0.9.
+Arms (``--arms``), each driving the same trial training function:
+- ``random`` / ``tpe+pareto`` / ``tpe+pareto+prescreen`` / ``gp``: ``autodistill`` studies
+  (Ray Tune, 2 trials at once) with ``search.sampler`` random, tpe or gp (Optuna's
+  GPSampler: LogEHVI for several objectives) and ``search.pruner`` none or pareto;
+  ``+prescreen``: ``search.prescreen`` (flash distillation of 24 random students for 2
+  epochs, the best 8 tried first; its epochs count in the budget).
+- ``moasha``: Syne Tune's MOASHA (its own asynchronous multi-objective successive halving,
+  random proposals, non-dominated sorting at each rung), through Syne Tune's own
+  ``LocalBackend`` (a process per trial, 2 at once) with the rungs of ours (grace 2, eta 3).
+- ``optunahub``: a plain Optuna loop (``optimize(n_jobs=2)``, the TPE sampler of ours)
+  with OptunaHub's ``pruners/multi_metric_pruner`` (the Pareto rank of each trial among
+  those at the same epoch, handed to Optuna's ``MedianPruner`` as in the package's example,
+  from epoch 2 on, after 3 trials; its ``SuccessiveHalvingPruner`` cannot be wrapped). The package is loaded from a
+  checkout of ``optuna/optunahub-registry`` (``--optunahub-registry``; the hub itself needs
+  the network); without one the arm is skipped with that reason.
 
-Reported per arm: final hypervolume (mean and std over seeds); the student-epochs needed
-to reach 95% of the best final hypervolume of any run; the hypervolume after a third of
-the budget. Targets: tpe + pareto reaches the final hypervolume of random search without
-stopping with at most 1/3 of the compute; pareto's hypervolume >= ASHA's. Writes
-``results/benchmarks/search.json`` and ``search.png`` (hypervolume vs compute) and prints
-the README table. Finished studies are kept under ``--workdir``: running the same command
-again after an interruption skips them.
+Every study stops when its budget of student-epochs is spent (trials cut by it count, like
+trials stopped early, and so does the pre-screen). Hypervolume: of the front of the trials
+that completed, in a fixed box per problem: error (1 - accuracy) from 0 to ``error_ref`` and
+log10 of the cost from ``log_min`` to log10 of the teacher's cost; divided by the box's area.
+Reported per arm: final hypervolume (mean ± std over seeds); hypervolume at 1/4 of the
+budget; the student-epochs each seed needed to reach random search's final hypervolume.
+Targets: the best configuration of ours reaches random's final hypervolume with at most 1/4
+of the compute on every seed, and ends at or above every peer's final hypervolume.
+
+Finished studies are kept under ``--workdir`` (``results/bench_search``): the same command
+again after an interruption skips them. Writes ``results/benchmarks/search.json`` and
+``search.png``, and prints the README tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import math
+import os
+import pickle
 import shutil
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -43,30 +68,161 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from _bench import OUT_DIR, ROOT, machine, mean_std, write  # noqa: E402
 
-SAMPLERS = ("random", "tpe", "nsga2")
-PRUNERS = ("none", "asha", "pareto")
-ERROR_REF = 0.2
-LOG_PARAMS_MIN = 3.0
+OURS = {
+    "random": {"search.sampler": "random", "search.pruner": "none"},
+    "tpe+pareto": {"search.sampler": "tpe", "search.pruner": "pareto"},
+    "tpe+pareto+prescreen": {"search.sampler": "tpe", "search.pruner": "pareto", "search.prescreen": {"candidates": 24, "epochs": 2, "keep": 8}},
+    "gp": {"search.sampler": "gp", "search.pruner": "none"},
+    "tpe": {"search.sampler": "tpe", "search.pruner": "none"},
+    "tpe+asha": {"search.sampler": "tpe", "search.pruner": "asha"},
+}
+PEERS = ("gp", "moasha", "optunahub")
+DEFAULT_ARMS = ("random", "tpe+pareto", "tpe+pareto+prescreen", "gp", "moasha", "optunahub")
+BASELINE = "random"
+GRACE, ETA = 2, 3.0
+
+PROBLEMS = {
+    "digits": {"cost": "params", "error_ref": 0.2, "log_min": 3.0, "epochs": 15, "budget": 360, "what": "digits 8x8x1, accuracy + params"},
+    "shapes": {"cost": "latency_ms", "error_ref": 0.7, "log_min": math.log10(0.02), "epochs": 5, "budget": 120, "what": "shapes 32x32x3, accuracy + latency"},
+}
+
+SHAPES_YAML = """\
+# written by scripts/bench_search.py: synthetic 32x32 RGB shapes in CIFAR-10's file format
+name: shapes
+data: {{dataset: cifar10, root: {root}, val_fraction: 0.2}}
+teacher:
+  arch: {{family: resnet, widths: [32, 64, 128], depths: [1, 1, 1]}}
+  train: {{epochs: 15, lr: 0.003, batch_size: 128}}
+student:
+  family: {{choice: [cnn, resnet]}}
+  cnn:
+    widths: [16, 32, 64]
+    depths: [{{low: 1, high: 2}}, {{low: 1, high: 2}}, 1]
+    width_mult: {{low: 0.25, high: 1.0, step: 0.125}}
+  resnet:
+    widths: [16, 32, 64]
+    depths: [1, 1, 1]
+    width_mult: {{low: 0.25, high: 1.0, step: 0.125}}
+distill:
+  alpha: {{low: 0.1, high: 0.95}}
+  temperature:
+    schedule: {{choice: [constant, linear, cosine]}}
+    start: {{low: 1.0, high: 8.0}}
+    end: 1.0
+train: {{epochs: 5, lr: {{low: 1e-3, high: 2e-2, log: true}}, batch_size: 64, optimizer: adamw}}
+objectives: {{accuracy: max, latency_ms: min}}
+search: {{sampler: tpe, trials: 24, max_concurrent: 2, seed: 0}}
+latency: {{device: cpu, batch_size: 1, threads: 1, warmup: 10, repeats: 30, final_repeats: 100}}
+"""
 
 
-def hypervolume(points: list[tuple[float, float]], teacher_params: float) -> float:
-    """Normalised hypervolume of (accuracy, params) points in the benchmark's box."""
+# -- the shapes data ------------------------------------------------------------------------
+
+
+def shapes(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images (n, 32, 32, 3) uint8 and their labels: one shape or texture patch per image."""
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
+    images = np.empty((n, 32, 32, 3), np.uint8)
+    labels = rng.integers(0, 10, n)
+    for i, label in enumerate(labels):
+        cx, cy, r = rng.uniform(12, 20), rng.uniform(12, 20), rng.uniform(7.0, 11.0)
+        a = rng.uniform(-0.3, 0.3)
+        u = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a)
+        v = -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
+        box = (np.abs(u) < r) & (np.abs(v) < r)
+        period = rng.uniform(4.0, 6.0)
+        mask = {
+            0: u**2 + v**2 < r**2,
+            1: box,
+            2: (v > -r) & (v < r) & (np.abs(u) < (v + r) / 2),
+            3: box & ((np.abs(u) < r / 3) | (np.abs(v) < r / 3)),
+            4: (u**2 + v**2 < r**2) & (u**2 + v**2 > (0.55 * r) ** 2),
+            5: box & ((np.abs(u - v) < r / 3) | (np.abs(u + v) < r / 3)),
+            6: box & (np.mod(v, period) < period / 2),
+            7: box & (np.mod(u, period) < period / 2),
+            8: box & (np.mod(u + v, period * 1.4) < period * 0.7),
+            9: box & ((np.mod(u, period) < period / 2) ^ (np.mod(v, period) < period / 2)),
+        }[int(label)]
+        bg = rng.uniform(0.1, 0.9, 3)
+        fg = np.clip(bg + rng.choice([-1, 1], 3) * rng.uniform(0.2, 0.45, 3), 0, 1)
+        img = np.where(mask[..., None], fg, bg)
+        bx, by, br = rng.uniform(0, 32), rng.uniform(0, 32), rng.uniform(1.5, 3.5)  # a distractor blob
+        blob = (xx - bx) ** 2 + (yy - by) ** 2 < br**2
+        img = np.where(blob[..., None], rng.uniform(0, 1, 3), img)
+        img = img + rng.normal(0, 0.06, img.shape)
+        images[i] = np.clip(img * 255, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def write_shapes(root: Path, n_train: int = 1000, n_test: int = 500) -> None:
+    """The shapes as CIFAR-10's pickle batches under ``root`` (once)."""
+    base = root / "cifar-10-batches-py"
+    if (base / "batches.meta").exists():
+        return
+    base.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    per = n_train // 5
+    for name, n in [*((f"data_batch_{i}", per) for i in range(1, 6)), ("test_batch", n_test)]:
+        images, labels = shapes(n, rng)
+        batch = {"data": images.transpose(0, 3, 1, 2).reshape(n, 3072), "labels": [int(v) for v in labels]}
+        with open(base / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    names = ["disk", "square", "triangle", "plus", "ring", "cross", "hstripes", "vstripes", "diagonal", "checker"]
+    with open(base / "batches.meta", "wb") as fh:
+        pickle.dump({"label_names": names}, fh)
+
+
+def study_file(problem: str, workdir: Path) -> Path:
+    if problem == "digits":
+        return ROOT / "search_spaces" / "digits.yaml"
+    root = workdir / "shapes-data"
+    write_shapes(root)
+    path = workdir / "shapes.yaml"
+    path.write_text(SHAPES_YAML.format(root=root))
+    return path
+
+
+def base_overrides(args, problem: str, workdir: Path, seed: int) -> dict:
+    spec = PROBLEMS[problem]
+    out = {
+        "objectives": {"accuracy": "max", spec["cost"]: "min"},
+        "search.seed": seed,
+        "search.trials": 10_000,  # the budget ends every study first
+        "search.epoch_budget": args.budget[problem],
+        "search.time_budget_s": None,
+        "search.max_concurrent": 2,
+        "search.early_stopping": {"grace_period": GRACE, "reduction_factor": ETA, "min_trials_per_rung": 3},
+        "train.epochs": args.epochs[problem],
+        "execution.results": str(workdir),
+    }
+    if spec["cost"] != "latency_ms":
+        out["latency.repeats"] = 5  # not an objective: time only what the table shows
+        out["latency.final_repeats"] = 10
+    if args.quick:
+        out["teacher.train.epochs"] = 5
+    return out
+
+
+# -- hypervolume ------------------------------------------------------------------------------
+
+
+def hypervolume(points: list[tuple[float, float]], box: dict) -> float:
+    """Normalised hypervolume of (accuracy, cost) points in the problem's box."""
     from autodistill.pareto import hypervolume as hv
 
-    log_ref = math.log10(teacher_params)
-    pts = [(1.0 - acc, max(math.log10(p), LOG_PARAMS_MIN)) for acc, p in points if 1.0 - acc < ERROR_REF and math.log10(p) < log_ref]
+    ref_error, log_min, log_ref = box["error_ref"], box["log_min"], box["log_ref"]
+    pts = [(1.0 - acc, max(math.log10(c), log_min)) for acc, c in points if 1.0 - acc < ref_error and c > 0 and math.log10(c) < log_ref]
     if not pts:
         return 0.0
-    return hv(np.array(pts), [ERROR_REF, log_ref]) / (ERROR_REF * (log_ref - LOG_PARAMS_MIN))
+    return hv(np.array(pts), [ref_error, log_ref]) / (ref_error * (log_ref - log_min))
 
 
-def hv_curve(trials, teacher_params: float) -> list[tuple[int, float]]:
+def hv_curve(done: list[dict], box: dict, cost: str) -> list[tuple[int, float]]:
     """(student-epochs spent, hypervolume) after each completed trial, in completion order."""
-    done = trials[trials["state"] == "COMPLETE"].sort_values("study_epochs")
     curve, points = [], []
-    for _, row in done.iterrows():
-        points.append((float(row["accuracy"]), float(row["params"])))
-        curve.append((int(row["study_epochs"]), hypervolume(points, teacher_params)))
+    for row in sorted(done, key=lambda r: r["study_epochs"]):
+        points.append((float(row["accuracy"]), float(row[cost])))
+        curve.append((int(row["study_epochs"]), hypervolume(points, box)))
     return curve
 
 
@@ -84,60 +240,271 @@ def epochs_to_reach(curve: list[tuple[int, float]], target: float) -> int | None
     return next((spent for spent, hv in curve if hv >= target - 1e-12), None)
 
 
-def study_config(args, workdir: Path, sampler: str, pruner: str, seed: int):
-    from autodistill.loading import load_config
+def problem_box(args, problem: str, workdir: Path) -> dict:
+    """The hypervolume box, fixed per problem: the teacher's cost (its latency measured once)
+    is the reference."""
+    path = workdir / f"{problem}-box.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    from _search_trial import load_problem
 
-    overrides = {
-        "name": f"{sampler}-{pruner}-s{seed}",
-        "objectives": {"accuracy": "max", "params": "min"},
-        "search.sampler": sampler,
-        "search.pruner": pruner,
-        "search.seed": seed,
-        "search.trials": args.budget,  # the budget ends every study first
-        "search.epoch_budget": args.budget,
-        "search.time_budget_s": None,
-        "search.max_concurrent": 2,
-        "train.epochs": args.epochs,
-        "latency.repeats": 5,  # not an objective here: time only what the table shows
-        "latency.final_repeats": 10,
-        "execution.results": str(workdir),
+    spec = PROBLEMS[problem]
+    _, _, _, _, teacher = load_problem(str(study_file(problem, workdir)), base_overrides(args, problem, workdir, 0), quiet=False)
+    box = {
+        "error_ref": spec["error_ref"],
+        "log_min": spec["log_min"],
+        "log_ref": math.log10(float(teacher["metrics"][spec["cost"]])),
+        "teacher": teacher["metrics"],
     }
-    if args.quick:
-        overrides["teacher.train.epochs"] = 10
-        overrides["search.early_stopping"] = {"grace_period": 1, "reduction_factor": 2, "min_trials_per_rung": 2}
-    return load_config(ROOT / "search_spaces" / "digits.yaml", overrides)
+    path.write_text(json.dumps(box))
+    return box
 
 
-def run_one(args, workdir: Path, sampler: str, pruner: str, seed: int, settings: dict) -> dict:
-    """One study; its record is kept in ``workdir/runs`` so a re-run skips it."""
+# -- the arms -------------------------------------------------------------------------------
+
+
+def run_ours(args, problem: str, arm: str, seed: int, workdir: Path, log_path: Path) -> tuple[list[dict], dict]:
+    from autodistill.loading import load_config
     from autodistill.tune.runner import run_study
 
-    config = study_config(args, workdir, sampler, pruner, seed)
-    record_path = workdir / "runs" / f"{config.name}.json"
+    overrides = {**base_overrides(args, problem, workdir, seed), **OURS[arm], "name": f"{problem}-{arm.replace('+', '_')}-s{seed}"}
+    if args.quick and "search.prescreen" in overrides:
+        overrides["search.prescreen"] = {"candidates": 6, "epochs": 1, "keep": 3}
+    config = load_config(study_file(problem, workdir), overrides)
+    shutil.rmtree(workdir / config.name, ignore_errors=True)  # an interrupted earlier attempt
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+        result = run_study(config, log=lambda m: print(m, file=log, flush=True))
+    trials = result.trials
+    cost = PROBLEMS[problem]["cost"]
+    done = ours_done(trials, cost)
+    counts = {state: int((trials["state"] == state).sum()) for state in ("COMPLETE", "PRUNED", "FAIL")}
+    return done, {"trials": counts, "epochs_spent": int(result.summary["epochs_spent"])}
+
+
+def ours_done(trials, cost: str) -> list[dict]:
+    """The completed trials of a study's table, with their searched values (``point``)."""
+    columns = [c for c in trials.columns if c.startswith("param.")]
+    out = []
+    for _, r in trials[trials["state"] == "COMPLETE"].iterrows():
+        point = {c[len("param.") :]: _plain(r[c]) for c in columns if not (isinstance(r[c], float) and math.isnan(r[c]))}
+        out.append({"accuracy": float(r["accuracy"]), cost: float(r[cost]), "study_epochs": int(r["study_epochs"]), "point": point})
+    return out
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+class EpochLedger:
+    """The budget of a peer arm: every trained epoch, in order, across threads or processes."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.spent = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> int | None:
+        """Count one epoch; None once the budget is spent (the epoch does not count)."""
+        with self.lock:
+            if self.spent >= self.budget:
+                return None
+            self.spent += 1
+            return self.spent
+
+
+def run_optunahub(args, problem: str, seed: int, workdir: Path, log_path: Path) -> tuple[list[dict], dict]:
+    """A plain Optuna loop (TPE as ours, 2 threads) with OptunaHub's multi-metric pruner."""
+    import optuna
+    import optunahub
+    import torch
+    from _search_trial import load_problem, run_trial
+
+    from autodistill.space import sample, search_space
+    from autodistill.tune.runner import make_sampler
+
+    module = optunahub.load_local_module("pruners/multi_metric_pruner", registry_root=str(Path(args.optunahub_registry) / "package"))
+    cost = PROBLEMS[problem]["cost"]
+    config, task, data, targets, _ = load_problem(str(study_file(problem, workdir)), base_overrides(args, problem, workdir, seed))
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions = {"accuracy": "maximize", cost: "minimize"}
+    # the package's own example wraps MedianPruner; SuccessiveHalvingPruner cannot be wrapped
+    # (it writes its rungs to the synthetic trial, id -1: KeyError in Optuna's storage)
+    pruner = module.MultiMetricPruner(optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=GRACE - 1), metric_directions=directions, joint=True)
+    study = optuna.create_study(directions=list(directions.values()), sampler=make_sampler(config), pruner=pruner)
+    space = search_space(config)
+    ledger = EpochLedger(args.budget[problem])
+    done: list[dict] = []
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+
+    def objective(trial: optuna.Trial):
+        mmt = module.MultiMetricPrunerTrial(trial)
+        params = sample(trial, space)
+        last: dict = {}
+
+        def on_epoch(epoch, epochs, metrics) -> bool:
+            if ledger.take() is None:
+                study.stop()
+                return True
+            last["at"] = ledger.spent
+            mmt.report({"accuracy": float(metrics["accuracy"]), cost: float(metrics[cost])}, epoch)
+            return epoch < epochs and mmt.should_prune()
+
+        final = run_trial(config, task, data, targets, params, config.search.seed + trial.number, on_epoch)
+        if "stopped_at" in final:
+            counts["PRUNED"] += 1
+            raise optuna.TrialPruned()
+        counts["COMPLETE"] += 1
+        done.append({"accuracy": float(final["accuracy"]), cost: float(final[cost]), "study_epochs": last["at"], "point": params})
+        return float(final["accuracy"]), float(final[cost])
+
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        study.optimize(objective, n_trials=10_000, n_jobs=2, catch=(RuntimeError, ValueError))
+    counts["FAIL"] = sum(t.state == optuna.trial.TrialState.FAIL for t in study.get_trials(deepcopy=False))
+    return done, {"trials": counts, "epochs_spent": ledger.spent}
+
+
+def syne_space(config) -> dict:
+    """The study's space in Syne Tune's terms (every dimension; the trial drops the inactive)."""
+    from syne_tune.config_space import choice, finrange, lograndint, loguniform, randint, uniform
+
+    from autodistill._tunable import Choice, FloatRange, IntRange
+    from autodistill.space import search_space
+
+    out = {}
+    for dim in search_space(config):
+        d = dim.dist
+        if isinstance(d, Choice):
+            out[dim.name] = choice(list(d.choice))
+        elif isinstance(d, IntRange):
+            out[dim.name] = (
+                lograndint(d.low, d.high)
+                if d.log
+                else (finrange(d.low, d.high, (d.high - d.low) // d.step + 1, cast_int=True) if d.step and d.step != 1 else randint(d.low, d.high))
+            )
+        elif isinstance(d, FloatRange):
+            if d.step:
+                out[dim.name] = finrange(d.low, d.high, int(round((d.high - d.low) / d.step)) + 1)
+            else:
+                out[dim.name] = loguniform(d.low, d.high) if d.log else uniform(d.low, d.high)
+    return out
+
+
+def run_moasha(args, problem: str, seed: int, workdir: Path, log_path: Path) -> tuple[list[dict], dict]:
+    """Syne Tune's MOASHA (random proposals) through its LocalBackend, 2 workers."""
+    import logging
+
+    from syne_tune import StoppingCriterion, Tuner
+    from syne_tune.backend import LocalBackend
+    from syne_tune.optimizer.schedulers.multiobjective.moasha import MOASHA
+
+    from autodistill.loading import load_config
+
+    cost = PROBLEMS[problem]["cost"]
+    file = study_file(problem, workdir)
+    overrides = base_overrides(args, problem, workdir, seed)
+    config = load_config(file, overrides)
+    events = workdir / "events" / f"{problem}-moasha-s{seed}.jsonl"
+    events.parent.mkdir(parents=True, exist_ok=True)
+    events.unlink(missing_ok=True)
+    space = {
+        **syne_space(config),
+        "bench_study_file": str(file),
+        "bench_overrides": json.dumps(overrides),
+        "bench_events": str(events),
+        "bench_seed": seed,
+    }
+    np.random.seed(seed)  # MOASHA's proposals and bracket draws use NumPy's global generator
+    scheduler = MOASHA(
+        config_space=space,
+        metrics=["accuracy", cost],
+        do_minimize=True,
+        time_attr="epoch",
+        max_t=args.epochs[problem],
+        grace_period=GRACE,
+        reduction_factor=ETA,
+        random_seed=seed,
+    )
+    os.environ["SYNETUNE_FOLDER"] = str(workdir / "syne-tune")
+    budget = args.budget[problem]
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        logging.getLogger("syne_tune").setLevel(logging.WARNING)
+        tuner = Tuner(
+            trial_backend=LocalBackend(entry_point=str(Path(__file__).resolve().with_name("_search_trial.py")), pass_args_as_json=True),
+            scheduler=scheduler,
+            stop_criterion=StoppingCriterion(max_num_evaluations=budget - 1),
+            n_workers=2,
+            sleep_time=0.2,
+            save_tuner=False,
+            tuner_name=f"{problem}-moasha-s{seed}",
+            print_update_interval=600,
+        )
+        cwd = os.getcwd()
+        os.chdir(workdir)  # Syne Tune may leave an empty std.out in the working directory
+        try:
+            tuner.run()
+        finally:
+            os.chdir(cwd)
+    return events_to_done(events, budget, cost)
+
+
+def events_to_done(events: Path, budget: int, cost: str) -> tuple[list[dict], dict]:
+    """The completed trials of an events file, each at the student-epochs spent when it
+    ended; epochs past the budget are not counted (the tuner stops the trials there)."""
+    rows = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
+    rows.sort(key=lambda r: r["t"])
+    spent, done, started, cut = 0, [], set(), set()
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    for r in rows:
+        if r.get("final"):
+            if r["trial"] in started and r["trial"] not in cut:
+                done.append({"accuracy": float(r["accuracy"]), cost: float(r[cost]), "study_epochs": spent, "point": r.get("params_searched")})
+                counts["COMPLETE"] += 1
+            continue
+        started.add(r["trial"])
+        if spent < budget:
+            spent += 1
+        else:
+            cut.add(r["trial"])  # an epoch past the budget: the trial did not finish within it
+    counts["PRUNED"] = len(started) - counts["COMPLETE"]
+    return done, {"trials": counts, "epochs_spent": spent}
+
+
+# -- running and summarising -----------------------------------------------------------------
+
+
+def run_one(args, problem: str, arm: str, seed: int, box: dict) -> dict:
+    """One study; its record is kept in ``workdir/runs`` so a re-run skips it."""
+    workdir = args.workdir
+    settings = {"budget": args.budget[problem], "epochs": args.epochs[problem], "quick": args.quick}
+    record_path = workdir / "runs" / f"{problem}-{arm}-s{seed}.json"
     if record_path.exists():
         record = json.loads(record_path.read_text())
         if record["settings"] == settings:
-            return record
-    shutil.rmtree(workdir / config.name, ignore_errors=True)  # an interrupted earlier attempt
-    log_path = workdir / "logs" / f"{config.name}.log"
+            done = cached_done(args, problem, arm, seed, record)
+            if done is not None:
+                record["done"] = done
+                return record
+    log_path = workdir / "logs" / f"{problem}-{arm}-s{seed}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
-        result = run_study(config, log=lambda m: print(m, file=log, flush=True))
-    teacher_params = float(result.summary["teacher"]["metrics"]["params"])
-    trials = result.trials
-    curve = hv_curve(trials, teacher_params)
+    if arm == "moasha":
+        done, info = run_moasha(args, problem, seed, workdir, log_path)
+    elif arm == "optunahub":
+        done, info = run_optunahub(args, problem, seed, workdir, log_path)
+    else:
+        done, info = run_ours(args, problem, arm, seed, workdir, log_path)
+    curve = hv_curve(done, box, PROBLEMS[problem]["cost"])
     record = {
         "settings": settings,
-        "sampler": sampler,
-        "pruner": pruner,
+        "problem": problem,
+        "arm": arm,
         "seed": seed,
-        "epochs_spent": int(result.summary["epochs_spent"]),
-        "trials": {state: int((trials["state"] == state).sum()) for state in ("COMPLETE", "PRUNED", "FAIL")},
-        "teacher_params": teacher_params,
+        **info,
         "final_hypervolume": curve[-1][1] if curve else 0.0,
         "curve": curve,
         "wall_s": time.perf_counter() - started,
+        "done": done,
     }
     record_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = record_path.with_suffix(".tmp")
@@ -146,75 +513,138 @@ def run_one(args, workdir: Path, sampler: str, pruner: str, seed: int, settings:
     return record
 
 
-def summarise(runs: list[dict], budget: int) -> dict:
-    best = max(r["final_hypervolume"] for r in runs)
-    arms: dict[str, dict] = {}
-    for sampler in SAMPLERS:
-        for pruner in PRUNERS:
-            mine = [r for r in runs if r["sampler"] == sampler and r["pruner"] == pruner]
-            if not mine:
-                continue
-            reach = [epochs_to_reach(r["curve"], 0.95 * best) for r in mine]
-            reached = [e for e in reach if e is not None]
-            arms[f"{sampler}+{pruner}"] = {
-                "sampler": sampler,
-                "pruner": pruner,
-                "final_hypervolume": mean_std([r["final_hypervolume"] for r in mine]),
-                "hypervolume_at_third": mean_std([hv_at(r["curve"], budget / 3) for r in mine]),
-                "epochs_to_95pct_best": {
-                    "median": statistics.median(reached) if len(reached) == len(mine) else None,
-                    "values": reach,
-                    "reached": len(reached),
-                    "n": len(mine),
-                },
-                "trials": {k: statistics.fmean(r["trials"][k] for r in mine) for k in ("COMPLETE", "PRUNED")},
-                "wall_s": statistics.fmean(r["wall_s"] for r in mine),
-            }
-    targets = {}
-    if "random+none" in arms and "tpe+pareto" in arms:
-        goal = arms["random+none"]["final_hypervolume"]["mean"]
-        needed = [epochs_to_reach(r["curve"], goal) for r in runs if r["sampler"] == "tpe" and r["pruner"] == "pareto"]
-        fractions = [None if e is None else e / budget for e in needed]
-        targets["tpe+pareto reaches random+none's final hypervolume with <= 1/3 of the compute"] = {
-            "random+none final hypervolume (mean)": goal,
-            "tpe+pareto fraction of the budget needed, per seed": fractions,
-            "met": all(f is not None and f <= 1 / 3 for f in fractions),
-            "met_by_mean_curve": arms["tpe+pareto"]["hypervolume_at_third"]["mean"] >= goal,
+def cached_done(args, problem: str, arm: str, seed: int, record: dict) -> list[dict] | None:
+    """The completed trials of a finished study, with their searched values: from the record,
+    else from what the study left (its trials table, or the peer's events); None when only a
+    new run can tell (a plain Optuna loop keeps nothing)."""
+    if "done" in record and all(d.get("point") is not None for d in record["done"]):
+        return record["done"]
+    if PROBLEMS[problem]["cost"] != "latency_ms":
+        return record.get("done", [])  # exact costs: the record's curve is final, nothing to re-measure
+    cost = PROBLEMS[problem]["cost"]
+    if arm == "moasha":
+        events = args.workdir / "events" / f"{problem}-{arm}-s{seed}.jsonl"
+        return events_to_done(events, args.budget[problem], cost)[0] if events.exists() else None
+    table = args.workdir / f"{problem}-{arm.replace('+', '_')}-s{seed}" / "trials.csv"
+    if arm in OURS and table.exists():
+        import pandas as pd
+
+        return ours_done(pd.read_csv(table), cost)
+    return None
+
+
+def student_key(point: dict) -> str:
+    """What the latency of a student depends on: its architecture (the student.* values)."""
+    return json.dumps(sorted((k, v) for k, v in point.items() if k.startswith("student.")))
+
+
+def remeasure(args, problem: str, runs: list[dict], box: dict) -> dict:
+    """Latency of every completed student of every arm, and of the teacher, measured again
+    alone, the same way (``latency.final_repeats`` runs, one thread, batch 1), in this process
+    after the studies: in-trial figures depend on what ran beside them (Ray workers, threads
+    of one process, Syne Tune's processes). Replaces each trial's cost (the in-trial figure is
+    kept as ``latency_ms_in_trial``), the box's reference and every curve. Cached per student
+    architecture in ``workdir/<problem>-latency.json``."""
+    from _search_trial import load_problem
+
+    from autodistill.measure import measure_latency
+    from autodistill.space import resolve
+
+    cache_path = args.workdir / f"{problem}-latency.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    config, task, data, targets, _ = load_problem(str(study_file(problem, args.workdir)), base_overrides(args, problem, args.workdir, 0))
+    repeats = config.latency.final_repeats
+    if "teacher" not in cache:
+        teachers = task.prepare_teachers(config, data, log=lambda m: None)
+        cache["teacher"] = measure_latency(teachers.models[0], tuple(data.x_train.shape[1:]), config.latency, repeats=repeats).median_ms
+    todo = {student_key(d["point"]): d["point"] for r in runs for d in r["done"] if student_key(d["point"]) not in cache}
+    print(f"{problem}: re-measuring the latency of {len(todo)} students alone ({repeats} runs each)", flush=True)
+    for key, point in todo.items():
+        run = task.start_trial(resolve(config, point), config, data, targets, 0)
+        cache[key] = measure_latency(run.model, run.input_shape, config.latency, repeats=repeats).median_ms
+    tmp = cache_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(cache))
+    tmp.replace(cache_path)
+    box = {**box, "log_ref": math.log10(cache["teacher"]), "teacher_latency_ms_alone": cache["teacher"]}
+    for r in runs:
+        for d in r["done"]:
+            d.setdefault("latency_ms_in_trial", d["latency_ms"])
+            d["latency_ms"] = cache[student_key(d["point"])]
+        r["curve"] = hv_curve(r["done"], box, "latency_ms")
+        r["final_hypervolume"] = r["curve"][-1][1] if r["curve"] else 0.0
+    return box
+
+
+def summarise(runs: list[dict], budget: int, arms: list[str]) -> dict:
+    goal_runs = [r for r in runs if r["arm"] == BASELINE]
+    goal = statistics.fmean(r["final_hypervolume"] for r in goal_runs) if goal_runs else None
+    out: dict[str, dict] = {}
+    for arm in arms:
+        mine = [r for r in runs if r["arm"] == arm]
+        if not mine:
+            continue
+        reach = [epochs_to_reach(r["curve"], goal) if goal is not None else None for r in mine]
+        out[arm] = {
+            "arm": arm,
+            "peer": arm in PEERS,
+            "final_hypervolume": mean_std([r["final_hypervolume"] for r in mine]),
+            "hypervolume_at_quarter": mean_std([hv_at(r["curve"], budget / 4) for r in mine]),
+            "fraction_to_reach_random": [None if e is None else e / budget for e in reach],
+            "trials": {k: statistics.fmean(r["trials"][k] for r in mine) for k in ("COMPLETE", "PRUNED", "FAIL")},
+            "wall_s": statistics.fmean(r["wall_s"] for r in mine),
         }
-    for sampler in SAMPLERS:
-        a, p = arms.get(f"{sampler}+asha"), arms.get(f"{sampler}+pareto")
-        if a and p:
-            targets[f"{sampler}: pareto hypervolume >= asha"] = {
-                "pareto": p["final_hypervolume"]["mean"],
-                "asha": a["final_hypervolume"]["mean"],
-                "met": p["final_hypervolume"]["mean"] >= a["final_hypervolume"]["mean"],
+    targets = {}
+    ours = [a for a in out if not out[a]["peer"] and a != BASELINE]
+    if ours and goal is not None:
+        best = max(ours, key=lambda a: out[a]["final_hypervolume"]["mean"])
+        fractions = out[best]["fraction_to_reach_random"]
+        targets[f"{best} (best of ours) reaches {BASELINE}'s final hypervolume with <= 1/4 of the compute on every seed"] = {
+            "random final hypervolume (mean)": goal,
+            "fractions": fractions,
+            "met": all(f is not None and f <= 0.25 for f in fractions),
+        }
+        for peer in (a for a in out if out[a]["peer"]):
+            targets[f"{best} final hypervolume >= {peer}'s"] = {
+                "ours": out[best]["final_hypervolume"]["mean"],
+                "peer": out[peer]["final_hypervolume"]["mean"],
+                "met": out[best]["final_hypervolume"]["mean"] >= out[peer]["final_hypervolume"]["mean"],
             }
-    return {"best_final_hypervolume": best, "arms": arms, "targets": targets}
+    return {"arms": out, "targets": targets}
 
 
-def plot(runs: list[dict], budget: int, path: Path) -> None:
+def plot(payload: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grid = np.linspace(0, budget, 61)
-    fig, axes = plt.subplots(1, len(SAMPLERS), figsize=(5 * len(SAMPLERS), 4), sharey=True)
-    styles = {"none": ("tab:gray", "-"), "asha": ("tab:blue", "--"), "pareto": ("tab:red", "-")}
-    for ax, sampler in zip(np.atleast_1d(axes), SAMPLERS):
-        for pruner in PRUNERS:
-            mine = [r for r in runs if r["sampler"] == sampler and r["pruner"] == pruner]
-            if not mine:
-                continue
+    problems = list(payload["problems"])
+    fig, axes = plt.subplots(1, len(problems), figsize=(6.5 * len(problems), 4.5), squeeze=False)
+    colors = {
+        "random": "tab:gray",
+        "tpe+pareto": "tab:red",
+        "tpe+pareto+prescreen": "darkred",
+        "gp": "tab:green",
+        "moasha": "tab:blue",
+        "optunahub": "tab:purple",
+        "tpe": "tab:orange",
+        "tpe+asha": "tab:cyan",
+    }
+    for ax, problem in zip(axes[0], problems):
+        block = payload["problems"][problem]
+        budget = block["budget_student_epochs"]
+        grid = np.linspace(0, budget, 61)
+        for arm in block["summary"]["arms"]:
+            mine = [r for r in block["runs"] if r["arm"] == arm]
             values = np.array([[hv_at(r["curve"], x) for x in grid] for r in mine])
-            color, style = styles[pruner]
-            ax.plot(grid, values.mean(0), color=color, linestyle=style, label=pruner)
-            ax.fill_between(grid, values.min(0), values.max(0), color=color, alpha=0.12)
-        ax.axvline(budget / 3, color="black", linewidth=0.5, linestyle=":")
-        ax.set_title(sampler)
+            style = "--" if arm in PEERS else "-"
+            ax.plot(grid, values.mean(0), color=colors.get(arm), linestyle=style, label=arm + (" (peer)" if arm in PEERS else ""))
+            ax.fill_between(grid, values.min(0), values.max(0), color=colors.get(arm), alpha=0.08)
+        ax.axvline(budget / 4, color="black", linewidth=0.5, linestyle=":")
+        ax.set_title(PROBLEMS[problem]["what"])
         ax.set_xlabel("student-epochs spent")
-    np.atleast_1d(axes)[0].set_ylabel("normalised hypervolume (mean, min-max over seeds)")
-    np.atleast_1d(axes)[0].legend(title="search.pruner")
+        ax.set_ylabel("normalised hypervolume (mean; band: min-max over seeds)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -222,82 +652,120 @@ def plot(runs: list[dict], budget: int, path: Path) -> None:
     tmp.replace(path)
 
 
-def table(payload: dict) -> str:
+def table(block: dict) -> str:
     rows = [
-        "| sampler | search.pruner | final hypervolume | hypervolume at 1/3 of the budget | student-epochs to 95% of the best run (median of the seeds that got there) | trials complete / stopped |",
-        "|---|---|---|---|---|---|",
+        "| arm | final hypervolume | at 1/4 of the budget | share of the budget to reach random's final, per seed | trials complete / stopped |",
+        "|---|---|---|---|---|",
     ]
-    for arm in payload["summary"]["arms"].values():
-        hv, third, reach = arm["final_hypervolume"], arm["hypervolume_at_third"], arm["epochs_to_95pct_best"]
-        reached = sorted(v for v in reach["values"] if v is not None)
-        reach_text = f"{statistics.median(reached):.0f} ({reach['reached']}/{reach['n']} seeds)" if reached else f"never (0/{reach['n']} seeds)"
+    for arm in block["summary"]["arms"].values():
+        hv, quarter = arm["final_hypervolume"], arm["hypervolume_at_quarter"]
+        fractions = ", ".join("never" if f is None else f"{f:.2f}" for f in arm["fraction_to_reach_random"])
+        name = f"{arm['arm']} (peer)" if arm["peer"] else arm["arm"]
         rows.append(
-            f"| {arm['sampler']} | {arm['pruner']} | {hv['mean']:.4f} ± {hv['std']:.4f} | {third['mean']:.4f} ± {third['std']:.4f} | "
-            f"{reach_text} | {arm['trials']['COMPLETE']:.1f} / {arm['trials']['PRUNED']:.1f} |"
+            f"| {name} | {hv['mean']:.4f} ± {hv['std']:.4f} | {quarter['mean']:.4f} ± {quarter['std']:.4f} | {fractions} | "
+            f"{arm['trials']['COMPLETE']:.1f} / {arm['trials']['PRUNED']:.1f} |"
         )
     return "\n".join(rows)
 
 
+def report(payload: dict) -> None:
+    for problem, block in payload["problems"].items():
+        print(f"\n{PROBLEMS[problem]['what']} ({block['budget_student_epochs']} student-epochs, {block['seeds']} seeds)\n")
+        print(table(block))
+        if block.get("skipped"):
+            print(f"\nskipped: {block['skipped']}")
+        print()
+        for target, result in block["summary"]["targets"].items():
+            print(f"{'met' if result['met'] else 'MISSED'}: {target}: {json.dumps({k: v for k, v in result.items() if k != 'met'})}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=360, help="student-epochs per study (24 full trials of 15 epochs)")
-    parser.add_argument("--epochs", type=int, default=15, help="train.epochs of a trial")
+    parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
+    parser.add_argument("--arms", nargs="+", default=list(DEFAULT_ARMS), choices=[*OURS, "moasha", "optunahub"])
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=ROOT / "results" / "bench_search", help="where the studies are kept")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 4-epoch trials, a 24-epoch budget: a smoke run")
-    parser.add_argument("--report", action="store_true", help="print the table and redraw the plot from results/benchmarks/search.json; run nothing")
+    parser.add_argument("--optunahub-registry", default=os.environ.get("OPTUNAHUB_REGISTRY"), help="a checkout of optuna/optunahub-registry")
+    parser.add_argument("--quick", action="store_true", help="1 seed, short trials, small budgets: a smoke run")
+    parser.add_argument("--report", action="store_true", help="print the tables and redraw the plot from results/benchmarks/search.json; run nothing")
     args = parser.parse_args()
     if args.report:
         payload = json.loads((OUT_DIR / "search.json").read_text())
-        plot(payload["runs"], payload["budget_student_epochs"], OUT_DIR / "search.png")
-        print(table(payload))
-        report_targets(payload)
+        plot(payload, OUT_DIR / "search.png")
+        report(payload)
         return
+    args.budget = {p: PROBLEMS[p]["budget"] for p in PROBLEMS}
+    args.epochs = {p: PROBLEMS[p]["epochs"] for p in PROBLEMS}
     if args.quick:
-        args.seeds, args.budget, args.epochs = 1, 24, 4
+        args.seeds = 1
+        args.budget, args.epochs = {"digits": 40, "shapes": 24}, {"digits": 4, "shapes": 3}
         args.workdir = args.workdir.with_name(args.workdir.name + "_quick")
+    arms, skipped = list(args.arms), ""
+    if "optunahub" in arms:
+        registry = Path(args.optunahub_registry or "/nonexistent") / "package" / "pruners" / "multi_metric_pruner"
+        if not registry.is_dir():
+            arms.remove("optunahub")
+            skipped = "optunahub: OptunaHub loads its packages from GitHub at run time and this machine has no network; pass --optunahub-registry <a checkout of optuna/optunahub-registry>"
+    if "moasha" in arms and importlib.util.find_spec("syne_tune") is None:
+        arms.remove("moasha")
+        skipped = "; ".join(filter(None, [skipped, "moasha: syne-tune is not installed (pip install -e '.[bench]')"]))
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    from _search_trial import accept_synthetic_cifar
+
+    accept_synthetic_cifar()
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}")
-    print(f"{len(SAMPLERS) * len(PRUNERS)} arms x {args.seeds} seeds, {args.budget} student-epochs each; studies in {args.workdir}", flush=True)
-    settings = {"budget": args.budget, "epochs": args.epochs, "quick": args.quick}
-    runs = []
+    info.update({k: v for k, v in _peer_versions().items()})
+    print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, optuna {info['optuna']}, syne-tune {info['syne-tune']}")
+    payload = {"machine": info, "problems": {}}
     started = time.time()
-    for seed in range(args.seeds):  # seeds outermost: an interrupted run leaves every arm with the same seeds done
-        for sampler in SAMPLERS:
-            for pruner in PRUNERS:
-                r = run_one(args, args.workdir, sampler, pruner, seed, settings)
+    for problem in args.problems:
+        box = problem_box(args, problem, args.workdir)
+        runs = []
+        print(f"{problem}: {len(arms)} arms x {args.seeds} seeds, {args.budget[problem]} student-epochs each", flush=True)
+        for seed in range(args.seeds):  # seeds outermost: an interrupted run leaves every arm with the same seeds done
+            for arm in arms:
+                r = run_one(args, problem, arm, seed, box)
                 runs.append(r)
                 print(
-                    f"  seed {seed} {sampler:>6}+{pruner:<6} hypervolume {r['final_hypervolume']:.4f}  complete {r['trials']['COMPLETE']:>3}  "
-                    f"stopped {r['trials']['PRUNED']:>3}  failed {r['trials']['FAIL']}  epochs {r['epochs_spent']}  "
-                    f"({r['wall_s']:.0f} s; {time.time() - started:.0f} s so far)",
+                    f"  {problem} seed {seed} {arm:>22}: hypervolume {r['final_hypervolume']:.4f}  complete {r['trials']['COMPLETE']:>3}  "
+                    f"stopped {r['trials']['PRUNED']:>3}  failed {r['trials']['FAIL']}  epochs {r['epochs_spent']}  ({r['wall_s']:.0f} s; {time.time() - started:.0f} s so far)",
                     flush=True,
                 )
-    failed = sum(r["trials"]["FAIL"] for r in runs)
-    payload = {
-        "machine": info,
-        "dataset": "digits (8x8, 1 channel), search_spaces/digits.yaml",
-        "objectives": {"accuracy": "max", "params": "min"},
-        "budget_student_epochs": args.budget,
-        "trial_epochs": args.epochs,
-        "seeds": args.seeds,
-        "hypervolume": f"error in [0, {ERROR_REF}] x log10(params) in [{LOG_PARAMS_MIN:.0f}, log10(teacher params)], divided by the box's area",
-        "failed_trials": failed,
-        "summary": summarise(runs, args.budget),
-        "runs": runs,
-    }
+        if PROBLEMS[problem]["cost"] == "latency_ms":
+            box = remeasure(args, problem, runs, box)
+        payload["problems"][problem] = {
+            "what": PROBLEMS[problem]["what"],
+            "objectives": {"accuracy": "max", PROBLEMS[problem]["cost"]: "min"},
+            "budget_student_epochs": args.budget[problem],
+            "trial_epochs": args.epochs[problem],
+            "seeds": args.seeds,
+            "box": box,
+            "skipped": skipped,
+            "summary": summarise(runs, args.budget[problem], arms),
+            "runs": runs,
+        }
     name = "search_quick" if args.quick else "search"
+    earlier = OUT_DIR / f"{name}.json"
+    if earlier.exists():  # a run of some problems keeps the others' results
+        kept = json.loads(earlier.read_text()).get("problems", {})
+        payload["problems"] = {**{p: b for p, b in kept.items() if p not in payload["problems"]}, **payload["problems"]}
     path = write(name, payload)
-    plot(runs, args.budget, OUT_DIR / f"{name}.png")
-    print(f"\nwrote {path} and {OUT_DIR / (name + '.png')}\n")
-    print(table(payload))
-    report_targets(payload)
+    plot(payload, OUT_DIR / f"{name}.png")
+    print(f"\nwrote {path} and {OUT_DIR / (name + '.png')}")
+    report(payload)
 
 
-def report_targets(payload: dict) -> None:
-    print()
-    for target, result in payload["summary"]["targets"].items():
-        print(f"{'met' if result['met'] else 'MISSED'}: {target}: {json.dumps({k: v for k, v in result.items() if k != 'met'})}")
+def _peer_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("optuna", "syne-tune", "optunahub", "ray"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,32 +19,61 @@ def _script(name):
     return module
 
 
+BOX = {"error_ref": 0.2, "log_min": 3.0, "log_ref": 6.0}  # error 0..0.2 x log10(cost) 3..6 (teacher 1e6); area 0.2 * 3
+
+
 def test_search_hypervolume_by_hand():
     b = _script("bench_search")
-    # box: error 0..0.2 x log10(params) 3..6 (teacher 1e6); area 0.2 * 3
-    assert b.hypervolume([(0.9, 1000)], 1e6) == pytest.approx(0.1 * 3 / 0.6)  # error 0.1, the smallest size: half the box
-    assert b.hypervolume([(0.9, 10**4.5)], 1e6) == pytest.approx(0.1 * 1.5 / 0.6)
+    assert b.hypervolume([(0.9, 1000)], BOX) == pytest.approx(0.1 * 3 / 0.6)  # error 0.1, the smallest size: half the box
+    assert b.hypervolume([(0.9, 10**4.5)], BOX) == pytest.approx(0.1 * 1.5 / 0.6)
     two = [(0.9, 1000), (0.95, 10**4.5)]  # an L-shape: 0.1*3 + 0.05*1.5
-    assert b.hypervolume(two, 1e6) == pytest.approx((0.1 * 3 + 0.05 * 1.5) / 0.6)
-    assert b.hypervolume([(0.7, 1000), (0.9, 2e6)], 1e6) == 0.0  # outside the box adds nothing
-    assert b.hypervolume([(1.0, 10)], 1e6) == pytest.approx(1.0)  # perfect and tinier than the box: clipped to it
+    assert b.hypervolume(two, BOX) == pytest.approx((0.1 * 3 + 0.05 * 1.5) / 0.6)
+    assert b.hypervolume([(0.7, 1000), (0.9, 2e6)], BOX) == 0.0  # outside the box adds nothing
+    assert b.hypervolume([(1.0, 10)], BOX) == pytest.approx(1.0)  # perfect and tinier than the box: clipped to it
+    latency = {"error_ref": 0.5, "log_min": -2.0, "log_ref": 0.0}  # latency 0.01..1 ms
+    assert b.hypervolume([(0.75, 0.1)], latency) == pytest.approx(0.25 * 1.0 / 1.0)
 
 
 def test_curve_and_compute_to_reach():
     b = _script("bench_search")
-    trials = pd.DataFrame(
-        {
-            "state": ["COMPLETE", "PRUNED", "COMPLETE", "COMPLETE"],
-            "accuracy": [0.9, 0.99, 0.95, 0.85],
-            "params": [1000, 10, 10**4.5, 1000],
-            "study_epochs": [15, 20, 40, 55],
-        }
-    )
-    curve = b.hv_curve(trials, 1e6)
-    assert [e for e, _ in curve] == [15, 40, 55]  # the pruned trial never counts
+    done = [
+        {"accuracy": 0.9, "params": 1000, "study_epochs": 15},
+        {"accuracy": 0.85, "params": 1000, "study_epochs": 55},
+        {"accuracy": 0.95, "params": 10**4.5, "study_epochs": 40},
+    ]
+    curve = b.hv_curve(done, BOX, "params")
+    assert [e for e, _ in curve] == [15, 40, 55]  # in the order the trials completed
     assert curve[0][1] == pytest.approx(0.5) and curve[1][1] == pytest.approx((0.3 + 0.075) / 0.6) and curve[2][1] == curve[1][1]
     assert b.hv_at(curve, 10) == 0.0 and b.hv_at(curve, 39) == pytest.approx(0.5) and b.hv_at(curve, 400) == curve[-1][1]
     assert b.epochs_to_reach(curve, 0.6) == 40 and b.epochs_to_reach(curve, 0.7) is None
+
+
+def test_peer_events_count_epochs_up_to_the_budget(tmp_path):
+    b = _script("bench_search")
+    events = tmp_path / "e.jsonl"
+    lines = [
+        {"trial": "a", "epoch": 1, "t": 1.0},
+        {"trial": "b", "epoch": 1, "t": 1.5},
+        {"trial": "a", "epoch": 2, "t": 2.0},
+        {"trial": "a", "final": True, "t": 2.1, "accuracy": 0.9, "params": 1000, "params_searched": {"student.family": "cnn"}},  # complete after 3 epochs
+        {"trial": "b", "epoch": 2, "t": 3.0},  # the budget's 4th and last epoch
+        {"trial": "b", "epoch": 3, "t": 3.5},  # past the budget: not counted
+        {"trial": "b", "final": True, "t": 4.0, "accuracy": 0.95, "params": 5000},  # ended past the budget: not counted
+    ]
+    events.write_text("\n".join(__import__("json").dumps(x) for x in lines) + "\n")
+    done, info = b.events_to_done(events, 4, "params")
+    assert done == [{"accuracy": 0.9, "params": 1000.0, "study_epochs": 3, "point": {"student.family": "cnn"}}]
+    assert info == {"trials": {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0}, "epochs_spent": 4}
+
+
+def test_shapes_are_ten_distinct_classes():
+    import numpy as np
+
+    b = _script("bench_search")
+    images, labels = b.shapes(200, np.random.default_rng(0))
+    assert images.shape == (200, 32, 32, 3) and images.dtype == np.uint8 and set(labels) == set(range(10))
+    means = np.stack([images[labels == k].astype(float).mean(0) for k in range(10)])
+    assert np.abs(means - means.mean(0)).max() > 10  # the classes differ in where the shape's pixels are
 
 
 @pytest.mark.slow
