@@ -12,6 +12,7 @@ batches are decoded by a torch ``DataLoader`` with ``data.workers`` worker proce
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,15 +169,54 @@ def batches(
 
 
 def _stratified_split(labels: np.ndarray, held_out: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held-out) sorted indices; ``held_out`` is a fraction or a number of samples."""
-    from sklearn.model_selection import train_test_split
+    """(kept, held-out) sorted indices; ``held_out`` is a fraction or a number of samples.
 
-    idx = np.arange(len(labels))
-    try:
-        keep, held = train_test_split(idx, test_size=held_out, stratify=labels, random_state=seed)
-    except ValueError as err:  # e.g. a class with a single image
-        raise DataError(f"data: cannot make a stratified split of {len(labels)} samples: {err}") from None
-    return np.sort(keep), np.sort(held)
+    The same split as scikit-learn's ``train_test_split(..., stratify=labels,
+    random_state=seed)`` (its StratifiedShuffleSplit, step for step; ``tests/test_data.py``
+    compares the two), without importing scikit-learn: that import is a second of every
+    study's start-up."""
+    n = len(labels)
+    n_held = math.ceil(held_out * n) if isinstance(held_out, float) else int(held_out)
+    n_keep = n - n_held
+
+    def refuse(why: str) -> DataError:
+        return DataError(f"data: cannot make a stratified split of {n} samples: {why}")
+
+    if not 0 < n_held < n:
+        raise refuse(f"holding out {held_out} leaves no samples on one side")
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if counts.min() < 2:
+        raise refuse(f"classes {classes[counts < 2].tolist()} have a single sample (at least 2 are needed)")
+    if min(n_keep, n_held) < len(classes):
+        raise refuse(f"{min(n_keep, n_held)} samples on one side for {len(classes)} classes")
+    per_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    keep_counts = _approximate_mode(counts, n_keep, rng)
+    held_counts = _approximate_mode(counts - keep_counts, n_held, rng)
+    keep: list[int] = []
+    held: list[int] = []
+    for members, k, h in zip(per_class, keep_counts, held_counts):
+        shuffled = members.take(rng.permutation(len(members)), mode="clip")
+        keep.extend(shuffled[:k])
+        held.extend(shuffled[k : k + h])
+    return np.sort(np.asarray(keep, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+
+
+def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of ``draws`` samples each class gets: its floored share, then one more each
+    for the largest remainders, ties broken by ``rng`` (scikit-learn's ``_approximate_mode``)."""
+    continuous = counts / counts.sum() * draws
+    floored = np.floor(continuous)
+    need = int(draws - floored.sum())
+    remainder = continuous - floored
+    for value in np.sort(np.unique(remainder))[::-1] if need > 0 else ():
+        (tied,) = np.where(remainder == value)
+        now = min(len(tied), need)
+        floored[rng.choice(tied, size=now, replace=False)] += 1
+        need -= now
+        if need == 0:
+            break
+    return floored.astype(int)
 
 
 def _take(x, indices: np.ndarray):

@@ -215,6 +215,7 @@ def main() -> None:
 
     cores = os.cpu_count() or 1
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-overhead-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(STUDY.read_text())
     if args.quick:
         raw["train"]["epochs"], raw["search"]["trials"], args.rounds = 5, 6, 1

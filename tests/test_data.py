@@ -47,6 +47,35 @@ def test_digits_are_scikit_learns_without_importing_it():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
+def test_stratified_split_is_scikit_learns_without_importing_it():
+    """The split is train_test_split's, index for index, for fractions and counts, balanced
+    and unbalanced classes, ties in the remainders and several seeds."""
+    import subprocess
+    import sys
+
+    from sklearn.model_selection import train_test_split
+
+    from autodistill.data import _stratified_split
+
+    rng = np.random.default_rng(0)
+    cases = [(np.arange(1797) % 10, 0.2), (np.arange(1437) % 10, 0.25), (np.arange(30) % 3, 7), (np.arange(12) % 4, 0.5)]
+    for _ in range(40):
+        k = int(rng.integers(2, 12))
+        labels = rng.integers(0, k, int(rng.integers(4 * k, 300)))
+        labels[: 2 * k] = np.repeat(np.arange(k), 2)  # every class twice at least
+        cases.append((labels, float(rng.uniform(0.1, 0.6)) if rng.random() < 0.7 else int(rng.integers(k, len(labels) - k))))
+    for i, (labels, held_out) in enumerate(cases):
+        for seed in (0, 1, 12345):
+            idx = np.arange(len(labels))
+            keep, held = train_test_split(idx, test_size=held_out, stratify=labels, random_state=seed)
+            ours = _stratified_split(labels, held_out, seed)
+            assert np.array_equal(ours[0], np.sort(keep)) and np.array_equal(ours[1], np.sort(held)), (i, seed)
+    with pytest.raises(DataError, match="single sample"):
+        _stratified_split(np.array([0, 0, 1, 1, 2]), 0.4, 0)
+    code = "import sys, numpy as np; from autodistill.data import _stratified_split; _stratified_split(np.arange(100) % 5, 0.2, 0); print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
 def test_max_train_samples_subsamples_train_only():
     d = load_dataset(data_cfg(max_train_samples=200))
     assert len(d.y_train) == 200 and len(d.y_val) == 360
