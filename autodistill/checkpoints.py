@@ -96,7 +96,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     :class:`CheckpointError` when it cannot be read."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated by a kill mid-write never happens (atomic), but a foreign file can
+    except Exception as err:  # never half-written by a kill (atomic), but empty after a power cut (not fsynced) or foreign
         raise CheckpointError(f"{path}: cannot read the epoch checkpoint ({type(err).__name__})") from None
     if not isinstance(state, dict) or "epoch" not in state:
         raise CheckpointError(f"{path}: not an epoch checkpoint")

@@ -84,3 +84,28 @@ def test_injected_enospc_hits_only_the_named_writes(tmp_path, monkeypatch, patte
     with pytest.raises(DiskFull), _io.atomic_dir(tmp_path / "trial_0002") as staging:
         _io.torch_save(staging / "0002.pt", {"epoch": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0001.pt"]
+
+
+def test_durable_writes_fsync_and_epoch_checkpoints_do_not(tmp_path, monkeypatch):
+    """Results are fsynced; a trial's per-epoch checkpoint only has to survive the process, and
+    one emptied by a power cut is read as unreadable (the trial then restarts its epochs)."""
+    import os
+
+    from autodistill._errors import CheckpointError
+    from autodistill.checkpoints import load_train_state
+    from autodistill.tune.trainable import _resume_state
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    _io.write_json(tmp_path / "study.json", {"x": 1})
+    assert len(synced) == 1
+    state = {"epoch": 3, "w": torch.ones(2)}
+    _io.torch_save(tmp_path / "0001.pt", state, durable=False)
+    _io.write_json(tmp_path / "spec.json", {"x": 1}, durable=False)
+    assert len(synced) == 1  # no fsync for either
+    assert load_train_state(tmp_path / "0001.pt")["epoch"] == 3
+    (tmp_path / "0001.pt").write_bytes(b"")  # what a power cut can leave of an unsynced file
+    with pytest.raises(CheckpointError, match="cannot read the epoch checkpoint"):
+        load_train_state(tmp_path / "0001.pt")
+    assert _resume_state({"inflight": str(tmp_path / "0001.pt")}) is None  # the trial restarts from epoch 1

@@ -32,6 +32,7 @@ from ..measure import peak_rss_mb
 from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame
 from ..space import check_points, search_space
 from ..tasks import Task, get_task
+from .prescreen import EPOCHS_ATTR as PRESCREEN_EPOCHS
 from .progress import StudyProgress
 from .resume import describe, recover
 from .schedulers import make_scheduler
@@ -307,7 +308,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
             study.enqueue_trial(point, skip_if_exists=True)
     to_run = max(config.search.trials - recovery.counted, 0)
     targets = None
-    if to_run and config.search.prescreen is not None and "prescreen_epochs" not in study.user_attrs:
+    if to_run and config.search.prescreen is not None and PRESCREEN_EPOCHS not in study.user_attrs:
         from .prescreen import run_prescreen
 
         targets = task.teacher_targets(config, data, teachers, log)

@@ -37,6 +37,7 @@ from ..constraints import constraint_values
 from ..layout import inflight_path
 from ..space import Dimension, sample
 from ..tasks import Task, curve_attr
+from .prescreen import EPOCHS_ATTR as PRESCREEN_EPOCHS
 
 RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "restarted_from_epoch", "first_step_at", "node")
 """what every trial reports of its run, whatever its task"""
@@ -308,7 +309,7 @@ def epochs_spent(study: optuna.Study, quality: str) -> int:
     """Student-epochs the study's trials have trained so far: each trial's curve of the
     ``quality`` metric, less the epochs it took over from the interrupted trial it continued;
     plus those of the pre-screen (``search.prescreen``), when the study ran one."""
-    total = int(study.user_attrs.get("prescreen_epochs", 0) or 0)
+    total = int(study.user_attrs.get(PRESCREEN_EPOCHS, 0) or 0)
     for t in study.get_trials(deepcopy=False):
         attrs = t.user_attrs
         total += max(0, len(attrs.get(curve_attr(quality), [])) - int(attrs.get("resumed_epoch", 0) or 0))

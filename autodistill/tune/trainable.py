@@ -68,10 +68,11 @@ def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher:
             tune.report({**base, "infeasible": True, "fail_reason": f"infeasible before training: {broken}", "trial_s": time.perf_counter() - started})
             return
         final, result, history = _train_and_measure(config, study, task, run, base, started)
-        with tempfile.TemporaryDirectory(prefix="autodistill-ckpt-") as tmp:
-            _io.torch_save(Path(tmp) / layout.STUDENT, result.model.state_dict())
-            _io.write_json(Path(tmp) / layout.SPEC, {"spec": result.spec, "number": number, "params": params, "seed_number": config.get("seed_number", number)})
-            _io.write_json(Path(tmp) / layout.METRICS, {"final": final, "history": [h.as_dict() for h in history]})
+        with tempfile.TemporaryDirectory(prefix="autodistill-ckpt-") as tmp:  # Ray copies it into the study's storage
+            _io.torch_save(Path(tmp) / layout.STUDENT, result.model.state_dict(), durable=False)
+            spec = {"spec": result.spec, "number": number, "params": params, "seed_number": config.get("seed_number", number)}
+            _io.write_json(Path(tmp) / layout.SPEC, spec, durable=False)
+            _io.write_json(Path(tmp) / layout.METRICS, {"final": final, "history": [h.as_dict() for h in history]}, durable=False)
             tune.report(final, checkpoint=tune.Checkpoint.from_directory(tmp))
     except DiskFull as err:  # not the trial's fault: the searcher records it as interrupted and stops the study
         tune.report({**base, "failed": True, "disk_full": True, "fail_reason": str(err), "trial_s": time.perf_counter() - started})
@@ -139,7 +140,8 @@ def _train_and_measure(
             unreported.clear()
             last_report = time.perf_counter()
 
-    on_checkpoint = (lambda state: _io.torch_save(inflight, state)) if inflight is not None else None
+    # survives the worker's death, the only thing it is for; after a power cut resume restarts the trial
+    on_checkpoint = (lambda state: _io.torch_save(inflight, state, durable=False)) if inflight is not None else None
     base["first_step_at"] = time.time()  # wall clock: how long after the command the training began
     history = run.train(report_epoch, on_checkpoint, resume_state)
     train_s = time.perf_counter() - started
