@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from autodistill._launch import PRELOAD, local_cpus
 from autodistill.tasks import TASK_TYPES
-from autodistill.tune.runner import PRELOAD, _trials_on_started_workers, local_cpus
+from autodistill.tune.runner import _trials_on_started_workers
 
 
 @pytest.mark.parametrize(
