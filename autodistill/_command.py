@@ -1,0 +1,16 @@
+"""The ``autodistill`` command's entry point: for ``search``, a local Ray starts before torch
+loads (:func:`autodistill._launch.start_early`), then the CLI (:mod:`autodistill.cli`) runs."""
+
+from __future__ import annotations
+
+import sys
+
+from ._launch import start_early
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "search":
+        start_early(sys.argv[2:])
+    from .cli import main as cli_main  # imports torch
+
+    cli_main()
