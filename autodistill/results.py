@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import _importances, _io, layout
+from . import _io, layout
 from ._errors import AutodistillError, CheckpointError
 from ._storage import Outage, is_connection_error, retrying
 from .config import LatencyConfig, StudyConfig
@@ -187,16 +188,23 @@ def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teache
 def param_importances(study, objectives: dict[str, str]) -> dict[str, dict[str, float]]:
     """Optuna's fANOVA importance of each searched parameter for each objective, over the
     completed trials; empty when there are too few trials or nothing varied."""
-    return start_importances(study, objectives).result()
-
-
-def start_importances(study, objectives: dict[str, str]) -> _importances.Job:
-    """:func:`param_importances`, computed by a second process meanwhile
-    (:mod:`autodistill._importances`); ``.result()`` waits for them."""
     import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    return _importances.start(complete, list(objectives))
+    if len(complete) < 3:
+        return {}
+    out = {}
+    for i, metric in enumerate(objectives):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # fANOVA is experimental in Optuna, not deprecated
+                values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target=lambda t, i=i: t.values[i])
+        except (RuntimeError, ValueError):  # e.g. no parameter took two values
+            continue
+        if values:
+            out[metric] = {name: float(v) for name, v in values.items()}
+    return out
 
 
 def _parquet_frame(trials: pd.DataFrame) -> pd.DataFrame:
@@ -256,7 +264,6 @@ def finalize(config: StudyConfig, study, teacher: dict[str, Any], log: Callable[
             front = complete[front_mask(complete, objectives)] if len(complete) else complete
             measured = remeasure_front(front, results_dir, config.latency, task, log)
         front = measured[front_mask(measured, objectives)] if len(measured) else measured
-    importances = start_importances(study, objectives)  # in a second process, while the files below are written
     front = front.sort_values(list(objectives)[0], ascending=objectives[list(objectives)[0]] == "min")
     _io.write_text(results_dir / layout.PARETO_CSV, front.to_csv(index=False))
     hv = normalized_hypervolume(front, objectives, teacher["metrics"])
@@ -272,11 +279,10 @@ def finalize(config: StudyConfig, study, teacher: dict[str, Any], log: Callable[
         "front": [int(n) for n in front["number"]],
         "hypervolume": hv,
         "hypervolume_history": hypervolume_history(trials, objectives, teacher["metrics"]),
-        "importances": None,  # below, once the second process has them
+        "importances": param_importances(study, objectives),
         "teacher": teacher,
     }
     write_png(results_dir / layout.PARETO_PNG, complete, front, objectives, teacher)
-    summary["importances"] = importances.result()
     write_html(results_dir / layout.REPORT_HTML, config, trials, front, study, summary)
     return summary
 
