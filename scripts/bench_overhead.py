@@ -17,6 +17,8 @@ student-epochs; the teacher trained and cached beforehand, so each run only load
 same TPE sampler the CLI builds, and calls the trial function the Ray trainable calls
 (``Task.start_trial`` -> ``TrialRun.train`` -> ``TrialRun.finish``, which measures latency).
 Each mode is a subprocess timed from its command to its exit; rounds interleave the modes.
+``--before DIR`` (a checkout of an older commit) adds (a) at that code to every round, so that
+a change is measured against the code before it under the same load.
 
 Reported per mode: wall time, time from the command to the first trial's first training step,
 and the share of slot time (run time x parallel slots) spent inside training steps; and the
@@ -111,17 +113,21 @@ def plain_loop(study_file: Path, results: str, jobs: int, threads: int, out: Pat
     )
 
 
-def run_ours(study_file: Path, workdir: Path, name: str, slots: int) -> dict:
+def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path | None = None) -> dict:
+    """``autodistill search``; with ``code``, the autodistill package of that checkout (an
+    older commit, put first on PYTHONPATH) instead of the installed one."""
     import optuna
     import pandas as pd
 
     shutil.rmtree(workdir / name, ignore_errors=True)  # a run of an earlier invocation
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])} if code else None
     command_at = time.time()
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name],
         capture_output=True,
         text=True,
+        env=env,
     )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
@@ -184,11 +190,13 @@ def _span(s: dict, fmt: str) -> str:
 
 def table(payload: dict) -> str:
     rows = ["| mode | wall time (s) | command → first step (s) | slot time in training steps |", "|---|---|---|---|"]
-    for mode in MODES:
-        m = payload["modes"][mode]
-        rows.append(f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {m['first_step_s']['median']:.1f} | {m['step_share']['median']:.0%} |")
+    for m in payload["modes"].values():
+        first = f"{_span(m['first_step_s'], '.1f')}"
+        rows.append(f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {first} | {m['step_share']['median']:.0%} |")
     r = payload["ratios"]
     rows += ["", f"ours ÷ (b) = {_span(r['ours / optuna loop'], '.2f')}, ours ÷ (c) = {_span(r['ours / optuna n_jobs'], '.2f')}"]
+    if "ours / before" in r:
+        rows[-1] += f", ours ÷ before = {_span(r['ours / before'], '.2f')}"
     return "\n".join(rows)
 
 
@@ -198,6 +206,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round of a 6-trial, 5-epoch copy of the study")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--label", default="", help="stored with the results (e.g. before/after a change)")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a checkout of an older commit: its `autodistill search` runs in the same rounds, as mode 'autodistill before'",
+    )
     parser.add_argument("--plain", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--results", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=1, help=argparse.SUPPRESS)
@@ -229,16 +243,20 @@ def main() -> None:
         raise SystemExit("the plain loop's sampler is no longer the one autodistill builds: update plain_sampler()")
     print(f"machine: {machine()}", flush=True)
     prepare_teacher(config, load_dataset(config.data), log=lambda m: None)  # cached: every run below loads it
-    runs: dict[str, list[dict]] = {m: [] for m in MODES}
+    modes = MODES if args.before is None else (*MODES, "autodistill before")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(args.rounds):
         runs["autodistill"].append(run_ours(study_file, workdir, f"overhead-{r}", config.search.max_concurrent))
+        if args.before is not None:
+            runs["autodistill before"].append(run_ours(study_file, workdir, f"before-{r}", config.search.max_concurrent, args.before.resolve()))
         runs["optuna loop"].append(run_plain(study_file, workdir, 1, cores))
         runs["optuna n_jobs"].append(run_plain(study_file, workdir, cores, 1))
-        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {runs[m][-1]['wall_s']:.1f} s" for m in MODES), flush=True)
+        print(f"  round {r + 1}/{args.rounds}: " + ", ".join(f"{m} {runs[m][-1]['wall_s']:.1f} s" for m in modes), flush=True)
     labels = {
         "autodistill": f"(a) autodistill search ({config.search.max_concurrent} trials at once, 1 thread each)",
         "optuna loop": f"(b) plain Optuna loop, one trial at a time, {cores} torch threads",
         "optuna n_jobs": f"(c) plain Optuna, n_jobs={cores}, 1 torch thread each",
+        "autodistill before": f"(a) at the older checkout {args.before}, in the same rounds",
     }
     payload = {
         "label": args.label,
@@ -249,11 +267,16 @@ def main() -> None:
                 "label": labels[m],
                 **{k: spread([run[k] for run in runs[m]]) for k in ("wall_s", "first_step_s", "step_share", "search_s")},
             }
-            for m in MODES
+            for m in modes
         },
         "ratios": {
             "ours / optuna loop": spread([a["wall_s"] / b["wall_s"] for a, b in zip(runs["autodistill"], runs["optuna loop"])]),
             "ours / optuna n_jobs": spread([a["wall_s"] / c["wall_s"] for a, c in zip(runs["autodistill"], runs["optuna n_jobs"])]),
+            **(
+                {"ours / before": spread([a["wall_s"] / b["wall_s"] for a, b in zip(runs["autodistill"], runs["autodistill before"])])}
+                if args.before is not None
+                else {}
+            ),
         },
         "runs": runs,
     }
