@@ -1,3 +1,3 @@
-from ._command import main
+from ._launch import main
 
 main()

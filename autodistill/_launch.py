@@ -1,9 +1,9 @@
-"""The start of a local Ray before torch loads, for ``autodistill search``.
+"""The ``autodistill`` command's entry point, and the start of a local Ray before torch loads.
 
 A study's first training step waits for Ray's trial workers, which import torch and the trial
 code before they take a trial (:data:`PRELOAD`). Ray used to start once the study file was
 parsed, and parsing it imports torch (the student families): seconds in which one core idled.
-So for ``autodistill search FILE``, the command (:mod:`autodistill._command`) first reads the few fields that decide how Ray
+So for ``autodistill search FILE``, :func:`main` reads the few fields that decide how Ray
 starts (``task``, ``search.trials``, ``search.max_concurrent``, ``search.resources``,
 ``execution.address`` and the matching flags) from the YAML itself and starts a local Ray in a
 background thread (:class:`RayStart`) before it imports anything heavy. The study takes that
@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +38,15 @@ DEFAULTS = {"trials": 20, "max_concurrent": 2, "cpu": 1.0, "task": "image_classi
 checks them against :class:`autodistill.config.SearchConfig`)"""
 
 _FLAGS_WITH_VALUES = ("--trials", "--time-budget", "--epoch-budget", "--max-concurrent", "--results", "--name", "--address")
+
+
+def main() -> None:
+    """``autodistill``: start Ray early for ``search`` (:func:`start_early`), then the CLI."""
+    if len(sys.argv) > 1 and sys.argv[1] == "search":
+        start_early(sys.argv[2:])
+    from .cli import main as cli_main
+
+    cli_main()
 
 
 def local_cpus(max_concurrent: int, trials: int, cpu: float) -> int:

@@ -73,7 +73,7 @@ def test_an_unreadable_study_file_starts_nothing(tmp_path):
 
 
 def test_the_command_imports_neither_torch_nor_ray_before_it_starts_ray():
-    code = "import sys, autodistill._command; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"
+    code = "import sys, autodistill._launch; print(sorted(m for m in ('torch', 'ray', 'optuna') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
