@@ -1,3 +1,3 @@
-from ._launch import main
+from .cli import main
 
 main()

@@ -7,9 +7,8 @@ import os
 
 import pytest
 
-from autodistill._launch import PRELOAD, local_cpus
 from autodistill.tasks import TASK_TYPES
-from autodistill.tune.runner import _trials_on_started_workers
+from autodistill.tune.runner import PRELOAD, _trials_on_started_workers, local_cpus
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -24,7 +25,6 @@ from ray.tune import Stopper
 
 from .. import _io, layout
 from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
-from .._launch import RayStart, init_local_ray, local_ray_key, stop_early, take_early
 from .._lock import StudyLock
 from ..config import StudyConfig
 from ..loading import check_paths, dump_config
@@ -80,29 +80,6 @@ def _init_ray(config: StudyConfig, task_module: str) -> None:
     take a trial (Ray's ``preload_python_modules``)."""
     import ray
 
-    if ray.is_initialized():
-        return
-    if config.execution.address:
-        ray.init(address=config.execution.address, logging_level=logging.ERROR, log_to_driver=False)
-    else:  # "local": a new Ray of our own, even when `ray start` runs a cluster on this machine
-        init_local_ray(_local_key(config, task_module))
-
-
-def _local_key(config: StudyConfig, task_module: str) -> tuple:
-    search = config.search
-    return local_ray_key(search.max_concurrent, search.trials, search.resources.cpu, task_module)
-
-
-def _ray_start(config: StudyConfig, task: Task) -> RayStart:
-    """Ray, being started: the one :mod:`autodistill._launch` started before torch loaded
-    when it is the one this study wants, else a new one."""
-    module = type(task).__module__
-    wanted = None if config.execution.address or config.search.resources.gpu > 0 else _local_key(config, module)
-    return take_early(wanted) or RayStart(lambda: _init_ray(config, module))
-
-
-def _quiet_ray() -> None:
-    """Ray's loggers and settings for a study (before Tune runs)."""
     # a failed trial is reported once, by the study's own line with its reason; Ray's
     # controller would also log the worker's traceback at ERROR
     # Ray's own experiment state (ray/) is not what resume reads (the Optuna storage and
@@ -112,6 +89,35 @@ def _quiet_ray() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     _trials_on_started_workers()
+    if ray.is_initialized():
+        return
+    if config.execution.address:
+        ray.init(address=config.execution.address, logging_level=logging.ERROR, log_to_driver=False)
+    else:  # "local": a new Ray of our own, even when `ray start` runs a cluster on this machine
+        search = config.search
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            num_cpus=local_cpus(search.max_concurrent, search.trials, search.resources.cpu),
+            _system_config={"preload_python_modules": [*PRELOAD, task_module]},
+            logging_level=logging.ERROR,
+            log_to_driver=False,
+        )
+
+
+PRELOAD = [
+    "torch",
+    "torch._dynamo",  # the first optimizer and the first MAC count import it: seconds, in the first trial
+    "ray.tune.trainable.function_trainable",  # Tune's trial actor
+    "autodistill.tune.trainable",
+]
+"""what a local Ray's workers import before they take a trial (with the study's task module)"""
+
+
+def local_cpus(max_concurrent: int, trials: int, cpu: float) -> int:
+    """CPUs of a local Ray: what the trials can use at once, at most the machine's. Ray
+    starts one worker per CPU up front; more would only import torch for nothing."""
+    return min(os.cpu_count() or 1, max(1, math.ceil(min(max_concurrent, trials) * cpu)))
 
 
 def _trials_on_started_workers() -> None:
@@ -124,6 +130,40 @@ def _trials_on_started_workers() -> None:
         from ray.tune.execution import class_cache
 
         class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+
+
+class _RayStart:
+    """Ray started (:func:`_init_ray`) in a background thread while the driver loads the
+    data and the teacher; a local Ray's workers import torch, autodistill and the task
+    (:data:`PRELOAD`) meanwhile, before they are handed to the trials.
+    :meth:`wait` returns once Ray is up, or raises what starting it raised.
+
+    The thread stays parked until the process ends: Ray starts its processes (GCS, raylet)
+    with PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends."""
+
+    def __init__(self, config: StudyConfig, task: Task):
+        self._config, self._task = config, task
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, name="autodistill-ray-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            _init_ray(self._config, type(self._task).__module__)
+        except BaseException as err:  # raised in the driver's thread by wait()
+            self._error = err
+        finally:
+            self._ready.set()
+        threading.Event().wait()  # parked: Ray's processes live as long as this thread
+
+    def wait(self) -> None:
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def settle(self) -> None:
+        """Wait until Ray is up or has failed, raising nothing (on the way out of an error)."""
+        self._ready.wait()
 
 
 _releasing: list[threading.Thread] = []
@@ -146,7 +186,6 @@ def wait_ray_released() -> None:
     for thread in _releasing:
         thread.join()
     _releasing.clear()
-    stop_early()  # started before the study file was parsed, and taken by no study
     if ray.is_initialized():
         ray.shutdown()
 
@@ -225,7 +264,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     task = get_task(config.task)
     # a new study has trials to run: Ray starts (and its workers import what trials need)
     # while the data and the teacher are loaded
-    ray_start = _ray_start(config, task) if not resume and config.search.trials > 0 else None
+    ray_start = _RayStart(config, task) if not resume and config.search.trials > 0 else None
     try:
         return _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray)
     finally:
@@ -286,7 +325,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
         if targets is None:
             targets = task.teacher_targets(config, data, teachers, log)
-        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log, ray_start or _ray_start(config, task))
+        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log, ray_start or _RayStart(config, task))
         if release_ray:
             _release_ray()
     summary = finalize(config, study, teacher, log)
@@ -301,7 +340,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     return StudyResult(results_dir, summary, trials_frame(study, task), load_front(results_dir), summary["wall_s"])
 
 
-def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, log, ray_start: RayStart) -> float:
+def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, log, ray_start: _RayStart) -> float:
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
@@ -310,7 +349,6 @@ def _search(config, task, results_dir, searcher, to_run, done_before, data, targ
     progress = StudyProgress(results_dir, searcher, config.objectives, to_run, quality=task.quality, done_before=done_before)
     scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons, quality=task.quality)
     ray_start.wait()
-    _quiet_ray()
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config, data=data, teacher=targets),
         {"cpu": config.search.resources.cpu, "gpu": config.search.resources.gpu},
