@@ -120,7 +120,8 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
     import pandas as pd
 
     shutil.rmtree(workdir / name, ignore_errors=True)  # a run of an earlier invocation
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), os.environ.get("PYTHONPATH", "")])} if code else None
+    # no empty entry: Python reads one as the working directory, whose package would then be next in line
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH")) if p)} if code else None
     command_at = time.time()
     started = time.perf_counter()
     proc = subprocess.run(
@@ -191,8 +192,7 @@ def _span(s: dict, fmt: str) -> str:
 def table(payload: dict) -> str:
     rows = ["| mode | wall time (s) | command → first step (s) | slot time in training steps |", "|---|---|---|---|"]
     for m in payload["modes"].values():
-        first = f"{_span(m['first_step_s'], '.1f')}"
-        rows.append(f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {first} | {m['step_share']['median']:.0%} |")
+        rows.append(f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {_span(m['first_step_s'], '.1f')} | {m['step_share']['median']:.0%} |")
     r = payload["ratios"]
     rows += ["", f"ours ÷ (b) = {_span(r['ours / optuna loop'], '.2f')}, ours ÷ (c) = {_span(r['ours / optuna n_jobs'], '.2f')}"]
     if "ours / before" in r:
