@@ -126,6 +126,11 @@ def prescreen_is_shorter_than_a_trial(config: StudyConfig) -> None:
         raise ValueError(f"search.prescreen.epochs ({prescreen.epochs}) must be fewer than train.epochs ({epochs}): a pre-screen is a short trial")
 
 
+def one_startup_design(config: StudyConfig) -> None:
+    if config.search.startup == "spread" and config.search.prescreen is not None:
+        raise ValueError("search.startup: spread and search.prescreen both choose the first trials: use one of them")
+
+
 def prescreen_without_compression(config: StudyConfig) -> None:
     if config.search.prescreen is not None and compress_may_be_active(config.compress):
         raise ValueError(
@@ -133,7 +138,7 @@ def prescreen_without_compression(config: StudyConfig) -> None:
         )
 
 
-COMMON_RULES = (metrics_of_the_task, pruner_fits_the_objectives, prescreen_is_shorter_than_a_trial)
+COMMON_RULES = (metrics_of_the_task, pruner_fits_the_objectives, prescreen_is_shorter_than_a_trial, one_startup_design)
 """the rules of every task's study file"""
 
 IMAGE_RULES = (

@@ -37,6 +37,7 @@ from .progress import StudyProgress
 from .resume import describe, recover
 from .schedulers import make_scheduler
 from .searcher import OptunaSearcher
+from .startup import DESIGN_ATTR as STARTUP_DESIGN
 from .trainable import run_trial
 
 
@@ -49,17 +50,22 @@ class StudyResult:
     wall_s: float
 
 
+def startup_trials(config: StudyConfig) -> int:
+    """How many trials TPE and GP sample at random before they model the results: a third of
+    the expected trials, 4 to 10. With an epoch budget, expect as many trials as it holds at
+    full length rather than search.trials, which may be far off."""
+    expected = config.search.trials
+    if config.search.epoch_budget:
+        expected = min(expected, max(1, config.search.epoch_budget // max_epochs(config)))
+    return min(10, max(4, expected // 3))
+
+
 def make_sampler(config: StudyConfig, offset: int = 0):
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     seed = config.search.seed + offset
-    # a third of the expected trials are random (4 to 10): with an epoch budget, expect as
-    # many trials as it holds at full length rather than search.trials, which may be far off
-    expected = config.search.trials
-    if config.search.epoch_budget:
-        expected = min(expected, max(1, config.search.epoch_budget // max_epochs(config)))
-    startup = min(10, max(4, expected // 3))
+    startup = startup_trials(config)
     if config.search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.search.sampler == "nsga2":
@@ -313,6 +319,11 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
 
         targets = task.teacher_targets(config, data, teachers, log)
         run_prescreen(config, task, data, targets, space, study, results_dir, log)
+    if to_run and config.search.startup == "spread" and STARTUP_DESIGN not in study.user_attrs:
+        from .startup import run_spread
+
+        targets = task.teacher_targets(config, data, teachers, log)
+        run_spread(config, task, data, targets, space, study, startup_trials(config) - len(config.search.points_to_evaluate), log)
     searcher = OptunaSearcher(
         study, space, config.objectives, to_run, task=task, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget, constraints=config.constraints
     )

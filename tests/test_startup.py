@@ -1,0 +1,108 @@
+"""search.startup: spread: the sampler's start-up trials cover the space's costs, cheapest
+first, chosen without training."""
+
+import math
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from helpers import check_one_line_error, run_cli, small_study
+from typer.testing import CliRunner
+
+from autodistill.cli import app
+from autodistill.loading import load_config
+from autodistill.space import resolve, search_space
+from autodistill.tasks import get_task
+from autodistill.tune.runner import startup_trials
+from autodistill.tune.startup import architecture_key, cost_metric, latin_recipes, spread
+
+OBJECTIVES = {"accuracy": "max", "params": "min"}
+
+
+def test_spread_covers_the_log_range_in_an_anytime_order():
+    costs = [80_000, 1_000, 5_000, 1_100, 20_000, 80_000]
+    # targets 1,000, 8,944 and 80,000 (even in log): the nearest are 1,000, 5,000 (log gap
+    # 0.58 against 0.80 for 20,000) and the first of the two 80,000s; run cheapest, dearest, then between
+    assert spread(costs, 3) == [1, 0, 2]
+    assert spread(costs, 1) == [1]
+    assert spread(costs, 0) == [] and spread([], 3) == []
+    # more asked than there are: each once; after the two ends, each time the one farthest
+    # from those before it (5,000: 1.61 from 1,000; then 20,000: 1.39; then 1,100; the second 80,000 last)
+    assert spread(costs, 10) == [1, 0, 2, 4, 3, 5]
+    # close targets do not take the same entry twice
+    assert spread([1.0, 2.0, 1000.0], 3) == [0, 2, 1]
+    # a study stopped after any number of them has seen the range: 8 doublings
+    assert spread([1000 * 2**i for i in range(8)], 8) == [0, 7, 3, 5, 1, 2, 4, 6]
+
+
+def test_recipes_lie_on_a_latin_hypercube(tmp_path):
+    config = load_config(small_study(tmp_path, **{"distill.temperature.start": {"low": 1.0, "high": 8.0, "step": 0.5}}))
+    space = search_space(config)
+    recipes = latin_recipes(space, 4, np.random.default_rng(0))
+    assert recipes == latin_recipes(space, 4, np.random.default_rng(0)) and len(recipes) == 4
+    names = {d.name for d in space if not d.name.startswith("student.")}
+    assert all(set(r) == names for r in recipes)  # the recipe only: the architecture comes from the spread
+    lr = sorted(math.log(r["train.lr"] / 3e-3) / math.log(1e-2 / 3e-3) for r in recipes)  # log scale, 0-1
+    assert [int(q * 4) for q in lr] == [0, 1, 2, 3]  # one value in each quarter
+    alpha = sorted((r["distill.alpha"] - 0.3) / 0.6 for r in recipes)
+    assert [int(q * 4) for q in alpha] == [0, 1, 2, 3]
+    assert all(r["distill.temperature.start"] * 2 == round(r["distill.temperature.start"] * 2) for r in recipes)  # on its step grid
+    assert sorted(r["distill.temperature.schedule"] for r in recipes) == ["constant", "constant", "cosine", "cosine"]  # each choice as often
+
+
+def test_the_cost_is_the_first_cost_objective_else_macs():
+    costs = {"params": 10.0, "macs": 100.0, "size_mb": 0.1}
+    assert cost_metric({"accuracy": "max", "size_mb": "min", "params": "min"}, costs) == "size_mb"
+    assert cost_metric({"accuracy": "max", "latency_ms": "min"}, costs) == "macs"
+    assert cost_metric({"accuracy": "max"}, {"params": 3.0}) == "params"
+
+
+def test_architecture_key_ignores_the_recipe():
+    a = {"student.family": "cnn", "student.cnn.width_mult": 0.5, "distill.alpha": 0.3, "train.lr": 0.01}
+    b = {**a, "distill.alpha": 0.9, "train.lr": 0.002}
+    assert architecture_key(a) == architecture_key(b)
+    assert architecture_key(a) != architecture_key({**a, "student.cnn.width_mult": 0.75})
+
+
+def test_spread_with_a_prescreen_is_one_line(tmp_path):
+    path = small_study(tmp_path, **{"search.startup": "spread", "search.prescreen": {"candidates": 4, "keep": 2, "epochs": 1}})
+    check_one_line_error(CliRunner().invoke(app, ["validate", str(path)]), "search.startup: spread and search.prescreen both choose the first trials", tmp_path)
+    bad = small_study(tmp_path, name="bad", **{"search.startup": "latin"})
+    check_one_line_error(CliRunner().invoke(app, ["validate", str(bad)]), "search.startup", tmp_path)
+
+
+@pytest.mark.integration
+def test_spread_start_up_trials_span_the_space_and_are_not_redrawn_on_resume(tmp_path):
+    path = small_study(tmp_path, "spread", **{"search.startup": "spread", "search.trials": 5, "objectives": OBJECTIVES})
+    config = load_config(path)
+    k = startup_trials(config)
+    assert k == 4
+    # every architecture of the small space (cnn at 3 widths, mobilenet at 2 expand ratios) and its params
+    task = get_task(config.task)
+    data = task.load_data(config)
+    archs = [{"student.family": "cnn", "student.cnn.width_mult": w} for w in (0.5, 0.75, 1.0)]
+    archs += [{"student.family": "mobilenet", "student.mobilenet.expand_ratio": e} for e in (2, 3)]
+    recipe = {"distill.alpha": 0.5, "distill.temperature.schedule": "constant", "train.lr": 0.005}
+    params = sorted(task.start_trial(resolve(config, {**a, **recipe}), config, data, None, 0).costs()["params"] for a in archs)
+
+    run = run_cli("search", path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = tmp_path / "results" / "spread"
+    study = optuna.load_study(study_name="spread", storage=f"sqlite:///{results / 'study.db'}")
+    design = study.user_attrs["startup_design"]
+    assert design["cost"] == "params" and design["architectures"] == 5 and len(design["chosen"]) == k
+    chosen = [c["params"] for c in design["chosen"]]
+    assert len(set(chosen)) == k  # distinct architectures
+    assert chosen[:2] == [params[0], params[-1]]  # the cheapest first, the dearest next
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    assert [t.params for t in trials[:k]] == [c["point"] for c in design["chosen"]]  # the first trials are the design, in order
+    table = pd.read_csv(results / "trials.csv").sort_values("number")
+    assert list(table["params"][:k]) == chosen
+    assert "start-up: 4 students spread over params" in run.stdout
+
+    again = run_cli("resume", results, "--trials", "1")  # one more trial
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "start-up:" not in again.stdout
+    study = optuna.load_study(study_name="spread", storage=f"sqlite:///{results / 'study.db'}")
+    assert study.user_attrs["startup_design"] == design and len(study.get_trials()) == 6
