@@ -17,11 +17,13 @@ Problems:
   train, 200 validation), 500 test.
 
 Arms (``--arms``), each driving the same trial training function:
-- ``random`` / ``tpe+pareto`` / ``tpe+pareto+prescreen`` / ``gp``: ``autodistill`` studies
+- ``random`` / ``tpe+pareto`` / ``tpe+pareto+prescreen`` / ``tpe+pareto+spread`` / ``gp``:
+  ``autodistill`` studies
   (Ray Tune, 2 trials at once) with ``search.sampler`` random, tpe or gp (Optuna's
   GPSampler: LogEHVI for several objectives) and ``search.pruner`` none or pareto;
   ``+prescreen``: ``search.prescreen`` (flash distillation of 24 random students for 2
-  epochs, the best 8 tried first; its epochs count in the budget).
+  epochs, the best 8 tried first; its epochs count in the budget); ``+spread``:
+  ``search.startup: spread`` (the start-up trials spread over the cost, trains nothing).
 - ``moasha``: Syne Tune's MOASHA (its own asynchronous multi-objective successive halving,
   random proposals, non-dominated sorting at each rung), through Syne Tune's own
   ``LocalBackend`` (a process per trial, 2 at once) with the rungs of ours (grace 2, eta 3).
@@ -72,12 +74,13 @@ OURS = {
     "random": {"search.sampler": "random", "search.pruner": "none"},
     "tpe+pareto": {"search.sampler": "tpe", "search.pruner": "pareto"},
     "tpe+pareto+prescreen": {"search.sampler": "tpe", "search.pruner": "pareto", "search.prescreen": {"candidates": 24, "epochs": 2, "keep": 8}},
+    "tpe+pareto+spread": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread"},
     "gp": {"search.sampler": "gp", "search.pruner": "none"},
     "tpe": {"search.sampler": "tpe", "search.pruner": "none"},
     "tpe+asha": {"search.sampler": "tpe", "search.pruner": "asha"},
 }
 PEERS = ("gp", "moasha", "optunahub")
-DEFAULT_ARMS = ("random", "tpe+pareto", "tpe+pareto+prescreen", "gp", "moasha", "optunahub")
+DEFAULT_ARMS = ("random", "tpe+pareto", "tpe+pareto+prescreen", "tpe+pareto+spread", "gp", "moasha", "optunahub")
 BASELINE = "random"
 GRACE, ETA = 2, 3.0
 
@@ -624,6 +627,7 @@ def plot(payload: dict, path: Path) -> None:
         "random": "tab:gray",
         "tpe+pareto": "tab:red",
         "tpe+pareto+prescreen": "darkred",
+        "tpe+pareto+spread": "tab:pink",
         "gp": "tab:green",
         "moasha": "tab:blue",
         "optunahub": "tab:purple",
