@@ -144,6 +144,11 @@ class _RayStart:
     (:data:`PRELOAD`) meanwhile, before they are handed to the trials.
     :meth:`wait` returns once Ray is up, or raises what starting it raised.
 
+    No Ray Tune searcher or scheduler may be made while it starts: their constructors record
+    a usage tag in a dict of Ray's that ``ray.init`` iterates without its lock (``RuntimeError:
+    dictionary changed size during iteration``, seen once in the test suite); the driver
+    waits for it first.
+
     The thread stays parked until the process ends: Ray starts its processes (GCS, raylet)
     with PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends."""
 
@@ -313,17 +318,9 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
         for point in config.search.points_to_evaluate:  # tried first, in order
             study.enqueue_trial(point, skip_if_exists=True)
     to_run = max(config.search.trials - recovery.counted, 0)
-    targets = None
-    if to_run and config.search.prescreen is not None and PRESCREEN_EPOCHS not in study.user_attrs:
-        from .prescreen import run_prescreen
-
-        targets = task.teacher_targets(config, data, teachers, log)
-        run_prescreen(config, task, data, targets, space, study, results_dir, log)
-    if to_run and config.search.startup == "spread" and STARTUP_DESIGN not in study.user_attrs:
-        from .startup import run_spread
-
-        targets = task.teacher_targets(config, data, teachers, log)
-        run_spread(config, task, data, targets, space, study, startup_trials(config) - len(config.search.points_to_evaluate), log)
+    targets = _first_trials(config, task, data, teachers, space, study, results_dir, to_run, log)
+    if ray_start is not None:
+        ray_start.settle()  # before any Ray Tune object is made: see _RayStart
     searcher = OptunaSearcher(
         study, space, config.objectives, to_run, task=task, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget, constraints=config.constraints
     )
@@ -334,8 +331,6 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     if to_run:
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
-        if targets is None:
-            targets = task.teacher_targets(config, data, teachers, log)
         search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log, ray_start or _RayStart(config, task))
         if release_ray:
             _release_ray()
@@ -351,15 +346,32 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     return StudyResult(results_dir, summary, trials_frame(study, task), load_front(results_dir), summary["wall_s"])
 
 
+def _first_trials(config, task, data, teachers, space, study, results_dir, to_run, log):
+    """The teacher's targets for the trials (None with no trials to run), after what chooses
+    the first trials: the pre-screen or the spread start-up design, once per study."""
+    if not to_run:
+        return None
+    targets = task.teacher_targets(config, data, teachers, log)
+    if config.search.prescreen is not None and PRESCREEN_EPOCHS not in study.user_attrs:
+        from .prescreen import run_prescreen
+
+        run_prescreen(config, task, data, targets, space, study, results_dir, log)
+    if config.search.startup == "spread" and STARTUP_DESIGN not in study.user_attrs:
+        from .startup import run_spread
+
+        run_spread(config, task, data, targets, space, study, startup_trials(config) - len(config.search.points_to_evaluate), log)
+    return targets
+
+
 def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, log, ray_start: _RayStart) -> float:
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
 
     started = time.perf_counter()
+    ray_start.wait()  # before the scheduler is made: see _RayStart
     progress = StudyProgress(results_dir, searcher, config.objectives, to_run, quality=task.quality, done_before=done_before)
     scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons, quality=task.quality)
-    ray_start.wait()
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config, data=data, teacher=targets),
         {"cpu": config.search.resources.cpu, "gpu": config.search.resources.gpu},
