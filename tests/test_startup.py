@@ -1,5 +1,5 @@
-"""search.startup: spread: the sampler's start-up trials cover the space's costs, cheapest
-first, chosen without training."""
+"""search.startup: spread: the sampler's start-up trials cover the space's costs (cheapest,
+dearest, then between), chosen without training."""
 
 import math
 
