@@ -275,6 +275,49 @@ def test_a_checkpoint_copy_that_finds_the_disk_full_interrupts_the_trial(searche
     assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"] and "trials/0000" in t.user_attrs["fail_reason"]
 
 
+def test_a_storage_lost_during_a_curve_write_stops_the_study_without_raising(tmp_path):
+    """The storage server goes away while a trial trains: the curve write of its next epoch
+    (called from Ray Tune's loop) must not raise, or Ray ends the run with a TuneError rather
+    than the one line that names the storage."""
+    import sqlalchemy.exc
+
+    from autodistill import _storage
+    from autodistill._errors import StorageUnavailable
+
+    class Server:
+        """A real sqlite storage that refuses every call once ``down``, as a stopped PostgreSQL does."""
+
+        def __init__(self, inner):
+            self.inner, self.down = inner, False
+
+        def __getattr__(self, name):
+            method = getattr(self.inner, name)
+
+            def call(*args, **kwargs):
+                if self.down:
+                    raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+                return method(*args, **kwargs)
+
+            return call
+
+    server = Server(optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
+    lines = []
+    storage = _storage.retrying(server, "postgresql+psycopg://u@db:5432/x", 0.05, lines.append)
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name="s")
+    s = OptunaSearcher(study, search_space(parse_config({})), OBJECTIVES, max_trials=5, task=TASK)
+    s.suggest("a")
+    s.on_trial_result("a", {"accuracy": 0.5, "epoch": 1})
+    server.down = True
+    s.on_trial_result("a", {"accuracy": 0.6, "epoch": 2})  # retried for the window, then the study stops
+    assert s.interrupted and isinstance(s.fault, StorageUnavailable) and "unreachable" in lines[0]
+    assert s.suggest("b") is None  # no new trial while the study stops
+    (outcome,) = s.close_live()  # the trial Ray was running: interrupted, for resume
+    assert outcome.state == "FAIL" and outcome.interrupted
+    server.down = False
+    (t,) = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").get_trials()
+    assert t.state == optuna.trial.TrialState.RUNNING and t.user_attrs["accuracy_curve"] == [0.5]  # resume continues it
+
+
 def _nsga2_params(seed: int) -> list[dict]:
     from autodistill.constraints import constraint_values
     from autodistill.space import resolve, sample

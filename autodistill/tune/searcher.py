@@ -160,7 +160,10 @@ class OptunaSearcher(Searcher):
             self._last[trial_id] = result
             # stored as it grows: optuna-dashboard shows live curves, and a killed driver
             # leaves the curve up to its last epoch
-            self._live[trial_id].set_user_attr(self._curve_attr, curve)
+            try:
+                self._live[trial_id].set_user_attr(self._curve_attr, curve)
+            except StorageUnavailable as err:  # the study stops (not a TuneError out of Ray's loop); resume continues the trial
+                self.storage_lost(err)
 
     def close_live(self) -> list[Outcome]:
         """Record the trials still running when the Tuner returned: Ray does not report them
