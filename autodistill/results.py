@@ -38,7 +38,7 @@ def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], Non
     import sqlalchemy.exc
 
     sqlite = url.startswith("sqlite")
-    kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True, "connect_args": _libpq_timeouts(url)}
     server = bool(retry_s) and not sqlite
     outage = Outage(url, retry_s or 0.0, log)
     races = 0
@@ -57,6 +57,25 @@ def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], Non
             if races == 5:
                 raise
             time.sleep(0.2 * races)
+
+
+LIBPQ_TIMEOUTS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3, "tcp_user_timeout": 30_000}
+"""libpq's limits on a PostgreSQL connection that hangs rather than fails (a server host that
+went away, a network that drops packets): the connect gives up after 10 s, and a connection
+that stops answering is found dead within about 30 s, so every storage call ends in an error
+the retry of :mod:`autodistill._storage` counts, never in a wait without end."""
+
+
+def _libpq_timeouts(url: str) -> dict[str, int]:
+    """:data:`LIBPQ_TIMEOUTS` for a PostgreSQL URL whose driver is built on libpq (psycopg,
+    psycopg2), less the options the URL sets itself (``?connect_timeout=30`` wins); none for
+    another database or driver."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        return {}
+    return {key: value for key, value in LIBPQ_TIMEOUTS.items() if key not in parsed.query}
 
 
 def open_study(storage: str, name: str, directions: list[str] | None = None, sampler=None, retry_s: float | None = None, log: Callable[[str], None] = print):

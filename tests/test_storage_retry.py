@@ -93,3 +93,31 @@ def test_every_storage_method_goes_through_the_retry():
     assert "create_new_trial" in names and "set_trial_state_values" in names
     for name in names:
         assert getattr(type(storage), name).__name__ == "<lambda>", name
+
+
+def test_a_server_that_accepts_but_never_answers_ends_in_the_one_error(monkeypatch):
+    """A storage host that went away mid-connection (a listener that never speaks): libpq's
+    connect_timeout ends each attempt, so the study still stops with one line rather than
+    hanging. The real psycopg driver, against a real socket."""
+    import socket
+    import time
+
+    pytest.importorskip("psycopg")
+    from autodistill import results
+
+    assert results._libpq_timeouts("postgresql+psycopg://u@h/db")["connect_timeout"] == 10
+    assert results._libpq_timeouts("postgresql://u@h/db?connect_timeout=30").get("connect_timeout") is None  # the URL's own wins
+    assert results._libpq_timeouts("mysql+pymysql://u@h/db") == {}
+    monkeypatch.setitem(results.LIBPQ_TIMEOUTS, "connect_timeout", 2)  # libpq's least
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    lines = []
+    url = f"postgresql+psycopg://u@127.0.0.1:{silent.getsockname()[1]}/x"
+    started = time.monotonic()
+    try:
+        with pytest.raises(StorageUnavailable, match="is unreachable .*timeout expired.*retried for 1 s$"):
+            results.rdb_storage(url, retry_s=1.0, log=lines.append)
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 15 and "retrying for up to 1 s" in lines[0]
