@@ -11,8 +11,10 @@ an unexpected error (a bug) one line and the log file holding its traceback
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -250,6 +252,10 @@ def show(results_dir: Path = typer.Argument(..., help="a study's results directo
 
 
 def main() -> None:
+    if hasattr(faulthandler, "register") and hasattr(signal, "SIGUSR2"):
+        # `kill -USR2 <pid>` prints every thread's stack to stderr and the command goes on:
+        # where a study that seems stuck is waiting (Ray Tune takes SIGUSR1 for itself)
+        faulthandler.register(signal.SIGUSR2, all_threads=True, chain=False)
     code: int | str | None = 0
     try:
         app()

@@ -6,6 +6,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,19 @@ def _cli(*args):
     return subprocess.Popen([sys.executable, "-m", "autodistill", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _communicate(proc, timeout):
+    """``proc.communicate``; a command still running at ``timeout`` is made to print every
+    thread's stack (the CLI's SIGUSR2) before it is killed, and the test fails with them."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR2)
+        time.sleep(3)
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"still running after {timeout} s; its output ends:\n{out[-3000:]}\nits stacks:\n{err[-12000:]}") from None
+
+
 def _wait_for_trials(url, name, count, proc, state=None, timeout=300):
     """Until the study in ``url`` has ``count`` trials (in ``state``, if given)."""
     deadline = time.time() + timeout
@@ -91,7 +105,7 @@ def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_
     postgres.stop()
     time.sleep(3)  # the running trials end meanwhile: their outcomes wait for the server
     postgres.start()
-    out, err = proc.communicate(timeout=600)
+    out, err = _communicate(proc, 600)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     said = " ".join(out.split())  # the console wraps long lines
     assert f"the Optuna storage {url} is unreachable (" in said and "retrying for up to 15 s" in said and "is back after" in said, out + err[-3000:]
@@ -109,7 +123,7 @@ def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_
     _wait_for_trials(url, "pg", 4, proc)
     postgres.stop()
     try:
-        out, err = proc.communicate(timeout=240)
+        out, err = _communicate(proc, 240)
     finally:
         proc.kill()
         postgres.start()

@@ -173,9 +173,12 @@ def test_resume_after_sigkill_and_sigterm_ends_with_exactly_the_requested_trials
         lambda ts: any(t.number not in stale and t.state.name == "RUNNING" and len(t.user_attrs.get("accuracy_curve", [])) >= 1 for t in ts),
         resumed,
     )
+    resumed.send_signal(signal.SIGUSR2)  # every thread's stack to stderr, and the study goes on
+    time.sleep(1)
     resumed.send_signal(signal.SIGTERM)
     out, _ = resumed.communicate(timeout=120)
     assert resumed.returncode == 130, out
+    assert "(most recent call first):" in out and "autodistill/tune/runner.py" in out, out
     assert "left running by a stopped driver" in out and "continues from its epoch" in out
     assert "SIGTERM: stopping the running trials" in out and "autodistill resume" in out
 
