@@ -21,9 +21,12 @@ Each mode is a subprocess timed from its command to its exit; rounds interleave 
 a change is measured against the code before it under the same load.
 
 Reported per mode: wall time, time from the command to the first trial's first training step,
-and the share of slot time (run time x parallel slots) spent inside training steps; and the
-ratios ours / (b) and ours / (c), taken within each round. Median and range over rounds.
-Writes ``results/benchmarks/overhead.json`` and prints the README table.
+and the share of slot time (run time x parallel slots) spent inside training steps; the CPU
+time of the command and of every process it started (each command runs in a session of its
+own, read from /proc every 0.2 s), split into the driver, the trial workers (``ray::`` worker
+processes) and Ray's own processes (GCS, raylet, agents, monitors); and the ratios ours / (b)
+and ours / (c), taken within each round. Median and range over rounds. Writes
+``results/benchmarks/overhead.json`` and prints the README table.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -113,6 +117,72 @@ def plain_loop(study_file: Path, results: str, jobs: int, threads: int, out: Pat
     )
 
 
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
+class CpuMeter:
+    """The CPU time (user + system) of a command and every process in its session, sampled
+    from /proc: each process's last reading counts (up to one interval of its CPU may be
+    missed when it exits). Grouped as the driver (the command's own process), the trial
+    workers (Ray's ``ray::`` worker processes) and Ray's own processes (all the others)."""
+
+    INTERVAL_S = 0.2
+
+    def __init__(self, proc: subprocess.Popen):
+        self.sid, self.tick = proc.pid, os.sysconf("SC_CLK_TCK")
+        self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start time) -> (group, CPU s)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _group(self, pid: int) -> str:
+        if pid == self.sid:
+            return "driver"
+        try:
+            name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            name = ""
+        return "trial workers" if name.startswith("ray::") and name not in RAY_AGENTS else "ray"
+
+    def _sample(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()  # after the command name, which may hold spaces
+            if int(fields[3]) != self.sid:  # session id
+                continue
+            key = (int(entry), int(fields[19]))
+            group = self.seen[key][0] if key in self.seen else self._group(key[0])
+            self.seen[key] = (group, (int(fields[11]) + int(fields[12])) / self.tick)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.INTERVAL_S):
+            self._sample()
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self._thread.join()
+        out = {"driver": 0.0, "trial workers": 0.0, "ray": 0.0}
+        for group, cpu in self.seen.values():
+            out[group] += cpu
+        out["total"] = sum(out.values())
+        return out
+
+
+def _timed(command: list[str], env: dict | None) -> tuple[subprocess.CompletedProcess, float, dict[str, float]]:
+    """Run ``command`` in a session of its own: its result, its wall time, and its CPU time by group."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    meter = CpuMeter(proc)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - started
+    return subprocess.CompletedProcess(command, proc.returncode, out, err), wall, meter.stop()
+
+
 def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path | None = None) -> dict:
     """``autodistill search``; with ``code``, the autodistill package of that checkout (an
     older commit, put first on PYTHONPATH) instead of the installed one."""
@@ -123,14 +193,7 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
     # no empty entry: Python reads one as the working directory, whose package would then be next in line
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH")) if p)} if code else None
     command_at = time.time()
-    started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    wall = time.perf_counter() - started
+    proc, wall, cpu = _timed([sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name], env)
     if proc.returncode != 0:
         raise SystemExit(f"autodistill search failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     results = workdir / name
@@ -141,6 +204,7 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
     steps = float(trials["steps_s"].sum())
     return {
         "wall_s": wall,
+        "cpu_s": cpu,
         "search_s": summary["search_s"],
         "first_step_s": first - command_at,
         "steps_s": steps,
@@ -158,7 +222,6 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
 
 def run_plain(study_file: Path, workdir: Path, jobs: int, threads: int) -> dict:
     out = workdir / f"plain-{jobs}-{time.time_ns()}.json"
-    started = time.perf_counter()
     env = {**os.environ, "BENCH_COMMAND_AT": repr(time.time())}
     command = [
         sys.executable,
@@ -174,12 +237,11 @@ def run_plain(study_file: Path, workdir: Path, jobs: int, threads: int) -> dict:
         "--out",
         str(out),
     ]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - started
+    proc, wall, cpu = _timed(command, env)
     if proc.returncode != 0:
         raise SystemExit(f"the plain Optuna loop failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     result = json.loads(out.read_text())
-    result["wall_s"] = wall
+    result["wall_s"], result["cpu_s"] = wall, cpu
     result["step_share"] = result["steps_s"] / (result["search_s"] * jobs)
     return result
 
@@ -190,9 +252,15 @@ def _span(s: dict, fmt: str) -> str:
 
 
 def table(payload: dict) -> str:
-    rows = ["| mode | wall time (s) | command → first step (s) | slot time in training steps |", "|---|---|---|---|"]
+    rows = [
+        "| mode | wall time (s) | command → first step (s) | slot time in training steps | CPU time (s): driver / trial workers / Ray's own | CPU busy |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in payload["modes"].values():
-        rows.append(f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {_span(m['first_step_s'], '.1f')} | {m['step_share']['median']:.0%} |")
+        cpu = " / ".join(f"{m['cpu_s'][g]['median']:.1f}" for g in ("driver", "trial workers", "ray"))
+        rows.append(
+            f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {_span(m['first_step_s'], '.1f')} | {m['step_share']['median']:.0%} | {cpu} | {m['cpu_busy']['median']:.0%} |"
+        )
     r = payload["ratios"]
     rows += ["", f"ours ÷ (b) = {_span(r['ours / optuna loop'], '.2f')}, ours ÷ (c) = {_span(r['ours / optuna n_jobs'], '.2f')}"]
     if "ours / before" in r:
@@ -266,6 +334,9 @@ def main() -> None:
             m: {
                 "label": labels[m],
                 **{k: spread([run[k] for run in runs[m]]) for k in ("wall_s", "first_step_s", "step_share", "search_s")},
+                "cpu_s": {g: spread([run["cpu_s"][g] for run in runs[m]]) for g in ("driver", "trial workers", "ray", "total")},
+                # the CPU time over what the machine's cores could give in the wall time: near 100%, the run is CPU-bound
+                "cpu_busy": spread([run["cpu_s"]["total"] / (run["wall_s"] * cores) for run in runs[m]]),
             }
             for m in modes
         },

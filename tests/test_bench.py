@@ -66,6 +66,19 @@ def test_peer_events_count_epochs_up_to_the_budget(tmp_path):
     assert info == {"trials": {"COMPLETE": 1, "PRUNED": 1, "FAIL": 0}, "epochs_spent": 4}
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_overhead_cpu_meter_counts_the_command_and_what_it_started():
+    """A command that burns ~0.6 s of CPU itself and starts a child that burns ~0.9 s: both
+    counted, each in its group, the child's although it exited before the command."""
+    b = _script("bench_overhead")
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < {}: pass\n"
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn.format(0.9)!r}], check=True)\n"
+    proc, wall, cpu = b._timed([sys.executable, "-c", child + burn.format(0.6)], None)
+    assert proc.returncode == 0, proc.stderr
+    assert 0.6 <= cpu["driver"] < 0.6 + 0.5 and 0.9 - b.CpuMeter.INTERVAL_S <= cpu["ray"] < 0.9 + 0.5, cpu
+    assert cpu["trial workers"] == 0 and cpu["total"] == pytest.approx(cpu["driver"] + cpu["ray"]) and wall >= 1.5
+
+
 def test_shapes_are_ten_distinct_classes():
     import numpy as np
 
