@@ -124,7 +124,9 @@ class CpuMeter:
     """The CPU time (user + system) of a command and every process in its session, sampled
     from /proc: each process's last reading counts (up to one interval of its CPU may be
     missed when it exits). Grouped as the driver (the command's own process), the trial
-    workers (Ray's ``ray::`` worker processes) and Ray's own processes (all the others)."""
+    workers (Ray's worker processes: ``default_worker.py``, which renames itself ``ray::IDLE``,
+    ``ray::ImplicitFunc.train``) and Ray's own processes (all the others), by the process's
+    name (a process once named as a worker stays one)."""
 
     INTERVAL_S = 0.2
 
@@ -139,10 +141,11 @@ class CpuMeter:
         if pid == self.sid:
             return "driver"
         try:
-            name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
-            name = ""
-        return "trial workers" if name.startswith("ray::") and name not in RAY_AGENTS else "ray"
+            words = [""]
+        worker = (words[0].startswith("ray::") and words[0] not in RAY_AGENTS) or any(w.endswith("default_worker.py") for w in words)
+        return "trial workers" if worker else "ray"
 
     def _sample(self) -> None:
         for entry in os.listdir("/proc"):
@@ -156,7 +159,10 @@ class CpuMeter:
             if int(fields[3]) != self.sid:  # session id
                 continue
             key = (int(entry), int(fields[19]))
-            group = self.seen[key][0] if key in self.seen else self._group(key[0])
+            # read each time: a Ray worker starts as `python .../default_worker.py` and renames itself
+            # `ray::...`; once a worker, always one (an exiting process's name reads empty)
+            before = self.seen.get(key, ("ray", 0.0))[0]
+            group = before if before == "trial workers" else self._group(key[0])
             self.seen[key] = (group, (int(fields[11]) + int(fields[12])) / self.tick)
 
     def _run(self) -> None:
@@ -274,6 +280,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round of a 6-trial, 5-epoch copy of the study")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--label", default="", help="stored with the results (e.g. before/after a change)")
+    parser.add_argument("--json", default="overhead", help="the results file: results/benchmarks/<JSON>.json")
     parser.add_argument(
         "--before",
         type=Path,
@@ -352,7 +359,7 @@ def main() -> None:
         "runs": runs,
     }
     print(table(payload))
-    print(f"wrote {write('overhead' if not args.quick else 'overhead_quick', payload)}")
+    print(f"wrote {write(args.json if not args.quick else f'{args.json}_quick', payload)}")
 
 
 if __name__ == "__main__":
