@@ -1,7 +1,11 @@
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import yaml
@@ -24,8 +28,13 @@ def run_cli_here(*args):
     return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
-def small_study(tmp_path, name="tiny", **overrides):
-    """A digits study small enough for CI: a tiny teacher, 3-epoch students, 4 trials."""
+def small_study(tmp_path, name="tiny", cached_teacher=True, **overrides):
+    """A digits study small enough for CI: a tiny teacher, 3-epoch students, 4 trials.
+
+    ``cached_teacher``: its results folder starts with :func:`shared_teachers` (the default
+    teacher trained, its costs and outputs cached), so a study of the default teacher loads it
+    instead of training it; one whose teacher, data or augmentation differ trains its own.
+    A test of what training the teacher does or writes passes ``False``."""
     raw = {
         "name": name,
         "data": {"dataset": "digits"},
@@ -41,7 +50,33 @@ def small_study(tmp_path, name="tiny", **overrides):
         "latency": {"warmup": 2, "repeats": 5, "final_repeats": 10},
         "execution": {"results": str(tmp_path / "results")},
     }
-    return write_study(tmp_path / f"{name}.yaml", raw, overrides)
+    path = write_study(tmp_path / f"{name}.yaml", raw, overrides)
+    if cached_teacher:
+        shutil.copytree(shared_teachers(), Path(raw["execution"]["results"]) / ".teachers", dirs_exist_ok=True)
+    return path
+
+
+_shared: list[Path] = []
+
+
+def shared_teachers() -> Path:
+    """A ``.teachers`` folder holding :func:`small_study`'s default teacher, trained once per
+    test process the way a study trains it, with its costs and its outputs on the training
+    set: most of the suite's studies use that teacher, and each would train it again
+    (3-4 s of every ``autodistill search``)."""
+    if not _shared:
+        from autodistill.loading import load_config
+        from autodistill.tasks import get_task
+
+        base = Path(tempfile.mkdtemp(prefix="autodistill-shared-teacher-"))
+        atexit.register(shutil.rmtree, base, True)
+        config = load_config(small_study(base, "shared", cached_teacher=False))
+        task = get_task(config.task)
+        data = task.load_data(config)
+        teachers = task.prepare_teachers(config, data, lambda line: None)
+        task.teacher_targets(config, data, teachers, lambda line: None)
+        _shared.append(base / "results" / ".teachers")
+    return _shared[0]
 
 
 def write_study(path, raw, overrides):

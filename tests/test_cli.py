@@ -23,7 +23,7 @@ def test_validate_prints_the_search_space(tmp_path):
 )
 @pytest.mark.parametrize("command", ["validate", "search"])
 def test_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, override, expected, command):
-    path = small_study(tmp_path, **override)
+    path = small_study(tmp_path, cached_teacher=False, **override)
     result = run_cli_here(command, path)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ")

@@ -64,7 +64,7 @@ def test_full_disk_at_an_epoch_checkpoint_then_at_the_report_then_at_an_export(t
 
 
 def test_full_disk_at_the_teacher_cache_leaves_no_study_folder(tmp_path):
-    cfg = small_study(tmp_path, "teacher", **{"search.trials": 1})
+    cfg = small_study(tmp_path, "teacher", cached_teacher=False, **{"search.trials": 1})
     run = run_cli("search", cfg, env={"AUTODISTILL_INJECT_ENOSPC": "teacher.pt"})
     assert run.returncode == EXIT_DISK_FULL, run.stderr[-3000:]
     assert "teacher.pt" in _one_line(run) and _one_line(run).endswith("free space, then run the same search again")
