@@ -20,7 +20,7 @@ from ._storage import Outage, is_connection_error, retrying
 from .config import LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
-from .report import write_html, write_png
+from .report import MIN_IMPORTANCE_TRIALS, write_html, write_png
 from .tasks import Task, curve_attr, get_task
 
 RUN_COLUMNS = ["epochs_done", "study_epochs", "train_s", "steps_s", "trial_s", "fail_reason"]
@@ -206,13 +206,14 @@ def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teache
 
 def param_importances(study, objectives: dict[str, str]) -> dict[str, dict[str, float]]:
     """Optuna's fANOVA importance of each searched parameter for each objective, over the
-    completed trials; empty when there are too few trials or nothing varied."""
+    completed trials; empty with fewer than :data:`MIN_IMPORTANCE_TRIALS` or when nothing varied."""
     import optuna
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < 3:
+    if len(complete) < MIN_IMPORTANCE_TRIALS:
         return {}
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
     out = {}
     for i, metric in enumerate(objectives):
         try:
