@@ -186,7 +186,10 @@ def test_each_optuna_pruner_stops_a_hopeless_curve_and_spares_a_good_one(pruner)
     )
     searcher, reasons = _Searcher(), {}
     scheduler = make_scheduler(config.search, config.objectives, 10, searcher, reasons, quality="accuracy")
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=scheduler.pruner)
+    # named: Hyperband puts each trial in a bracket by a hash of the study's name and the trial's
+    # number, and an unnamed study's name is random (a hopeless trial alone in its bracket once
+    # went unstopped in CI)
+    study = optuna.create_study(study_name="pruners", direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0), pruner=scheduler.pruner)
     ordinary = [[0.5 + 0.04 * e + 0.01 * k for e in range(10)] for k in range(5)]  # (trial, epoch): 0.50 ... 0.90
     for k, curve in enumerate(ordinary):
         _run_curve(scheduler, searcher, study, f"ordinary{k}", curve)
