@@ -1,4 +1,5 @@
 import atexit
+import functools
 import os
 import shutil
 import socket
@@ -56,27 +57,23 @@ def small_study(tmp_path, name="tiny", cached_teacher=True, **overrides):
     return path
 
 
-_shared: list[Path] = []
-
-
+@functools.cache
 def shared_teachers() -> Path:
     """A ``.teachers`` folder holding :func:`small_study`'s default teacher, trained once per
     test process the way a study trains it, with its costs and its outputs on the training
     set: most of the suite's studies use that teacher, and each would train it again
     (3-4 s of every ``autodistill search``)."""
-    if not _shared:
-        from autodistill.loading import load_config
-        from autodistill.tasks import get_task
+    from autodistill.loading import load_config
+    from autodistill.tasks import get_task
 
-        base = Path(tempfile.mkdtemp(prefix="autodistill-shared-teacher-"))
-        atexit.register(shutil.rmtree, base, True)
-        config = load_config(small_study(base, "shared", cached_teacher=False))
-        task = get_task(config.task)
-        data = task.load_data(config)
-        teachers = task.prepare_teachers(config, data, lambda line: None)
-        task.teacher_targets(config, data, teachers, lambda line: None)
-        _shared.append(base / "results" / ".teachers")
-    return _shared[0]
+    base = Path(tempfile.mkdtemp(prefix="autodistill-shared-teacher-"))
+    atexit.register(shutil.rmtree, base, True)
+    config = load_config(small_study(base, "shared", cached_teacher=False))
+    task = get_task(config.task)
+    data = task.load_data(config)
+    teachers = task.prepare_teachers(config, data, lambda line: None)
+    task.teacher_targets(config, data, teachers, lambda line: None)
+    return base / "results" / ".teachers"
 
 
 def write_study(path, raw, overrides):
