@@ -275,42 +275,51 @@ def test_a_checkpoint_copy_that_finds_the_disk_full_interrupts_the_trial(searche
     assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"] and "trials/0000" in t.user_attrs["fail_reason"]
 
 
+class _Server:
+    """A real sqlite storage that refuses every call once ``down``, as a stopped PostgreSQL does."""
+
+    def __init__(self, inner):
+        self.inner, self.down = inner, False
+
+    def __getattr__(self, name):
+        import sqlalchemy.exc
+
+        method = getattr(self.inner, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+            return method(*args, **kwargs)
+
+        return call
+
+
+def _searcher_on_a_server(tmp_path):
+    """A searcher whose study lives behind a retrying storage (a 0.05 s window) on a :class:`_Server`."""
+    from autodistill import _storage
+
+    server = _Server(optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
+    lines = []
+    storage = _storage.retrying(server, "postgresql+psycopg://u@db:5432/x", 0.05, lines.append)
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name="s")
+    return server, OptunaSearcher(study, search_space(parse_config({})), OBJECTIVES, max_trials=5, task=TASK), lines
+
+
 def test_a_storage_lost_during_a_curve_write_stops_the_study_without_raising(tmp_path):
     """The storage server goes away while a trial trains: the curve write of its next epoch
     (called from Ray Tune's loop) must not raise, or Ray ends the run with a TuneError rather
     than the one line that names the storage."""
-    import sqlalchemy.exc
-
-    from autodistill import _storage
     from autodistill._errors import StorageUnavailable
 
-    class Server:
-        """A real sqlite storage that refuses every call once ``down``, as a stopped PostgreSQL does."""
-
-        def __init__(self, inner):
-            self.inner, self.down = inner, False
-
-        def __getattr__(self, name):
-            method = getattr(self.inner, name)
-
-            def call(*args, **kwargs):
-                if self.down:
-                    raise sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
-                return method(*args, **kwargs)
-
-            return call
-
-    server = Server(optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}"))
-    lines = []
-    storage = _storage.retrying(server, "postgresql+psycopg://u@db:5432/x", 0.05, lines.append)
-    study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name="s")
-    s = OptunaSearcher(study, search_space(parse_config({})), OBJECTIVES, max_trials=5, task=TASK)
+    server, s, lines = _searcher_on_a_server(tmp_path)
     s.suggest("a")
     s.on_trial_result("a", {"accuracy": 0.5, "epoch": 1})
     server.down = True
     s.on_trial_result("a", {"accuracy": 0.6, "epoch": 2})  # retried for the window, then the study stops
     assert s.interrupted and isinstance(s.fault, StorageUnavailable) and "unreachable" in lines[0]
-    assert s.suggest("b") is None  # no new trial while the study stops
+    # no new trial while the study stops, and FINISHED rather than None: with no trial
+    # running, Ray Tune would ask again every second for 600 s before it ends the run
+    assert s.suggest("b") == "FINISHED"
     (outcome,) = s.close_live()  # the trial Ray was running: interrupted, for resume
     assert outcome.state == "FAIL" and outcome.interrupted
     server.down = False
@@ -349,3 +358,20 @@ def test_nsga2_samples_valid_points_with_constraints_and_is_seeded():
     first = _nsga2_params(0)
     assert first == _nsga2_params(0)
     assert first != _nsga2_params(1)
+
+
+def test_a_storage_lost_while_a_trial_is_asked_for_ends_the_search(tmp_path):
+    """The storage goes away when Ray Tune asks for the next trial: the searcher says FINISHED
+    (not None, the answer that makes Ray Tune ask again every second for 600 s when no trial
+    runs) and the driver exits with the storage's one line."""
+    from autodistill._errors import StorageUnavailable
+
+    server, s, lines = _searcher_on_a_server(tmp_path)
+    s.suggest("a")
+    s.on_trial_complete("a", finished())
+    server.down = True
+    assert s.suggest("b") == "FINISHED"
+    assert s.interrupted and isinstance(s.fault, StorageUnavailable) and s.close_live() == []
+    server.down = False
+    (t,) = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").get_trials()
+    assert t.state == optuna.trial.TrialState.COMPLETE

@@ -104,10 +104,11 @@ class OptunaSearcher(Searcher):
         return True  # objectives come from the study config, not from Tune
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._started >= self._max_trials or self.budget_spent():
+        # A stopping study (a signal, a full disk, the storage gone) asks for no more trials;
+        # FINISHED, not None: with no trial running, Ray Tune asks again every second for up
+        # to 600 s before it looks at the stopper (a test saw the driver hang 240 s).
+        if self._started >= self._max_trials or self.budget_spent() or self.interrupted:
             return Searcher.FINISHED
-        if self.fault is not None:
-            return None  # the study is stopping
         try:
             trial = self._study.ask()  # an enqueued retry of an interrupted trial comes first
             params = sample(trial, self._space)
@@ -117,7 +118,7 @@ class OptunaSearcher(Searcher):
             trial.set_user_attr("seed_number", seed_number)
         except StorageUnavailable as err:
             self.storage_lost(err)
-            return None
+            return Searcher.FINISHED
         self._live[trial_id] = trial
         self._curves[trial_id] = []
         self._started += 1
