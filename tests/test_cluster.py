@@ -78,6 +78,7 @@ def _wait_nodes(address, env, n, timeout=120):
     raise AssertionError(f"the Ray cluster did not reach {n} node(s)")
 
 
+@pytest.mark.slow  # the default suite's lost-node study also runs on both nodes and checks the same files
 def test_study_runs_on_both_nodes_of_a_real_cluster(cluster, tmp_path):
     address, env, node_ids, _ = cluster
     cfg = small_study(tmp_path, "cluster", **{"search.trials": 4, "train.epochs": 8, "search.max_concurrent": 2})
@@ -149,5 +150,7 @@ def test_a_lost_node_s_trial_continues_on_the_surviving_node(cluster, tmp_path):
     text = " ".join(out.split())
     assert f"trial {lost}: the trial's worker failed" in text and "restarting it (restart 1 of 1)" in text, text[-3000:]
     assert f"its worker was restarted 1 time(s); it continued from its epoch {after} checkpoint" in text
+    for number in trials.index:  # every trial's checkpoint came back to the driver's results folder
+        assert (results / "trials" / f"{int(number):04d}" / "student.pt").is_file()
     assert not (results / "inflight").exists() or not list((results / "inflight").iterdir())
     assert "Traceback" not in out

@@ -230,7 +230,11 @@ def test_int8_onnx_check_passes_rounding_and_fails_a_wrong_file():
 BACKEND_ENGINE = {"torch": "x86", "torch_compile": "x86", "torchscript": "x86", "onnxruntime": "onnxruntime", "executorch": "xnnpack"}
 
 
-@pytest.mark.parametrize("backend", list(BACKEND_ENGINE))
+@pytest.mark.parametrize(
+    # slow: ExecuTorch's lowering takes seconds per network; its runtime runs an int8 network in the test after this one
+    "backend",
+    [pytest.param(b, marks=pytest.mark.slow) if b == "executorch" else b for b in BACKEND_ENGINE],
+)
 def test_latency_backends_time_the_network_they_are_given(data, backend):
     """Each backend times the model it is handed, float and int8 (of the engine it runs): a
     student with 16x the MACs is slower at batch 32 (a backend that timed a cached or empty

@@ -72,6 +72,7 @@ def test_full_disk_at_the_teacher_cache_leaves_no_study_folder(tmp_path):
     assert not list((tmp_path / "results" / ".teachers").rglob("teacher.pt"))
 
 
+@pytest.mark.slow  # the tests above run out of space at each of these writes, by an injected ENOSPC (a real OSError)
 def test_a_real_full_tmpfs(tmp_path):
     """Writes that really run out of space (a study on an 8 MB tmpfs) end the same way."""
     mount = tmp_path / "small"

@@ -11,7 +11,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
-from helpers import run_cli, small_study
+from helpers import run_cli, run_cli_here, small_study
 
 from autodistill import load_config, load_front, load_trials
 from autodistill.students import build_student
@@ -215,11 +215,11 @@ def test_export_knee_round_trip_with_onnxruntime(study, tmp_path):
 def test_export_errors_are_one_line(study, tmp_path):
     import shutil
 
-    results, _ = study
-    bad = run_cli("export", results, "--pick", "accuracy", "--max-latency-ms", "0.000001")
+    results, _ = study  # error paths: the CLI in this process (no Python start-up, no export run)
+    bad = run_cli_here("export", results, "--pick", "accuracy", "--max-latency-ms", "0.000001")
     assert bad.returncode == 2 and bad.stderr.startswith("error: no completed trial has latency_ms <= 1e-06")
     assert "Traceback" not in bad.stderr
-    unknown = run_cli("export", results, "--pick", "99")
+    unknown = run_cli_here("export", results, "--pick", "99")
     assert unknown.returncode == 2 and "no trial 99" in unknown.stderr
     # a truncated checkpoint: a clear error naming the file, and no export folder left behind
     copy = tmp_path / "copy" / "tiny"
@@ -227,7 +227,7 @@ def test_export_errors_are_one_line(study, tmp_path):
     number = int(load_front(copy).iloc[0]["number"])
     ckpt = copy / "trials" / f"{number:04d}" / "student.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
-    corrupt = run_cli("export", copy, "--pick", str(number))
+    corrupt = run_cli_here("export", copy, "--pick", str(number))
     assert corrupt.returncode == 2, corrupt.stderr
     assert str(ckpt) in corrupt.stderr and len(corrupt.stderr.strip().splitlines()) == 1
     assert not (copy / "export").exists() or not any((copy / "export").iterdir())

@@ -62,6 +62,7 @@ def test_bad_prescreen_is_one_line(tmp_path, prescreen, extra, expected):
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # search.prescreen is off by default (issue 18's benchmark has not made it the default)
 def test_prescreened_students_start_the_search_and_count_in_the_budget(tmp_path):
     path = small_study(
         tmp_path,

@@ -84,7 +84,8 @@ def test_a_vit_student_exports_and_verifies(study):
     vit = trials[trials["param.student.family"] == "vit"]
     number = int(vit.iloc[0]["number"])
     out = tmp_path / "vit-export"
-    result = run_cli("export", results, "--pick", str(number), "--out", out)
+    # ONNX is where attention can fail to export; ExecuTorch's lowering (seconds) is the e2e test's, of every format
+    result = run_cli("export", results, "--pick", str(number), "--out", out, "--format", "pt,torchscript,onnx")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((out / "model.json").read_text())
     assert card["architecture"]["family"] == "vit"
