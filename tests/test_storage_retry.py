@@ -121,3 +121,27 @@ def test_a_server_that_accepts_but_never_answers_ends_in_the_one_error(monkeypat
     finally:
         silent.close()
     assert time.monotonic() - started < 15 and "retrying for up to 1 s" in lines[0]
+
+
+def test_optunas_fallback_warning_of_a_lost_connection_is_dropped_and_others_kept():
+    """Optuna's trial query takes any OperationalError for too many IN variables, warns
+    "Falling back to a slower alternative." and queries again; with the server gone that
+    warning was printed before the outage's one-line error. A retrying storage drops it for a
+    lost connection only."""
+    import logging
+
+    _storage.retrying(object(), "postgresql+psycopg://u@db:5432/x", 1.0)
+    logger = logging.getLogger("optuna.storages._rdb.storage")
+    seen = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger.addHandler(handler)
+    try:
+        lost = "(psycopg.OperationalError) consuming input failed: server closed the connection unexpectedly"
+        logger.warning(f"Caught an error from sqlalchemy: {lost}. Falling back to a slower alternative.")
+        logger.warning("Caught an error from sqlalchemy: (sqlite3.OperationalError) too many SQL variables. Falling back to a slower alternative.")
+        logger.warning("something else about connections")
+    finally:
+        logger.removeHandler(handler)
+    messages = [r.getMessage() for r in seen]
+    assert len(messages) == 2 and "too many SQL variables" in messages[0] and messages[1] == "something else about connections"
