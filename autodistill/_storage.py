@@ -103,7 +103,8 @@ class _LostConnectionNote(logging.Filter):
 
 
 def quiet_lost_connections() -> None:
-    """Install :class:`_LostConnectionNote` on Optuna's RDB storage logger (once)."""
+    """Install :class:`_LostConnectionNote` on Optuna's RDB storage logger (once; by
+    :func:`autodistill.results.rdb_storage`, for every storage it opens)."""
     logger = logging.getLogger("optuna.storages._rdb.storage")
     if not any(isinstance(f, _LostConnectionNote) for f in logger.filters):
         logger.addFilter(_LostConnectionNote())
@@ -112,8 +113,6 @@ def quiet_lost_connections() -> None:
 def retrying(inner: Any, url: str, window_s: float, log: Callable[[str], None] = print):
     """``inner`` (an ``optuna.storages.RDBStorage``) behind a storage that retries lost connections."""
     import optuna
-
-    quiet_lost_connections()
 
     class RetryingStorage(optuna.storages.BaseStorage):
         def __init__(self) -> None:

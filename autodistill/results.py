@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import _io, layout
 from ._errors import AutodistillError, CheckpointError
-from ._storage import Outage, is_connection_error, retrying
+from ._storage import Outage, is_connection_error, quiet_lost_connections, retrying
 from .config import LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
@@ -37,6 +37,7 @@ def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], Non
     import optuna
     import sqlalchemy.exc
 
+    quiet_lost_connections()  # whether or not calls are retried, the error says what was lost
     sqlite = url.startswith("sqlite")
     kwargs = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True, "connect_args": _libpq_timeouts(url)}
     server = bool(retry_s) and not sqlite

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 import yaml
 
 from autodistill import parse_config
@@ -282,8 +283,6 @@ class _Server:
         self.inner, self.down = inner, False
 
     def __getattr__(self, name):
-        import sqlalchemy.exc
-
         method = getattr(self.inner, name)
 
         def call(*args, **kwargs):
