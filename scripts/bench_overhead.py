@@ -176,6 +176,8 @@ class CpuMeter:
         for group, cpu in self.seen.values():
             out[group] += cpu
         out["total"] = sum(out.values())
+        # how many worker processes Ray started: 2 when Tune reuses its two trial actors throughout
+        out["worker processes"] = float(sum(1 for group, _ in self.seen.values() if group == "trial workers"))
         return out
 
 
@@ -259,13 +261,13 @@ def _span(s: dict, fmt: str) -> str:
 
 def table(payload: dict) -> str:
     rows = [
-        "| mode | wall time (s) | command → first step (s) | slot time in training steps | CPU time (s): driver / trial workers / Ray's own | CPU busy |",
-        "|---|---|---|---|---|---|",
+        "| mode | wall time (s) | command → first step (s) | slot time in training steps | CPU time (s): driver / trial workers / Ray's own | CPU busy | Ray worker processes |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in payload["modes"].values():
         cpu = " / ".join(f"{m['cpu_s'][g]['median']:.1f}" for g in ("driver", "trial workers", "ray"))
         rows.append(
-            f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {_span(m['first_step_s'], '.1f')} | {m['step_share']['median']:.0%} | {cpu} | {m['cpu_busy']['median']:.0%} |"
+            f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {_span(m['first_step_s'], '.1f')} | {m['step_share']['median']:.0%} | {cpu} | {m['cpu_busy']['median']:.0%} | {_span(m['worker_processes'], '.0f')} |"
         )
     r = payload["ratios"]
     rows += ["", f"ours ÷ (b) = {_span(r['ours / optuna loop'], '.2f')}, ours ÷ (c) = {_span(r['ours / optuna n_jobs'], '.2f')}"]
@@ -344,6 +346,7 @@ def main() -> None:
                 "cpu_s": {g: spread([run["cpu_s"][g] for run in runs[m]]) for g in ("driver", "trial workers", "ray", "total")},
                 # the CPU time over what the machine's cores could give in the wall time: near 100%, the run is CPU-bound
                 "cpu_busy": spread([run["cpu_s"]["total"] / (run["wall_s"] * cores) for run in runs[m]]),
+                "worker_processes": spread([run["cpu_s"].get("worker processes", 0.0) for run in runs[m]]),
             }
             for m in modes
         },

@@ -77,11 +77,13 @@ def test_overhead_cpu_meter_counts_the_command_and_what_it_started():
     assert proc.returncode == 0, proc.stderr
     assert 0.6 - b.CpuMeter.INTERVAL_S <= cpu["driver"] < 0.6 + 0.5 and 0.9 - b.CpuMeter.INTERVAL_S <= cpu["ray"] < 0.9 + 0.5, cpu
     assert cpu["trial workers"] == 0 and cpu["total"] == pytest.approx(cpu["driver"] + cpu["ray"]) and wall >= 1.5
+    assert cpu["worker processes"] == 0
     # a Ray worker is started under python's name and renames itself: its CPU counts as a worker's
     renamed = "from ray._raylet import setproctitle\nsetproctitle('ray::ImplicitFunc.train')\n" + burn.format(0.9)
     proc, _, cpu = b._timed([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {renamed!r}], check=True)"], None)
     assert proc.returncode == 0, proc.stderr
     assert cpu["trial workers"] >= 0.9 - b.CpuMeter.INTERVAL_S and cpu["driver"] < 0.5, cpu
+    assert cpu["worker processes"] == 1
 
 
 def test_shapes_are_ten_distinct_classes():

@@ -80,3 +80,65 @@ def test_no_tune_searcher_or_scheduler_is_made_while_ray_starts(tmp_path):
     made = json.loads(result.stdout.strip().splitlines()[-1])
     assert {name for name, _ in made} == {"tag_searcher", "tag_scheduler"}
     assert all(after for _, after in made), made
+
+
+STEAL_SCRIPT = """
+import fcntl, json, os, sys, time
+import ray
+from ray import tune
+from autodistill.tune.runner import _keep_starting_actors
+
+first_worker = sys.argv[1]
+
+class Trial(tune.Trainable):
+    def setup(self, config):
+        # the first worker process is ready at once; every later one takes 2 s to start, as a
+        # new worker that imports torch on a busy machine does
+        fd = os.open(first_worker, os.O_CREAT | os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.lock = fd  # held while this process lives
+        except BlockingIOError:
+            time.sleep(2.0)
+
+    def step(self):
+        started = time.time()
+        time.sleep(1.0)
+        return {"pid": os.getpid(), "started": started, "ended": time.time(), "done": True}
+
+    def save_checkpoint(self, checkpoint_dir):
+        return None
+
+    def load_checkpoint(self, checkpoint):
+        pass
+
+    def reset_config(self, new_config):
+        return True
+
+if sys.argv[2] == "kept":
+    _keep_starting_actors()
+ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+results = tune.Tuner(
+    Trial,
+    param_space={"x": tune.uniform(0, 1)},
+    tune_config=tune.TuneConfig(num_samples=8, max_concurrent_trials=2, reuse_actors=True),
+    run_config=tune.RunConfig(storage_path=sys.argv[3], verbose=0),
+).fit()
+print(json.dumps([{k: r.metrics[k] for k in ("pid", "started", "ended")} for r in results]))
+"""
+
+
+@pytest.mark.integration
+def test_a_trial_keeps_its_starting_actor_so_trials_run_side_by_side(tmp_path):
+    # Ray Tune hands a trial whose own actor is still starting the actor of a trial that just
+    # finished, and kills the starting one: when a worker takes longer to start than a trial
+    # to train, every trial then runs on that one actor, one after another (Ray 2.60 does, in
+    # this script, without the fix). With it, the second actor starts once and both are reused.
+    command = [sys.executable, "-c", STEAL_SCRIPT, str(tmp_path / "first_worker"), "kept", str(tmp_path / "ray")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    trials = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(trials) == 8
+    assert len({t["pid"] for t in trials}) == 2
+    overlapping = sum(1 for a in trials for b in trials if a is not b and a["started"] < b["started"] < a["ended"])
+    assert overlapping >= 2, trials  # trials of the two actors ran at the same time

@@ -95,6 +95,7 @@ def _init_ray(config: StudyConfig, task_module: str) -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     _trials_on_started_workers()
+    _keep_starting_actors()
     if ray.is_initialized():
         return
     if config.execution.address:
@@ -136,6 +137,35 @@ def _trials_on_started_workers() -> None:
         from ray.tune.execution import class_cache
 
         class_cache.DEFAULT_ENV_VARS.pop("PL_DISABLE_FORK", None)
+
+
+def _keep_starting_actors() -> None:
+    """Ray Tune (``reuse_actors=True``) hands a trial whose own new actor is still starting the
+    actor of a trial that just finished, and kills the starting one. When a new worker takes
+    longer to start (a process importing torch: seconds) than a trial takes to train, this
+    repeats for every trial: all trials run one after another on one actor, while a new worker
+    process is started and killed per trial beside it (seen on a freshly booted 2-core machine:
+    11 worker processes for 24 trials, the study twice as long; reproduced in
+    ``tests/test_ray_start.py``). Here a trial keeps its own actor once that actor holds its
+    resources (it is being created), and the finished trial's actor waits, cached, for the next
+    trial; a trial whose actor still waits for resources may take the cached one, as before, so
+    that no idle actor keeps a waiting trial from its resources. (Tune's private class; if it
+    changes, Tune's own behaviour stays.)"""
+    with contextlib.suppress(Exception):
+        from ray.tune.execution.tune_controller import TuneController
+
+        original = TuneController._maybe_reuse_cached_actor
+        if getattr(original, "autodistill_keeps_starting_actors", False):
+            return
+
+        def reuse_cached_actor(self, trial) -> bool:
+            own = self._trial_to_actor.get(trial)
+            if own is not None and trial not in self._resetting_trials and self._actor_manager.is_actor_started(own):
+                return False
+            return original(self, trial)
+
+        reuse_cached_actor.autodistill_keeps_starting_actors = True
+        TuneController._maybe_reuse_cached_actor = reuse_cached_actor
 
 
 class _RayStart:

@@ -39,7 +39,7 @@ from ..space import Dimension, sample
 from ..tasks import Task, curve_attr
 from .prescreen import EPOCHS_ATTR as PRESCREEN_EPOCHS
 
-RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "restarted_from_epoch", "first_step_at", "node")
+RUN_METRICS = ("train_s", "steps_s", "trial_s", "worker_rss_mb", "epoch", "resumed_epoch", "restarted_from_epoch", "first_step_at", "node", "worker_pid")
 """what every trial reports of its run, whatever its task"""
 
 

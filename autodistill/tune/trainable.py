@@ -55,7 +55,7 @@ def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher:
     torch.set_num_threads(max(1, int(study.search.resources.cpu)))
     number, params = config["number"], config["params"]
     started = time.perf_counter()
-    base: dict[str, Any] = {"number": number, "node": _node()}
+    base: dict[str, Any] = {"number": number, "node": _node(), "worker_pid": os.getpid()}  # which process ran it: reused actors show as few
     try:
         task = get_task(study.task)
         seed = study.search.seed + int(config.get("seed_number", number))
