@@ -117,7 +117,7 @@ class Trial(tune.Trainable):
 
 if sys.argv[2] == "kept":
     _keep_starting_actors()
-ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)  # a Ray of its own, even beside a cluster the suite started
 results = tune.Tuner(
     Trial,
     param_space={"x": tune.uniform(0, 1)},
