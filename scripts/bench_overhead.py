@@ -346,7 +346,7 @@ def main() -> None:
                 "cpu_s": {g: spread([run["cpu_s"][g] for run in runs[m]]) for g in ("driver", "trial workers", "ray", "total")},
                 # the CPU time over what the machine's cores could give in the wall time: near 100%, the run is CPU-bound
                 "cpu_busy": spread([run["cpu_s"]["total"] / (run["wall_s"] * cores) for run in runs[m]]),
-                "worker_processes": spread([run["cpu_s"].get("worker processes", 0.0) for run in runs[m]]),
+                "worker_processes": spread([run["cpu_s"]["worker processes"] for run in runs[m]]),
             }
             for m in modes
         },
