@@ -6,13 +6,14 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from autodistill._errors import ConfigError
 from autodistill.compress.prune import _NNI_PRUNERS, IMPORTANCES
 from autodistill.config import _options as options
 from autodistill.config import parse_config
 from autodistill.data import LOADERS
 from autodistill.distill.schedules import RAMPS, ramp
 from autodistill.tasks import TASK_TYPES, get_task, list_tasks
-from autodistill.tune.runner import make_sampler
+from autodistill.tune.runner import make_sampler, startup_trials
 from autodistill.tune.schedulers import OPTUNA_PRUNERS, make_scheduler
 
 
@@ -89,3 +90,35 @@ def test_language_model_options_have_their_code():
     h = torch.ones(1, 2, 3)
     for distance in LM_HIDDEN_DISTANCES:
         assert losses.hidden_loss(h, h, distance).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(("sampler", "startup"), [("tpe", 2), ("tpe", 5), ("gp", 3)])
+def test_search_startup_trials_is_how_many_trials_are_drawn_before_the_model(sampler, startup):
+    config = parse_config({"objectives": {"accuracy": "max", "params": "min"}, "search": {"sampler": sampler, "startup_trials": startup, "seed": 3}})
+
+    def draws(sampler) -> list[float]:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        out = []
+        for _ in range(startup + 2):
+            trial = study.ask()
+            x = trial.suggest_float("x", 0.0, 1.0)
+            study.tell(trial, [1.0 - (x - 0.3) ** 2, x])
+            out.append(x)
+        return out
+
+    ours, random = draws(make_sampler(config)), draws(optuna.samplers.RandomSampler(seed=3))
+    assert ours[:startup] == random[:startup]  # the start-up trials: the sampler's seeded random draws
+    assert ours[startup:] != random[startup:]  # then the model
+    # the default: a third of the trials expected, 4 to 10
+    assert startup_trials(parse_config({"search": {"trials": 24}})) == 8
+    assert startup_trials(parse_config({"search": {"trials": 6}})) == 4
+    assert startup_trials(parse_config({"search": {"trials": 24, "startup_trials": 1}})) == 1
+
+
+def test_search_startup_trials_needs_a_sampler_that_has_them():
+    for bad, message in ((0, "search.startup_trials"), ("many", "search.startup_trials")):
+        with pytest.raises(ConfigError, match=message):
+            parse_config({"search": {"startup_trials": bad}})
+    with pytest.raises(ConfigError, match="the random sampler has no start-up trials"):
+        parse_config({"search": {"sampler": "random", "startup_trials": 4}})
+    assert parse_config({"search": {"sampler": "random", "startup_trials": 4, "startup": "spread"}}).search.startup_trials == 4  # what spread chooses

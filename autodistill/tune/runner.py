@@ -51,9 +51,12 @@ class StudyResult:
 
 
 def startup_trials(config: StudyConfig) -> int:
-    """How many trials TPE and GP sample at random before they model the results: a third of
-    the expected trials, 4 to 10. With an epoch budget, expect as many trials as it holds at
-    full length rather than search.trials, which may be far off."""
+    """How many trials TPE and GP sample at random before they model the results:
+    ``search.startup_trials`` if set, else a third of the expected trials, 4 to 10. With an
+    epoch budget, expect as many trials as it holds at full length rather than search.trials,
+    which may be far off."""
+    if config.search.startup_trials is not None:
+        return config.search.startup_trials
     expected = config.search.trials
     if config.search.epoch_budget:
         expected = min(expected, max(1, config.search.epoch_budget // max_epochs(config)))
