@@ -4,6 +4,7 @@ compute (student-epochs), on two problems, several seeds.
     python scripts/bench_search.py                          # both problems, 5 seeds (~2 h on a 2-core CPU)
     python scripts/bench_search.py --problems digits --seeds 3
     python scripts/bench_search.py --quick                  # 1 seed, tiny budgets: a smoke run (~6 min)
+    python scripts/bench_search.py --arms tpe+pareto+startup4 --keep   # one new arm; the rest from search.json
     python scripts/bench_search.py --report                 # table and plot from results/benchmarks/search.json
 
 Problems:
@@ -17,13 +18,16 @@ Problems:
   train, 200 validation), 500 test.
 
 Arms (``--arms``), each driving the same trial training function:
-- ``random`` / ``tpe+pareto`` / ``tpe+pareto+prescreen`` / ``tpe+pareto+spread`` / ``gp``:
+- ``random`` / ``tpe+pareto`` / ``tpe+pareto+prescreen`` / ``tpe+pareto+spread`` /
+  ``tpe+pareto+startup4`` / ``tpe+pareto+spread4`` / ``gp``:
   ``autodistill`` studies
   (Ray Tune, 2 trials at once) with ``search.sampler`` random, tpe or gp (Optuna's
   GPSampler: LogEHVI for several objectives) and ``search.pruner`` none or pareto;
   ``+prescreen``: ``search.prescreen`` (flash distillation of 24 random students for 2
   epochs, the best 8 tried first; its epochs count in the budget); ``+spread``:
-  ``search.startup: spread`` (the start-up trials spread over the cost, trains nothing).
+  ``search.startup: spread`` (the start-up trials spread over the cost, trains nothing);
+  ``+startup4``: ``search.startup_trials: 4`` (TPE models the results after 4 trials, not
+  a third of those the budget holds: 8 here); ``+spread4``: both.
 - ``moasha``: Syne Tune's MOASHA (its own asynchronous multi-objective successive halving,
   random proposals, non-dominated sorting at each rung), through Syne Tune's own
   ``LocalBackend`` (a process per trial, 2 at once) with the rungs of ours (grace 2, eta 3).
@@ -44,7 +48,9 @@ Targets: the best configuration of ours reaches random's final hypervolume with 
 of the compute on every seed, and ends at or above every peer's final hypervolume.
 
 Finished studies are kept under ``--workdir`` (``results/bench_search``): the same command
-again after an interruption skips them. Writes ``results/benchmarks/search.json`` and
+again after an interruption skips them. With ``--keep`` the studies that
+``results/benchmarks/search.json`` holds (same budget and trial length) are taken from it
+rather than run again, and their arms stay in the tables: a new arm costs its own studies. Writes ``results/benchmarks/search.json`` and
 ``search.png``, and prints the README tables.
 """
 
@@ -75,12 +81,14 @@ OURS = {
     "tpe+pareto": {"search.sampler": "tpe", "search.pruner": "pareto"},
     "tpe+pareto+prescreen": {"search.sampler": "tpe", "search.pruner": "pareto", "search.prescreen": {"candidates": 24, "epochs": 2, "keep": 8}},
     "tpe+pareto+spread": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread"},
+    "tpe+pareto+startup4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup_trials": 4},
+    "tpe+pareto+spread4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread", "search.startup_trials": 4},
     "gp": {"search.sampler": "gp", "search.pruner": "none"},
     "tpe": {"search.sampler": "tpe", "search.pruner": "none"},
     "tpe+asha": {"search.sampler": "tpe", "search.pruner": "asha"},
 }
 PEERS = ("gp", "moasha", "optunahub")
-DEFAULT_ARMS = ("random", "tpe+pareto", "tpe+pareto+prescreen", "tpe+pareto+spread", "gp", "moasha", "optunahub")
+DEFAULT_ARMS = ("random", "tpe+pareto", "tpe+pareto+prescreen", "tpe+pareto+spread", "tpe+pareto+startup4", "tpe+pareto+spread4", "gp", "moasha", "optunahub")
 BASELINE = "random"
 GRACE, ETA = 2, 3.0
 
@@ -488,6 +496,12 @@ def run_one(args, problem: str, arm: str, seed: int, box: dict) -> dict:
             if done is not None:
                 record["done"] = done
                 return record
+    earlier = earlier_run(args, problem, arm, seed, settings)
+    if earlier is not None:
+        if earlier["done"]:  # older exact-cost records keep their curve only
+            earlier["curve"] = hv_curve(earlier["done"], box, PROBLEMS[problem]["cost"])
+            earlier["final_hypervolume"] = earlier["curve"][-1][1] if earlier["curve"] else 0.0
+        return earlier
     log_path = workdir / "logs" / f"{problem}-{arm}-s{seed}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -514,6 +528,23 @@ def run_one(args, problem: str, arm: str, seed: int, box: dict) -> dict:
     tmp.write_text(json.dumps(record))
     tmp.replace(record_path)
     return record
+
+
+def earlier_run(args, problem: str, arm: str, seed: int, settings: dict) -> dict | None:
+    """The same study from the results file of an earlier run (``--keep``), when it was run
+    with the same settings and kept the searched values of its completed trials (what a
+    re-measure of the latencies needs); its curve is recomputed in this run's box. Exact-cost
+    records of earlier versions of this script hold their curve without the trials: kept as
+    they are (no re-measure touches them)."""
+    for r in args.earlier.get(problem, []):
+        if (r["arm"], r["seed"]) == (arm, seed) and r["settings"] == settings and all(d.get("point") is not None for d in r["done"]):
+            record = json.loads(json.dumps(r))  # a copy: the re-measure rewrites it
+            for d in record["done"]:
+                if "latency_ms_in_trial" in d:  # the in-trial figure, as a new run would have it
+                    d["latency_ms"] = d.pop("latency_ms_in_trial")
+            record["kept_from"] = "search.json"
+            return record
+    return None
 
 
 def cached_done(args, problem: str, arm: str, seed: int, record: dict) -> list[dict] | None:
@@ -683,6 +714,18 @@ def report(payload: dict) -> None:
             print(f"{'met' if result['met'] else 'MISSED'}: {target}: {json.dumps({k: v for k, v in result.items() if k != 'met'})}")
 
 
+def load_earlier(args) -> dict | None:
+    """``--keep``: the runs of the results file, per problem, in ``args.earlier``; returns the
+    machine they ran on (None without ``--keep`` or a file)."""
+    args.earlier = {}
+    path = OUT_DIR / ("search_quick.json" if args.quick else "search.json")
+    if not (args.keep and path.exists()):
+        return None
+    payload = json.loads(path.read_text())
+    args.earlier = {p: b["runs"] for p, b in payload["problems"].items()}
+    return payload["machine"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
@@ -691,6 +734,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "results" / "bench_search", help="where the studies are kept")
     parser.add_argument("--optunahub-registry", default=os.environ.get("OPTUNAHUB_REGISTRY"), help="a checkout of optuna/optunahub-registry")
     parser.add_argument("--quick", action="store_true", help="1 seed, short trials, small budgets: a smoke run")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="take the studies that results/benchmarks/search.json already holds (same settings) instead of running them again, "
+        "and keep its arms in the table: run only new arms or seeds (latencies are re-measured for all on this machine)",
+    )
     parser.add_argument("--report", action="store_true", help="print the tables and redraw the plot from results/benchmarks/search.json; run nothing")
     args = parser.parse_args()
     if args.report:
@@ -715,6 +764,7 @@ def main() -> None:
         skipped = "; ".join(filter(None, [skipped, "moasha: syne-tune is not installed (pip install -e '.[bench]')"]))
     args.workdir = args.workdir.resolve()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    earlier_machine = load_earlier(args)
     from _search_trial import accept_synthetic_cifar
 
     accept_synthetic_cifar()
@@ -722,18 +772,22 @@ def main() -> None:
     info.update({k: v for k, v in _peer_versions().items()})
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, optuna {info['optuna']}, syne-tune {info['syne-tune']}")
     payload = {"machine": info, "problems": {}}
+    if earlier_machine is not None:  # the kept studies ran there (and the peers' versions are theirs)
+        payload["machine"]["kept_runs_from"] = earlier_machine.get("kept_runs_from", earlier_machine)
     started = time.time()
     for problem in args.problems:
         box = problem_box(args, problem, args.workdir)
         runs = []
-        print(f"{problem}: {len(arms)} arms x {args.seeds} seeds, {args.budget[problem]} student-epochs each", flush=True)
+        kept = [r["arm"] for r in args.earlier.get(problem, []) if r["arm"] not in arms and r["seed"] < args.seeds]
+        arms_here = [*arms, *dict.fromkeys(kept)]  # --keep: the earlier arms stay in the table
+        print(f"{problem}: {len(arms_here)} arms x {args.seeds} seeds, {args.budget[problem]} student-epochs each", flush=True)
         for seed in range(args.seeds):  # seeds outermost: an interrupted run leaves every arm with the same seeds done
-            for arm in arms:
+            for arm in arms_here:
                 r = run_one(args, problem, arm, seed, box)
                 runs.append(r)
                 print(
                     f"  {problem} seed {seed} {arm:>22}: hypervolume {r['final_hypervolume']:.4f}  complete {r['trials']['COMPLETE']:>3}  "
-                    f"stopped {r['trials']['PRUNED']:>3}  failed {r['trials']['FAIL']}  epochs {r['epochs_spent']}  ({r['wall_s']:.0f} s; {time.time() - started:.0f} s so far)",
+                    f"stopped {r['trials']['PRUNED']:>3}  failed {r['trials']['FAIL']}  epochs {r['epochs_spent']}  ({r['wall_s']:.0f} s{', kept' if 'kept_from' in r else ''}; {time.time() - started:.0f} s so far)",
                     flush=True,
                 )
         if PROBLEMS[problem]["cost"] == "latency_ms":
@@ -746,7 +800,7 @@ def main() -> None:
             "seeds": args.seeds,
             "box": box,
             "skipped": skipped,
-            "summary": summarise(runs, args.budget[problem], arms),
+            "summary": summarise(runs, args.budget[problem], [a for a in dict.fromkeys((*OURS, *PEERS)) if a in arms_here]),
             "runs": runs,
         }
     name = "search_quick" if args.quick else "search"

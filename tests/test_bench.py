@@ -103,3 +103,23 @@ def test_benchmark_quick_runs(script):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "wrote" in run.stdout and "|---" in run.stdout
+
+
+def test_search_keep_takes_earlier_studies_of_the_same_settings():
+    import argparse
+
+    b = _script("bench_search")
+    settings = {"budget": 120, "epochs": 5, "quick": False}
+    done = [{"accuracy": 0.5, "latency_ms": 0.2, "latency_ms_in_trial": 0.3, "study_epochs": 5, "point": {"student.family": "cnn"}}]
+    earlier = [
+        {"arm": "random", "seed": 0, "settings": settings, "done": done, "curve": [[5, 0.1]]},
+        {"arm": "random", "seed": 1, "settings": {**settings, "budget": 60}, "done": done, "curve": [[5, 0.1]]},
+        {"arm": "gp", "seed": 0, "settings": settings, "done": [{**done[0], "point": None}], "curve": [[5, 0.1]]},
+    ]
+    args = argparse.Namespace(earlier={"shapes": earlier})
+    kept = b.earlier_run(args, "shapes", "random", 0, settings)
+    assert kept["kept_from"] == "search.json" and kept["done"][0]["latency_ms"] == 0.3  # the in-trial figure, for the re-measure
+    assert "latency_ms_in_trial" not in kept["done"][0] and earlier[0]["done"][0]["latency_ms"] == 0.2  # a copy
+    assert b.earlier_run(args, "shapes", "random", 1, settings) is None  # another budget: run again
+    assert b.earlier_run(args, "shapes", "gp", 0, settings) is None  # no searched values: nothing to re-measure
+    assert b.earlier_run(args, "digits", "random", 0, settings) is None
