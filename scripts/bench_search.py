@@ -1,7 +1,7 @@
 """Search benchmark: autodistill's searches against the strongest peers, every arm at the same
 compute (student-epochs), on two problems, several seeds.
 
-    python scripts/bench_search.py                          # both problems, 5 seeds (~2 h on a 2-core CPU)
+    python scripts/bench_search.py                          # both problems, 5 seeds (~2.5 h on a 2-core CPU)
     python scripts/bench_search.py --problems digits --seeds 3
     python scripts/bench_search.py --quick                  # 1 seed, tiny budgets: a smoke run (~6 min)
     python scripts/bench_search.py --arms tpe+pareto+startup4 --keep   # one new arm; the rest from search.json
@@ -50,8 +50,8 @@ of the compute on every seed, and ends at or above every peer's final hypervolum
 Finished studies are kept under ``--workdir`` (``results/bench_search``): the same command
 again after an interruption skips them. With ``--keep`` the studies that
 ``results/benchmarks/search.json`` holds (same budget and trial length) are taken from it
-rather than run again, and their arms stay in the tables: a new arm costs its own studies. Writes ``results/benchmarks/search.json`` and
-``search.png``, and prints the README tables.
+rather than run again, and their arms stay in the tables: a new arm costs its own studies.
+Writes ``results/benchmarks/search.json`` and ``search.png``, and prints the README tables.
 """
 
 from __future__ import annotations
