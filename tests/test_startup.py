@@ -1,5 +1,5 @@
-"""search.startup: spread: the sampler's start-up trials cover the space's costs (cheapest,
-dearest, then between), chosen without training."""
+"""search.startup: spread / spread_students: the sampler's start-up trials cover the space's
+costs (cheapest, dearest, then between), chosen without training."""
 
 import math
 
@@ -15,7 +15,7 @@ from autodistill.loading import load_config
 from autodistill.space import resolve, search_space
 from autodistill.tasks import get_task
 from autodistill.tune.runner import startup_trials
-from autodistill.tune.startup import architecture_key, cost_metric, latin_recipes, spread
+from autodistill.tune.startup import architecture_key, cost_metric, latin_recipes, middle_recipe, run_spread, spread
 
 OBJECTIVES = {"accuracy": "max", "params": "min"}
 
@@ -51,6 +51,42 @@ def test_recipes_lie_on_a_latin_hypercube(tmp_path):
     assert sorted(r["distill.temperature.schedule"] for r in recipes) == ["constant", "constant", "cosine", "cosine"]  # each choice as often
 
 
+def test_the_middle_recipe_is_each_range_s_middle(tmp_path):
+    config = load_config(
+        small_study(tmp_path, **{"distill.temperature.start": {"low": 1.0, "high": 8.0, "step": 0.5}, "train.batch_size": {"choice": [32, 64, 128]}})
+    )
+    recipe = middle_recipe(search_space(config))
+    assert set(recipe) == {"distill.alpha", "distill.temperature.schedule", "distill.temperature.start", "train.lr", "train.batch_size"}
+    assert recipe["distill.alpha"] == pytest.approx(0.6)  # 0.3-0.9
+    assert recipe["train.lr"] == pytest.approx(math.sqrt(3e-3 * 1e-2))  # a log range: its geometric middle
+    assert recipe["distill.temperature.start"] == 4.5  # 1-8 on a grid of 0.5
+    assert recipe["train.batch_size"] == 64  # the middle of three options
+    assert recipe["distill.temperature.schedule"] == "cosine"  # of two, the later
+
+
+def test_spread_students_picks_spread_s_students_with_one_recipe(tmp_path):
+    """The same students as ``spread`` for the same seed, in the same order; only the recipes
+    differ: all the middle one instead of a Latin hypercube."""
+    designs = {}
+    for mode in ("spread", "spread_students"):
+        config = load_config(small_study(tmp_path, mode, **{"search.startup": mode, "objectives": OBJECTIVES}))
+        task = get_task(config.task)
+        space = search_space(config)
+        study = optuna.create_study(directions=["maximize", "minimize"])
+        lines = []
+        record = run_spread(config, task, task.load_data(config), None, space, study, 4, lines.append)
+        assert study.user_attrs["startup_design"] == record and len(record["chosen"]) == 4
+        assert [t.system_attrs["fixed_params"] for t in study.get_trials(deepcopy=False)] == [c["point"] for c in record["chosen"]]  # enqueued in order
+        designs[mode] = (record, lines[0])
+    (spread_design, spread_line), (students, students_line) = designs["spread"], designs["spread_students"]
+    assert [architecture_key(c["point"]) for c in students["chosen"]] == [architecture_key(c["point"]) for c in spread_design["chosen"]]
+    middle = middle_recipe(space)
+    assert all({k: c["point"][k] for k in middle} == middle for c in students["chosen"])
+    assert len({c["point"]["distill.alpha"] for c in spread_design["chosen"]}) == 4  # spread's recipes differ
+    assert students_line.startswith("start-up: 4 students spread over params") and "each with the middle recipe" in students_line
+    assert "middle recipe" not in spread_line
+
+
 def test_the_cost_is_the_first_cost_objective_else_macs():
     costs = {"params": 10.0, "macs": 100.0, "size_mb": 0.1}
     assert cost_metric({"accuracy": "max", "size_mb": "min", "params": "min"}, costs) == "size_mb"
@@ -68,13 +104,16 @@ def test_architecture_key_ignores_the_recipe():
 def test_spread_with_a_prescreen_is_one_line(tmp_path):
     path = small_study(tmp_path, **{"search.startup": "spread", "search.prescreen": {"candidates": 4, "keep": 2, "epochs": 1}})
     check_one_line_error(CliRunner().invoke(app, ["validate", str(path)]), "search.startup: spread and search.prescreen both choose the first trials", tmp_path)
+    path = small_study(tmp_path, "students", **{"search.startup": "spread_students", "search.prescreen": {"candidates": 4, "keep": 2, "epochs": 1}})
+    check_one_line_error(CliRunner().invoke(app, ["validate", str(path)]), "search.startup: spread_students and search.prescreen", tmp_path)
     bad = small_study(tmp_path, name="bad", **{"search.startup": "latin"})
     check_one_line_error(CliRunner().invoke(app, ["validate", str(bad)]), "search.startup", tmp_path)
 
 
 @pytest.mark.integration
-def test_spread_start_up_trials_span_the_space_and_are_not_redrawn_on_resume(tmp_path):
-    path = small_study(tmp_path, "spread", **{"search.startup": "spread", "search.trials": 5, "objectives": OBJECTIVES})
+@pytest.mark.parametrize("mode", ["spread", "spread_students"])
+def test_spread_start_up_trials_span_the_space_and_are_not_redrawn_on_resume(tmp_path, mode):
+    path = small_study(tmp_path, "spread", **{"search.startup": mode, "search.trials": 5, "objectives": OBJECTIVES})
     config = load_config(path)
     k = startup_trials(config)
     assert k == 4
@@ -100,6 +139,9 @@ def test_spread_start_up_trials_span_the_space_and_are_not_redrawn_on_resume(tmp
     table = pd.read_csv(results / "trials.csv").sort_values("number")
     assert list(table["params"][:k]) == chosen
     assert "start-up: 4 students spread over params" in run.stdout
+    if mode == "spread_students":  # one recipe for all: the middle of each range
+        assert "each with the middle recipe" in run.stdout
+        assert all(t.params["distill.alpha"] == pytest.approx(0.6) and t.params["train.lr"] == pytest.approx(math.sqrt(3e-5)) for t in trials[:k])
 
     again = run_cli("resume", results, "--trials", "1")  # one more trial
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]

@@ -127,11 +127,11 @@ def prescreen_is_shorter_than_a_trial(config: StudyConfig) -> None:
 
 
 def one_startup_design(config: StudyConfig) -> None:
-    if config.search.startup == "spread" and config.search.prescreen is not None:
-        raise ValueError("search.startup: spread and search.prescreen both choose the first trials: use one of them")
+    if config.search.startup != "random" and config.search.prescreen is not None:
+        raise ValueError(f"search.startup: {config.search.startup} and search.prescreen both choose the first trials: use one of them")
     if config.search.startup_trials is not None and config.search.sampler in ("random", "nsga2") and config.search.startup == "random":
         raise ValueError(
-            f"search.startup_trials is for the tpe and gp samplers (the trials they sample before modelling) or search.startup: spread; "
+            f"search.startup_trials is for the tpe and gp samplers (the trials they sample before modelling) or search.startup: spread / spread_students; "
             f"the {config.search.sampler} sampler has no start-up trials"
         )
 

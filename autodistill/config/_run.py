@@ -67,8 +67,8 @@ class SearchConfig(Section):
     """flash distillation before the search (off by default): many students trained for a few epochs each, the best of them tried first; e.g. {candidates: 24, epochs: 2, keep: 8}"""
     startup_trials: int | None = Field(None, ge=1)
     """how many trials TPE and GP sample before they model the results (Optuna's n_startup_trials; points_to_evaluate count among them); default: a third of the trials expected (of those search.epoch_budget holds at full length, if less), 4 to 10"""
-    startup: Literal["random", "spread"] = "random"
-    """the sampler's start-up trials (the first search.startup_trials, before TPE or GP model the results): random (the sampler's own), or spread: students drawn at random, then picked so that their costs (the first cost objective, known before training; log scale) cover the space evenly from its cheapest student to its dearest, with recipes on a Latin hypercube, tried cheapest and dearest first. Trains nothing"""
+    startup: Literal["random", "spread", "spread_students"] = "random"
+    """the sampler's start-up trials (the first search.startup_trials, before TPE or GP model the results): random (the sampler's own); spread: students drawn at random, then picked so that their costs (the first cost objective, known before training; log scale) cover the space evenly from its cheapest student to its dearest, with recipes on a Latin hypercube, tried cheapest and dearest first; or spread_students: the same students, each with one recipe, every recipe dimension at the middle of its range (log scale for log ranges). Trains nothing"""
 
 
 class LatencyConfig(Section):

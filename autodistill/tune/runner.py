@@ -389,7 +389,7 @@ def _first_trials(config, task, data, teachers, space, study, results_dir, to_ru
         from .prescreen import run_prescreen
 
         run_prescreen(config, task, data, targets, space, study, results_dir, log)
-    if config.search.startup == "spread" and STARTUP_DESIGN not in study.user_attrs:
+    if config.search.startup != "random" and STARTUP_DESIGN not in study.user_attrs:
         from .startup import run_spread
 
         run_spread(config, task, data, targets, space, study, startup_trials(config) - len(config.search.points_to_evaluate), log)

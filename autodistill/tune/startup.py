@@ -1,5 +1,5 @@
-"""A start-up design spread over the cost (``search.startup: spread``): the sampler's first
-trials chosen to cover the space's range of costs, instead of drawn at random.
+"""A start-up design spread over the cost (``search.startup: spread`` or ``spread_students``):
+the sampler's first trials chosen to cover the space's range of costs, instead of drawn at random.
 
 TPE and GP model the results only after their start-up trials (4 to 10, see
 :func:`~autodistill.tune.runner.startup_trials`); before that they sample at random, and a
@@ -8,9 +8,12 @@ cheapest ones, where most of a front's hypervolume lies. Here many students are 
 (seeded by ``search.seed``), their costs computed without training (the task's
 ``TrialRun.costs``, once per architecture), and for each of ``k`` costs evenly spaced on a log
 scale from the cheapest drawn architecture to the dearest, the drawn architecture nearest to
-it is taken. Their recipes (every other dimension: loss weights, temperature, learning rate)
-lie on a Latin hypercube, so that the start-up trials also cover each recipe dimension's range
-(a random draw may give every small student a learning rate too low for it). They are
+it is taken. With ``spread`` their recipes (every other dimension: loss weights, temperature,
+learning rate) lie on a Latin hypercube, so that the start-up trials also cover each recipe
+dimension's range (a random draw may give every small student a learning rate too low for it);
+with ``spread_students`` every one of them has the same recipe, each dimension at the middle of
+its range (:func:`middle_recipe`), so that their results differ by the student alone and the
+sampler's first model of the front is not blurred by bad recipes. They are
 enqueued in an anytime order: the cheapest, the dearest, then each time the one farthest
 (in log cost) from those before, so that a study stopped early has still spread its trials
 over the range. The cost is
@@ -124,6 +127,13 @@ def latin_recipes(space: list[Dimension], k: int, rng: np.random.Generator) -> l
     return out
 
 
+def middle_recipe(space: list[Dimension]) -> dict[str, Any]:
+    """Every unconditional recipe dimension (not the student's or the compression's) at the
+    middle of its range: the midpoint, on a log scale for a ``log`` range, on its step grid;
+    a choice's middle option (of an even number, the later of the two middle ones)."""
+    return {dim.name: _quantile(dim.dist, 0.5) for dim in space if dim.condition is None and not dim.name.startswith(ARCHITECTURE)}
+
+
 def _figure(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
@@ -161,7 +171,10 @@ def run_spread(config: StudyConfig, task: Task, data: Any, targets: Any, space: 
         metric = cost_metric(config.objectives, drawn[0][1])
         values = [float(c[metric]) for _, c in drawn]
         picked = spread(values, k)
-        recipes = latin_recipes(space, len(picked), np.random.default_rng(config.search.seed + 104_729))
+        if config.search.startup == "spread_students":
+            recipes = [middle_recipe(space)] * len(picked)
+        else:
+            recipes = latin_recipes(space, len(picked), np.random.default_rng(config.search.seed + 104_729))
         for i, recipe in zip(picked, recipes):
             point = {**drawn[i][0], **recipe}
             study.enqueue_trial(point, skip_if_exists=True)
@@ -171,7 +184,8 @@ def run_spread(config: StudyConfig, task: Task, data: Any, targets: Any, space: 
         first, last = _figure(min(costs)), _figure(max(costs))
         log(
             f"start-up: {len(record['chosen'])} students spread over {metric} {first} to {last} (from {len(points)} drawn, "
-            f"{len(drawn)} architectures), cheapest and dearest first; {time.perf_counter() - started:.1f} s"
+            f"{len(drawn)} architectures), cheapest and dearest first"
+            f"{', each with the middle recipe' if config.search.startup == 'spread_students' else ''}; {time.perf_counter() - started:.1f} s"
         )
     else:
         log(f"start-up: none of {len(points)} drawn students could be built within the constraints; the sampler draws its own")
