@@ -1,7 +1,7 @@
 """Search benchmark: autodistill's searches against the strongest peers, every arm at the same
 compute (student-epochs), on two problems, several seeds.
 
-    python scripts/bench_search.py                          # both problems, 5 seeds (~2.5 h on a 2-core CPU)
+    python scripts/bench_search.py                          # both problems, 5 seeds (~3 h on a 2-core CPU)
     python scripts/bench_search.py --problems digits --seeds 3
     python scripts/bench_search.py --quick                  # 1 seed, tiny budgets: a smoke run (~6 min)
     python scripts/bench_search.py --arms tpe+pareto+startup4 --keep   # one new arm; the rest from search.json
@@ -19,7 +19,8 @@ Problems:
 
 Arms (``--arms``), each driving the same trial training function:
 - ``random`` / ``tpe+pareto`` / ``tpe+pareto+prescreen`` / ``tpe+pareto+spread`` /
-  ``tpe+pareto+startup4`` / ``tpe+pareto+spread4`` / ``gp``:
+  ``tpe+pareto+startup4`` / ``tpe+pareto+spread4`` / ``tpe+pareto+students`` /
+  ``tpe+pareto+students4`` / ``gp``:
   ``autodistill`` studies
   (Ray Tune, 2 trials at once) with ``search.sampler`` random, tpe or gp (Optuna's
   GPSampler: LogEHVI for several objectives) and ``search.pruner`` none or pareto;
@@ -27,7 +28,9 @@ Arms (``--arms``), each driving the same trial training function:
   epochs, the best 8 tried first; its epochs count in the budget); ``+spread``:
   ``search.startup: spread`` (the start-up trials spread over the cost, trains nothing);
   ``+startup4``: ``search.startup_trials: 4`` (TPE models the results after 4 trials, not
-  a third of those the budget holds: 8 here); ``+spread4``: both.
+  a third of those the budget holds: 8 here); ``+spread4``: both; ``+students`` /
+  ``+students4``: ``search.startup: spread_students`` (the same students as spread, each with
+  the middle recipe), with 8 / 4 start-up trials.
 - ``moasha``: Syne Tune's MOASHA (its own asynchronous multi-objective successive halving,
   random proposals, non-dominated sorting at each rung), through Syne Tune's own
   ``LocalBackend`` (a process per trial, 2 at once) with the rungs of ours (grace 2, eta 3).
@@ -83,12 +86,26 @@ OURS = {
     "tpe+pareto+spread": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread"},
     "tpe+pareto+startup4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup_trials": 4},
     "tpe+pareto+spread4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread", "search.startup_trials": 4},
+    "tpe+pareto+students": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread_students"},
+    "tpe+pareto+students4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread_students", "search.startup_trials": 4},
     "gp": {"search.sampler": "gp", "search.pruner": "none"},
     "tpe": {"search.sampler": "tpe", "search.pruner": "none"},
     "tpe+asha": {"search.sampler": "tpe", "search.pruner": "asha"},
 }
 PEERS = ("gp", "moasha", "optunahub")
-DEFAULT_ARMS = ("random", "tpe+pareto", "tpe+pareto+prescreen", "tpe+pareto+spread", "tpe+pareto+startup4", "tpe+pareto+spread4", "gp", "moasha", "optunahub")
+DEFAULT_ARMS = (
+    "random",
+    "tpe+pareto",
+    "tpe+pareto+prescreen",
+    "tpe+pareto+spread",
+    "tpe+pareto+startup4",
+    "tpe+pareto+spread4",
+    "tpe+pareto+students",
+    "tpe+pareto+students4",
+    "gp",
+    "moasha",
+    "optunahub",
+)
 BASELINE = "random"
 GRACE, ETA = 2, 3.0
 
@@ -659,6 +676,10 @@ def plot(payload: dict, path: Path) -> None:
         "tpe+pareto": "tab:red",
         "tpe+pareto+prescreen": "darkred",
         "tpe+pareto+spread": "tab:pink",
+        "tpe+pareto+startup4": "tab:olive",
+        "tpe+pareto+spread4": "tab:brown",
+        "tpe+pareto+students": "gold",
+        "tpe+pareto+students4": "black",
         "gp": "tab:green",
         "moasha": "tab:blue",
         "optunahub": "tab:purple",
