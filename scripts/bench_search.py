@@ -1,7 +1,7 @@
 """Search benchmark: autodistill's searches against the strongest peers, every arm at the same
 compute (student-epochs), on two problems, several seeds.
 
-    python scripts/bench_search.py                          # both problems, 5 seeds (~3 h on a 2-core CPU)
+    python scripts/bench_search.py                          # both problems, 5 seeds (~3.5 h on a 2-core CPU)
     python scripts/bench_search.py --problems digits --seeds 3
     python scripts/bench_search.py --quick                  # 1 seed, tiny budgets: a smoke run (~6 min)
     python scripts/bench_search.py --arms tpe+pareto+startup4 --keep   # one new arm; the rest from search.json
@@ -20,7 +20,7 @@ Problems:
 Arms (``--arms``), each driving the same trial training function:
 - ``random`` / ``tpe+pareto`` / ``tpe+pareto+prescreen`` / ``tpe+pareto+spread`` /
   ``tpe+pareto+startup4`` / ``tpe+pareto+spread4`` / ``tpe+pareto+students`` /
-  ``tpe+pareto+students4`` / ``gp``:
+  ``tpe+pareto+students3`` / ``+students4`` / ``+students6`` / ``gp``:
   ``autodistill`` studies
   (Ray Tune, 2 trials at once) with ``search.sampler`` random, tpe or gp (Optuna's
   GPSampler: LogEHVI for several objectives) and ``search.pruner`` none or pareto;
@@ -28,9 +28,9 @@ Arms (``--arms``), each driving the same trial training function:
   epochs, the best 8 tried first; its epochs count in the budget); ``+spread``:
   ``search.startup: spread`` (the start-up trials spread over the cost, trains nothing);
   ``+startup4``: ``search.startup_trials: 4`` (TPE models the results after 4 trials, not
-  a third of those the budget holds: 8 here); ``+spread4``: both; ``+students`` /
-  ``+students4``: ``search.startup: spread_students`` (the same students as spread, each with
-  the middle recipe), with 8 / 4 start-up trials.
+  a third of those the budget holds: 8 here); ``+spread4``: both; ``+students``:
+  ``search.startup: spread_students`` (the same students as spread, each with the middle
+  recipe), 8 start-up trials; ``+studentsN``: the same with N.
 - ``moasha``: Syne Tune's MOASHA (its own asynchronous multi-objective successive halving,
   random proposals, non-dominated sorting at each rung), through Syne Tune's own
   ``LocalBackend`` (a process per trial, 2 at once) with the rungs of ours (grace 2, eta 3).
@@ -87,7 +87,10 @@ OURS = {
     "tpe+pareto+startup4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup_trials": 4},
     "tpe+pareto+spread4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread", "search.startup_trials": 4},
     "tpe+pareto+students": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread_students"},
-    "tpe+pareto+students4": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread_students", "search.startup_trials": 4},
+    **{
+        f"tpe+pareto+students{n}": {"search.sampler": "tpe", "search.pruner": "pareto", "search.startup": "spread_students", "search.startup_trials": n}
+        for n in (3, 4, 6)
+    },
     "gp": {"search.sampler": "gp", "search.pruner": "none"},
     "tpe": {"search.sampler": "tpe", "search.pruner": "none"},
     "tpe+asha": {"search.sampler": "tpe", "search.pruner": "asha"},
@@ -101,7 +104,9 @@ DEFAULT_ARMS = (
     "tpe+pareto+startup4",
     "tpe+pareto+spread4",
     "tpe+pareto+students",
+    "tpe+pareto+students3",
     "tpe+pareto+students4",
+    "tpe+pareto+students6",
     "gp",
     "moasha",
     "optunahub",
@@ -660,6 +665,16 @@ def summarise(runs: list[dict], budget: int, arms: list[str]) -> dict:
                 "peer": out[peer]["final_hypervolume"]["mean"],
                 "met": out[best]["final_hypervolume"]["mean"] >= out[peer]["final_hypervolume"]["mean"],
             }
+        peers = [out[a]["final_hypervolume"]["mean"] for a in out if out[a]["peer"]]
+        both = [
+            a
+            for a in ours
+            if all(f is not None and f <= 0.25 for f in out[a]["fraction_to_reach_random"]) and all(out[a]["final_hypervolume"]["mean"] >= p for p in peers)
+        ]
+        targets[f"an arm of ours reaches {BASELINE}'s final with <= 1/4 of the compute on every seed and ends >= every peer"] = {
+            "arms": both,
+            "met": bool(both),
+        }
     return {"arms": out, "targets": targets}
 
 
@@ -679,7 +694,9 @@ def plot(payload: dict, path: Path) -> None:
         "tpe+pareto+startup4": "tab:olive",
         "tpe+pareto+spread4": "tab:brown",
         "tpe+pareto+students": "gold",
+        "tpe+pareto+students3": "teal",
         "tpe+pareto+students4": "black",
+        "tpe+pareto+students6": "darkgoldenrod",
         "gp": "tab:green",
         "moasha": "tab:blue",
         "optunahub": "tab:purple",

@@ -48,6 +48,29 @@ def test_curve_and_compute_to_reach():
     assert b.epochs_to_reach(curve, 0.6) == 40 and b.epochs_to_reach(curve, 0.7) is None
 
 
+def test_search_targets_read_the_best_of_ours_both_ways():
+    """Target 1 is checked for the arm of ours with the highest final, and the list of arms
+    that reach random's final within 1/4 on every seed and end at or above every peer."""
+    b = _script("bench_search")
+    trials = {"COMPLETE": 1, "PRUNED": 0, "FAIL": 0}
+
+    def run(arm, seed, curve):
+        return {"arm": arm, "seed": seed, "curve": curve, "final_hypervolume": curve[-1][1], "trials": trials, "wall_s": 1.0}
+
+    runs = [run("random", s, [[90, 0.4], [400, 0.6]]) for s in (0, 1)]  # random's final: 0.6
+    runs += [run("tpe+pareto", s, [[200, 0.6], [400, 0.9]]) for s in (0, 1)]  # the highest final, late
+    runs += [run("tpe+pareto+students6", 0, [[90, 0.6], [400, 0.7]]), run("tpe+pareto+students6", 1, [[100, 0.65], [400, 0.7]])]  # early, lower
+    runs += [run("gp", s, [[400, 0.65]]) for s in (0, 1)]
+    out = b.summarise(runs, 400, ["random", "tpe+pareto", "tpe+pareto+students6", "gp"])
+    targets = out["targets"]
+    first = targets["tpe+pareto (best of ours) reaches random's final hypervolume with <= 1/4 of the compute on every seed"]
+    assert first["fractions"] == [0.5, 0.5] and not first["met"]
+    assert targets["tpe+pareto final hypervolume >= gp's"]["met"]
+    both = targets["an arm of ours reaches random's final with <= 1/4 of the compute on every seed and ends >= every peer"]
+    assert both == {"arms": ["tpe+pareto+students6"], "met": True}
+    assert out["arms"]["tpe+pareto+students6"]["fraction_to_reach_random"] == [0.225, 0.25]
+
+
 def test_peer_events_count_epochs_up_to_the_budget(tmp_path):
     b = _script("bench_search")
     events = tmp_path / "e.jsonl"
