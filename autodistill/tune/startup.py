@@ -112,15 +112,18 @@ def _quantile(dist: Distribution, q: float) -> Any:
     return int(round(value)) if isinstance(dist, IntRange) else float(value)
 
 
+def recipe_dimensions(space: list[Dimension]) -> list[Dimension]:
+    """The unconditional dimensions that are not the student's or the compression's: the
+    recipe (loss weights, temperature, learning rate...)."""
+    return [dim for dim in space if dim.condition is None and not dim.name.startswith(ARCHITECTURE)]
+
+
 def latin_recipes(space: list[Dimension], k: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """``k`` values of every unconditional dimension that is not the student's or the
-    compression's (the recipe: loss weights, temperature, learning rate...), on a Latin
+    """``k`` values of every :func:`recipe dimension <recipe_dimensions>`, on a Latin
     hypercube: each dimension's range cut into ``k`` equal strata (of probability), one value
     at random in each, the strata shuffled independently per dimension."""
     out: list[dict[str, Any]] = [{} for _ in range(k)]
-    for dim in space:
-        if dim.condition is not None or dim.name.startswith(ARCHITECTURE):
-            continue
+    for dim in recipe_dimensions(space):
         order = rng.permutation(k)
         for j in range(k):
             out[j][dim.name] = _quantile(dim.dist, (order[j] + rng.uniform()) / k)
@@ -128,10 +131,10 @@ def latin_recipes(space: list[Dimension], k: int, rng: np.random.Generator) -> l
 
 
 def middle_recipe(space: list[Dimension]) -> dict[str, Any]:
-    """Every unconditional recipe dimension (not the student's or the compression's) at the
-    middle of its range: the midpoint, on a log scale for a ``log`` range, on its step grid;
-    a choice's middle option (of an even number, the later of the two middle ones)."""
-    return {dim.name: _quantile(dim.dist, 0.5) for dim in space if dim.condition is None and not dim.name.startswith(ARCHITECTURE)}
+    """Every :func:`recipe dimension <recipe_dimensions>` at the middle of its range: the
+    midpoint, on a log scale for a ``log`` range, on its step grid; a choice's middle option
+    (of an even number, the later of the two middle ones)."""
+    return {dim.name: _quantile(dim.dist, 0.5) for dim in recipe_dimensions(space)}
 
 
 def _figure(value: float) -> str:
@@ -171,7 +174,8 @@ def run_spread(config: StudyConfig, task: Task, data: Any, targets: Any, space: 
         metric = cost_metric(config.objectives, drawn[0][1])
         values = [float(c[metric]) for _, c in drawn]
         picked = spread(values, k)
-        if config.search.startup == "spread_students":
+        middle = config.search.startup == "spread_students"
+        if middle:
             recipes = [middle_recipe(space)] * len(picked)
         else:
             recipes = latin_recipes(space, len(picked), np.random.default_rng(config.search.seed + 104_729))
@@ -185,7 +189,7 @@ def run_spread(config: StudyConfig, task: Task, data: Any, targets: Any, space: 
         log(
             f"start-up: {len(record['chosen'])} students spread over {metric} {first} to {last} (from {len(points)} drawn, "
             f"{len(drawn)} architectures), cheapest and dearest first"
-            f"{', each with the middle recipe' if config.search.startup == 'spread_students' else ''}; {time.perf_counter() - started:.1f} s"
+            f"{', each with the middle recipe' if middle else ''}; {time.perf_counter() - started:.1f} s"
         )
     else:
         log(f"start-up: none of {len(points)} drawn students could be built within the constraints; the sampler draws its own")
