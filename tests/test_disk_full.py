@@ -9,7 +9,7 @@ import subprocess
 
 import optuna
 import pytest
-from helpers import run_cli, small_study
+from helpers import run_cli, run_cli_here, small_study
 
 from autodistill._errors import EXIT_DISK_FULL
 
@@ -27,7 +27,7 @@ def _one_line(run):
     return lines[0]
 
 
-def test_full_disk_at_an_epoch_checkpoint_then_at_the_report_then_at_an_export(tmp_path):
+def test_full_disk_at_an_epoch_checkpoint_then_at_the_report_then_at_an_export(tmp_path, monkeypatch):
     cfg = small_study(tmp_path, "full", **{"search.trials": 2, "train.epochs": 2, "search.max_concurrent": 1})
     results = tmp_path / "results" / "full"
 
@@ -54,12 +54,14 @@ def test_full_disk_at_an_epoch_checkpoint_then_at_the_report_then_at_an_export(t
     assert [s for _, s, interrupted in _states(results) if not interrupted] == ["COMPLETE"] * 2  # nothing re-run, nothing lost
     assert (results / "report.html").is_file() and json.loads((results / "study.json").read_text())["trials"]["COMPLETE"] == 2
 
-    # an export: the folder appears whole or not at all
-    export = run_cli("export", results, "--pick", "accuracy", "--format", "pt", env={"AUTODISTILL_INJECT_ENOSPC": "model.json"})
+    # an export (in this process: it starts no Ray): the folder appears whole or not at all
+    with monkeypatch.context() as patch:
+        patch.setenv("AUTODISTILL_INJECT_ENOSPC", "model.json")
+        export = run_cli_here("export", results, "--pick", "accuracy", "--format", "pt")
     assert export.returncode == EXIT_DISK_FULL, export.stderr[-3000:]
     assert "no space left on device while writing" in _one_line(export) and _one_line(export).endswith("free space, then run the export again")
     assert not (results / "export").exists() or not any((results / "export").iterdir())
-    assert run_cli("export", results, "--pick", "accuracy", "--format", "pt").returncode == 0  # (the ONNX path is tested elsewhere)
+    assert run_cli_here("export", results, "--pick", "accuracy", "--format", "pt").returncode == 0  # (the ONNX path is tested elsewhere)
     assert sorted(p.name for p in next((results / "export").iterdir()).iterdir()) == ["model.json", "spec.json", "student.pt"]
 
 

@@ -98,7 +98,7 @@ def _wait_for_trials(url, name, count, proc, state=None, timeout=300):
 
 def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_path):
     url = postgres.url
-    cfg = small_study(tmp_path, "pg", **{"search.trials": 3, "execution.storage": url, "execution.storage_retry_s": 15})
+    cfg = small_study(tmp_path, "pg", **{"search.trials": 3, "execution.storage": url, "execution.storage_retry_s": 10})
     # a short outage (a server restart) while trials run: retried, the study finishes as if nothing happened
     proc = _cli("search", cfg)
     _wait_for_trials(url, "pg", 1, proc, state="COMPLETE")  # the next trials run: they end during the outage
@@ -108,7 +108,7 @@ def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_
     out, err = _communicate(proc, 600)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     said = " ".join(out.split())  # the console wraps long lines
-    assert f"the Optuna storage {url} is unreachable (" in said and "retrying for up to 15 s" in said and "is back after" in said, out + err[-3000:]
+    assert f"the Optuna storage {url} is unreachable (" in said and "retrying for up to 10 s" in said and "is back after" in said, out + err[-3000:]
     results = tmp_path / "results" / "pg"
     assert not (results / "study.db").exists()  # the trials live in PostgreSQL only
     study = optuna.load_study(study_name="pg", storage=url)
@@ -129,7 +129,7 @@ def test_study_in_postgres_rides_out_outages_then_resumes_from_it(postgres, tmp_
         postgres.start()
     assert proc.returncode == 4, out[-3000:] + err[-3000:]
     assert err.startswith(f"error: the Optuna storage {url} is unreachable (") and len(err.strip().splitlines()) == 1, err
-    assert err.strip().endswith(f"retried for 15 s; once it is back, run: autodistill resume {results}"), err
+    assert err.strip().endswith(f"retried for 10 s; once it is back, run: autodistill resume {results}"), err
 
     more = run_cli("resume", results)  # the server is back: resume finishes the requested 5
     assert more.returncode == 0, more.stdout[-3000:] + more.stderr[-3000:]

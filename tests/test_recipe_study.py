@@ -7,7 +7,7 @@ import json
 
 import optuna
 import pytest
-from helpers import run_cli, small_study
+from helpers import run_cli, run_cli_here, small_study
 
 from autodistill import load_trials
 
@@ -85,7 +85,7 @@ def test_a_vit_student_exports_and_verifies(study):
     number = int(vit.iloc[0]["number"])
     out = tmp_path / "vit-export"
     # ONNX is where attention can fail to export; ExecuTorch's lowering (seconds) is the e2e test's, of every format
-    result = run_cli("export", results, "--pick", str(number), "--out", out, "--format", "pt,torchscript,onnx")
+    result = run_cli_here("export", results, "--pick", str(number), "--out", out, "--format", "pt,torchscript,onnx")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((out / "model.json").read_text())
     assert card["architecture"]["family"] == "vit"

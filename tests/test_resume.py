@@ -206,10 +206,4 @@ def test_resume_after_sigkill_and_sigterm_ends_with_exactly_the_requested_trials
     assert summary["trials"]["COMPLETE"] == 4 and summary["trials"]["INTERRUPTED"] == len(interrupted)
     assert not (results / "inflight").exists()
     assert "[4/4] trial" in final.stdout
-
-    # 4. extend the finished study by 1
-    more = run_cli("resume", results, "--trials", "1")
-    assert more.returncode == 0, more.stderr[-2000:]
-    assert "request: 4 + 1 = 5 trials" in more.stdout and "[5/5] trial" in more.stdout
-    counted = [t for t in optuna.load_study(study_name="killed", storage=f"sqlite:///{db}").trials if not t.user_attrs.get("interrupted")]
-    assert len(counted) == 5
+    # extending a finished sqlite study (resume --trials N): tests/test_startup.py

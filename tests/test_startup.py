@@ -147,5 +147,6 @@ def test_spread_start_up_trials_span_the_space_and_are_not_redrawn_on_resume(tmp
     again = run_cli("resume", results, "--trials", "1")  # one more trial
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "start-up:" not in again.stdout
+    assert "request: 5 + 1 = 6 trials" in again.stdout and "[6/6] trial" in again.stdout  # a finished study extended
     study = optuna.load_study(study_name="spread", storage=f"sqlite:///{results / 'study.db'}")
     assert study.user_attrs["startup_design"] == design and len(study.get_trials()) == 6

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import run_cli, small_study
+from helpers import run_cli, run_cli_here, small_study
 
 pytestmark = pytest.mark.integration  # real studies: real Ray, real Optuna storage
 
@@ -52,6 +52,6 @@ def test_streamed_folder_study_with_cached_stage_outputs(tmp_path):
     metrics = json.loads(next((results / "trials").glob("*/metrics.json")).read_text())
     assert all(h["loss_feat"] > 0 for h in metrics["history"])
     out = tmp_path / "export"
-    exported = run_cli("export", results, "--pick", "knee", "--out", out, "--format", "pt")  # verified on the decoded val split
+    exported = run_cli_here("export", results, "--pick", "knee", "--out", out, "--format", "pt")  # verified on the decoded val split
     assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-2000:]
     assert (out / "student.pt").is_file() and "max |logit diff| vs PyTorch" in exported.stdout
