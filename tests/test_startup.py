@@ -61,7 +61,9 @@ def test_the_middle_recipe_is_each_range_s_middle(tmp_path):
     assert recipe["train.lr"] == pytest.approx(math.sqrt(3e-3 * 1e-2))  # a log range: its geometric middle
     assert recipe["distill.temperature.start"] == 4.5  # 1-8 on a grid of 0.5
     assert recipe["train.batch_size"] == 64  # the middle of three options
-    assert recipe["distill.temperature.schedule"] == "cosine"  # of two, the later
+    assert recipe["distill.temperature.schedule"] == "constant"  # of two, the first (the plain one a study file lists first)
+    config = load_config(small_study(tmp_path, "four", **{"train.batch_size": {"choice": [16, 32, 64, 128]}}))
+    assert middle_recipe(search_space(config))["train.batch_size"] == 32  # of four, the earlier middle one
 
 
 def test_spread_students_picks_spread_s_students_with_one_recipe(tmp_path):

@@ -132,9 +132,15 @@ def latin_recipes(space: list[Dimension], k: int, rng: np.random.Generator) -> l
 
 def middle_recipe(space: list[Dimension]) -> dict[str, Any]:
     """Every :func:`recipe dimension <recipe_dimensions>` at the middle of its range: the
-    midpoint, on a log scale for a ``log`` range, on its step grid; a choice's middle option
-    (of an even number, the later of the two middle ones)."""
-    return {dim.name: _quantile(dim.dist, 0.5) for dim in recipe_dimensions(space)}
+    midpoint, on a log scale for a ``log`` range, on its step grid; a choice's middle option,
+    of an even number the earlier of the two middle ones (of two, the first: the plain option
+    that a study file lists first, as in ``mixup: {choice: [0.0, 0.2]}``, not every extra
+    loss and augmentation at once)."""
+    return {dim.name: _middle_option(dim.dist) if isinstance(dim.dist, Choice) else _quantile(dim.dist, 0.5) for dim in recipe_dimensions(space)}
+
+
+def _middle_option(dist: Choice) -> Any:
+    return dist.choice[(len(dist.choice) - 1) // 2]
 
 
 def _figure(value: float) -> str:
