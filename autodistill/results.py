@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import _io, layout
 from ._errors import AutodistillError, CheckpointError
-from ._storage import Outage, is_connection_error, quiet_lost_connections, retrying
+from ._storage import Outage, is_connection_error, quiet_lost_connections, retrying, write_ahead
 from .config import LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
@@ -27,13 +27,15 @@ RUN_COLUMNS = ["epochs_done", "study_epochs", "train_s", "steps_s", "trial_s", "
 """the columns of trials.csv after the task's metrics, whatever the task"""
 
 
-def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], None] = print):
+def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], None] = print, *, writer: bool = False):
     """Optuna storage for a SQLAlchemy URL. SQLite waits up to a minute for a lock instead of
     Python's 5 s: optuna-dashboard or a script reading the study while trials are written
     must not make the driver fail with "database is locked", nor a reader that opens a new study
     file at the moment the driver creates it. A storage server (PostgreSQL, MySQL) is pinged
     before each pooled connection is reused and, with ``retry_s``, every call that cannot reach
-    it is retried for up to that long (:mod:`autodistill._storage`)."""
+    it is retried for up to that long (:mod:`autodistill._storage`). ``writer``: the study's
+    driver, which writes a SQLite file in write-ahead-log mode until
+    :func:`autodistill._storage.end_write_ahead`."""
     import optuna
     import sqlalchemy.exc
 
@@ -46,6 +48,8 @@ def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], Non
     while True:
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            if sqlite and writer:
+                write_ahead(storage)
             outage.over()
             return retrying(storage, url, retry_s, log) if server else storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
@@ -79,13 +83,23 @@ def _libpq_timeouts(url: str) -> dict[str, int]:
     return {key: value for key, value in LIBPQ_TIMEOUTS.items() if key not in parsed.query}
 
 
-def open_study(storage: str, name: str, directions: list[str] | None = None, sampler=None, retry_s: float | None = None, log: Callable[[str], None] = print):
+def open_study(
+    storage: str,
+    name: str,
+    directions: list[str] | None = None,
+    sampler=None,
+    retry_s: float | None = None,
+    log: Callable[[str], None] = print,
+    *,
+    writer: bool = False,
+):
     """Create or load the Optuna study. Directions must agree with an existing study's.
-    ``retry_s``: how long calls to a storage server that cannot be reached are retried."""
+    ``retry_s``: how long calls to a storage server that cannot be reached are retried;
+    ``writer``: see :func:`rdb_storage`."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url, storage = storage, rdb_storage(storage, retry_s, log)
+    url, storage = storage, rdb_storage(storage, retry_s, log, writer=writer)
     if directions is None:
         try:
             return optuna.load_study(study_name=name, storage=storage, sampler=sampler)

@@ -34,6 +34,8 @@ def test_every_result_file_is_written(study):
     assert (results / "ray").is_dir()
     assert (results / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (results / "trials.parquet").is_file()
+    # written ahead while the study ran (a commit does not wait for the disk): one file again
+    assert not (results / "study.db-wal").exists() and not (results / "study.db-shm").exists()
 
 
 class _TagBalance(HTMLParser):

@@ -26,6 +26,7 @@ from ray.tune import Stopper
 from .. import _io, layout
 from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
 from .._lock import StudyLock
+from .._storage import end_write_ahead
 from ..config import StudyConfig
 from ..loading import check_paths, dump_config
 from ..measure import peak_rss_mb
@@ -312,6 +313,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     try:
         return _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray)
     finally:
+        end_write_ahead()  # study.db one file again, whatever ended the study
         if ray_start is not None:
             ray_start.settle()  # never leave Ray half-started behind an error
 
@@ -331,7 +333,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
 
     space = search_space(config)
     directions = [config.objectives[m] for m in config.objectives]
-    study = open_study(storage_url(config), config.name, directions, retry_s=config.execution.storage_retry_s, log=log)
+    study = open_study(storage_url(config), config.name, directions, retry_s=config.execution.storage_retry_s, log=log, writer=True)
     from optuna.exceptions import ExperimentalWarning
 
     with warnings.catch_warnings():
