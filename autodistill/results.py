@@ -3,8 +3,10 @@ Pareto front with latency re-measured alone, hypervolume, and the files of ``res
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -217,6 +219,24 @@ def hypervolume_history(trials: pd.DataFrame, objectives: dict[str, str], teache
             }
         )
     return out
+
+
+def warm_report() -> None:
+    """Import, in a background thread, the libraries :func:`finalize` loads after the last
+    trial: scikit-learn's forest (fANOVA importances) and matplotlib, seconds of CPU on a small
+    machine that would otherwise follow the last trial. The runner calls it when a slot stands
+    idle while the last trials run; :func:`finalize` imports whatever is not in yet (an import
+    under way is waited for, not repeated)."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):  # the report's own imports say what is wrong
+            import matplotlib
+            import optuna.importance  # noqa: F401
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot  # noqa: F401
+
+    threading.Thread(target=run, name="autodistill-warm-report", daemon=True).start()
 
 
 def param_importances(study, objectives: dict[str, str]) -> dict[str, dict[str, float]]:

@@ -374,3 +374,16 @@ def test_a_storage_lost_while_a_trial_is_asked_for_ends_the_search(tmp_path):
     server.down = False
     (t,) = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 's.db'}").get_trials()
     assert t.state == optuna.trial.TrialState.COMPLETE
+
+
+def test_the_first_time_no_trial_is_left_it_says_so_once(searcher):
+    # the runner starts the report's imports there: a slot stands idle while the last trials run
+    s, _ = searcher
+    calls = []
+    s.when_none_left = lambda: calls.append(len(s._live))
+    for i in range(5):
+        assert isinstance(s.suggest(f"t{i}"), dict)
+    assert calls == []
+    s.on_trial_complete("t0", finished())
+    assert s.suggest("t5") == s.FINISHED and s.suggest("t6") == s.FINISHED
+    assert calls == [4]  # once, with the other four still running

@@ -30,7 +30,7 @@ from .._storage import end_write_ahead
 from ..config import StudyConfig
 from ..loading import check_paths, dump_config
 from ..measure import peak_rss_mb
-from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame
+from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame, warm_report
 from ..space import check_points, search_space
 from ..tasks import Task, get_task
 from .prescreen import EPOCHS_ATTR as PRESCREEN_EPOCHS
@@ -406,6 +406,7 @@ def _search(config, task, results_dir, searcher, to_run, done_before, data, targ
     started = time.perf_counter()
     ray_start.wait()  # before the scheduler is made: see _RayStart
     progress = StudyProgress(results_dir, searcher, config.objectives, to_run, quality=task.quality, done_before=done_before)
+    searcher.when_none_left = warm_report  # a slot is free from then on: the report's imports use it
     scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons, quality=task.quality)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, study=config, data=data, teacher=targets),

@@ -99,6 +99,9 @@ class OptunaSearcher(Searcher):
         self.before_tell: Callable[[str, Outcome], None] | None = None
         # Called with (trial_id, outcome) once Optuna has it: the study callback counts and prints it.
         self.after_tell: Callable[[str, Outcome], None] | None = None
+        # Called once, the first time no trial is left to hand out: a slot stands idle while
+        # the last trials run (the runner starts the report's imports there).
+        self.when_none_left: Callable[[], None] | None = None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # objectives come from the study config, not from Tune
@@ -108,6 +111,9 @@ class OptunaSearcher(Searcher):
         # FINISHED, not None: with no trial running, Ray Tune asks again every second for up
         # to 600 s before it looks at the stopper (a test saw the driver hang 240 s).
         if self._started >= self._max_trials or self.budget_spent() or self.interrupted:
+            hook, self.when_none_left = self.when_none_left, None
+            if hook is not None:
+                hook()
             return Searcher.FINISHED
         try:
             trial = self._study.ask()  # an enqueued retry of an interrupted trial comes first
@@ -293,7 +299,7 @@ class OptunaSearcher(Searcher):
         # Optuna objects hold locks and a database connection. ``autodistill resume`` never
         # restores this pickle: the Optuna storage is the study's state.
         state = self.__dict__.copy()
-        state.update(_study=None, _live={}, _curves={}, _last={}, _counted={}, ray_trials={}, before_tell=None, after_tell=None)
+        state.update(_study=None, _live={}, _curves={}, _last={}, _counted={}, ray_trials={}, before_tell=None, after_tell=None, when_none_left=None)
         return state
 
     # Ray saves searcher state with its experiment; the Optuna storage holds the real state,
