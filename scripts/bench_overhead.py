@@ -24,8 +24,11 @@ Reported per mode: wall time, time from the command to the first trial's first t
 and the share of slot time (run time x parallel slots) spent inside training steps; the CPU
 time of the command and of every process it started (each command runs in a session of its
 own, read from /proc every 0.2 s), split into the driver, the trial workers (``ray::`` worker
-processes) and Ray's own processes (GCS, raylet, agents, monitors); and the ratios ours / (b)
-and ours / (c), taken within each round. Median and range over rounds. Writes
+processes) and Ray's own processes (GCS, raylet, agents, monitors); for (a), each trial's
+time from Optuna's ask to its tell outside the trial function (the driver's and Ray's share:
+sampling, hand-over, result, checkpoint copy, storage writes; the first trial of each slot,
+which also waits for its worker, left out); and the ratios ours / (b) and ours / (c), taken
+within each round. Median and range over rounds. Writes
 ``results/benchmarks/overhead.json`` and prints the README table.
 """
 
@@ -210,6 +213,11 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
     stored = optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'study.db'}").trials
     first = min(t.user_attrs["first_step_at"] for t in stored if "first_step_at" in t.user_attrs)
     steps = float(trials["steps_s"].sum())
+    # from Optuna's ask to its tell, less the trial function's own time: the driver's and Ray's
+    # share of each trial (sampling, hand-over, result, checkpoint copy, sqlite writes), with
+    # the first trial of each slot left out (it also waits for its worker to start)
+    later = sorted((t for t in stored if t.datetime_complete is not None and "trial_s" in t.user_attrs), key=lambda t: t.datetime_start)[slots:]
+    outside = [(t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["trial_s"] for t in later]
     return {
         "wall_s": wall,
         "cpu_s": cpu,
@@ -217,6 +225,7 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
         "first_step_s": first - command_at,
         "steps_s": steps,
         "step_share": steps / (summary["search_s"] * slots),
+        "outside_trial_s": sum(outside) / len(outside) if outside else float("nan"),
         "trials": [
             {
                 "number": int(r["number"]),
@@ -273,6 +282,9 @@ def table(payload: dict) -> str:
     rows += ["", f"ours ÷ (b) = {_span(r['ours / optuna loop'], '.2f')}, ours ÷ (c) = {_span(r['ours / optuna n_jobs'], '.2f')}"]
     if "ours / before" in r:
         rows[-1] += f", ours ÷ before = {_span(r['ours / before'], '.2f')}"
+    outside = [f"{name} {_span(m['outside_trial_s'], '.3f')}" for name, m in payload["modes"].items() if "outside_trial_s" in m]
+    if outside:
+        rows.append(f"per trial, from Optuna's ask to its tell, outside the trial function (s): {'; '.join(outside)}")
     return "\n".join(rows)
 
 
@@ -347,6 +359,7 @@ def main() -> None:
                 # the CPU time over what the machine's cores could give in the wall time: near 100%, the run is CPU-bound
                 "cpu_busy": spread([run["cpu_s"]["total"] / (run["wall_s"] * cores) for run in runs[m]]),
                 "worker_processes": spread([run["cpu_s"]["worker processes"] for run in runs[m]]),
+                **({"outside_trial_s": spread([run["outside_trial_s"] for run in runs[m]])} if "outside_trial_s" in runs[m][0] else {}),
             }
             for m in modes
         },
