@@ -55,12 +55,18 @@ def _pairs(objectives: dict[str, str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] or [(names[0], names[0])]
 
 
-def write_png(path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, Any]) -> None:
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def write_png(path: Path, complete: pd.DataFrame, front: pd.DataFrame, objectives: dict[str, str], teacher: dict[str, Any]) -> None:
+    plt = pyplot()
     pairs = _pairs(objectives)
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.2), squeeze=False)
     for ax, (x, y) in zip(axes[0], pairs):

@@ -22,7 +22,7 @@ from ._storage import Outage, is_connection_error, quiet_lost_connections, retry
 from .config import LatencyConfig, StudyConfig
 from .constraints import feasible
 from .pareto import as_minimization, hypervolume, non_dominated_mask
-from .report import MIN_IMPORTANCE_TRIALS, write_html, write_png
+from .report import MIN_IMPORTANCE_TRIALS, pyplot, write_html, write_png
 from .tasks import Task, curve_attr, get_task
 
 RUN_COLUMNS = ["epochs_done", "study_epochs", "train_s", "steps_s", "trial_s", "fail_reason"]
@@ -50,8 +50,8 @@ def rdb_storage(url: str, retry_s: float | None = None, log: Callable[[str], Non
     while True:
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            if sqlite and writer:
-                write_ahead(storage)
+            if writer:
+                write_ahead(storage)  # a SQLite file; nothing for a server
             outage.over()
             return retrying(storage, url, retry_s, log) if server else storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as err:
@@ -230,11 +230,9 @@ def warm_report() -> None:
 
     def run() -> None:
         with contextlib.suppress(Exception):  # the report's own imports say what is wrong
-            import matplotlib
             import optuna.importance  # noqa: F401
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot  # noqa: F401
+            pyplot()
 
     threading.Thread(target=run, name="autodistill-warm-report", daemon=True).start()
 
