@@ -130,6 +130,8 @@ def test_optunas_fallback_warning_of_a_lost_connection_is_dropped_and_others_kep
     connection only."""
     import logging
 
+    import optuna
+
     from autodistill.results import rdb_storage
 
     rdb_storage("sqlite://")  # every storage opened installs the filter
@@ -138,6 +140,8 @@ def test_optunas_fallback_warning_of_a_lost_connection_is_dropped_and_others_kep
     handler = logging.Handler()
     handler.emit = seen.append
     logger.addHandler(handler)
+    verbosity = optuna.logging.get_verbosity()  # another test module may have left Optuna at ERROR (test_report does)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         lost = "(psycopg.OperationalError) consuming input failed: server closed the connection unexpectedly"
         logger.warning(f"Caught an error from sqlalchemy: {lost}. Falling back to a slower alternative.")
@@ -145,5 +149,6 @@ def test_optunas_fallback_warning_of_a_lost_connection_is_dropped_and_others_kep
         logger.warning("something else about connections")
     finally:
         logger.removeHandler(handler)
+        optuna.logging.set_verbosity(verbosity)
     messages = [r.getMessage() for r in seen]
     assert len(messages) == 2 and "too many SQL variables" in messages[0] and messages[1] == "something else about connections"
