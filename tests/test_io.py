@@ -109,3 +109,39 @@ def test_durable_writes_fsync_and_epoch_checkpoints_do_not(tmp_path, monkeypatch
     with pytest.raises(CheckpointError, match="cannot read the epoch checkpoint"):
         load_train_state(tmp_path / "0001.pt")
     assert _resume_state({"inflight": str(tmp_path / "0001.pt")}) is None  # the trial restarts from epoch 1
+
+
+def test_final_checkpoint_folders_of_dead_workers_are_swept(tmp_path):
+    """A worker killed between writing its final checkpoint folder and Ray's copy of it leaves
+    the folder in the temporary directory; the next trial on the machine, or the end of the
+    study, removes it once its process is gone and it is a minute old. A live process's folder,
+    a new one and other files stay."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from autodistill.tune.trainable import CKPT_PREFIX, STALE_CKPT_S, sweep_stale_checkpoints
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: kill(pid, 0) finds no such process
+    old = time.time() - STALE_CKPT_S - 5
+
+    def folder(name: str, age: float | None = old):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "student.pt").write_bytes(b"x" * 10)
+        if age is not None:
+            os.utime(path, (age, age))
+        return path
+
+    stale = folder(f"{CKPT_PREFIX}{gone.pid}-abc123")
+    live = folder(f"{CKPT_PREFIX}{os.getpid()}-def456")
+    young = folder(f"{CKPT_PREFIX}{gone.pid}-ghi789", age=None)
+    other = folder("unrelated-999999-x")
+    assert sweep_stale_checkpoints(tmp_path) == 1
+    assert not stale.exists()
+    assert live.exists() and young.exists() and other.exists()
+    os.utime(young, (old, old))
+    assert sweep_stale_checkpoints(tmp_path) == 1 and not young.exists()
+    assert sweep_stale_checkpoints(tmp_path / "missing") == 0

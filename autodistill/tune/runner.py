@@ -39,7 +39,7 @@ from .resume import describe, recover
 from .schedulers import make_scheduler
 from .searcher import OptunaSearcher
 from .startup import DESIGN_ATTR as STARTUP_DESIGN
-from .trainable import run_trial
+from .trainable import run_trial, sweep_stale_checkpoints
 
 
 @dataclass
@@ -314,6 +314,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
         return _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray)
     finally:
         end_write_ahead()  # study.db one file again, whatever ended the study
+        sweep_stale_checkpoints()  # of this machine's workers killed mid-report
         if ray_start is not None:
             ray_start.settle()  # never leave Ray half-started behind an error
 

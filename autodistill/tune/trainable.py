@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -53,6 +54,7 @@ def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher:
     from ray import tune
 
     torch.set_num_threads(max(1, int(study.search.resources.cpu)))
+    sweep_stale_checkpoints()
     number, params = config["number"], config["params"]
     started = time.perf_counter()
     base: dict[str, Any] = {"number": number, "node": _node(), "worker_pid": os.getpid()}  # which process ran it: reused actors show as few
@@ -68,7 +70,7 @@ def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher:
             tune.report({**base, "infeasible": True, "fail_reason": f"infeasible before training: {broken}", "trial_s": time.perf_counter() - started})
             return
         final, result, history = _train_and_measure(config, study, task, run, base, started)
-        with tempfile.TemporaryDirectory(prefix="autodistill-ckpt-") as tmp:  # Ray copies it into the study's storage
+        with tempfile.TemporaryDirectory(prefix=f"{CKPT_PREFIX}{os.getpid()}-") as tmp:  # Ray copies it into the study's storage
             _io.torch_save(Path(tmp) / layout.STUDENT, result.model.state_dict(), durable=False)
             spec = {"spec": result.spec, "number": number, "params": params, "seed_number": config.get("seed_number", number)}
             _io.write_json(Path(tmp) / layout.SPEC, spec, durable=False)
@@ -87,6 +89,46 @@ def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher:
                 "trial_s": time.perf_counter() - started,
             }
         )
+
+
+CKPT_PREFIX = "autodistill-ckpt-"
+"""a trial's final checkpoint is written to ``<tmp>/autodistill-ckpt-<pid>-<random>/`` and
+handed to Ray, which copies it into the study's storage; the folder goes when the report
+returns"""
+
+STALE_CKPT_S = 60.0
+"""how old the folder of a process that no longer runs must be before it is swept"""
+
+
+def sweep_stale_checkpoints(tmp: str | os.PathLike | None = None) -> int:
+    """Remove the final-checkpoint folders (:data:`CKPT_PREFIX`) that a worker killed between
+    writing one and Ray's copy left in this machine's temporary directory: those whose process
+    is gone, older than :data:`STALE_CKPT_S` (a process of another PID namespace that shares
+    ``/tmp`` is not seen by ``kill(pid, 0)``; its folder lives for seconds). Called when a trial
+    starts and when a study ends; returns how many were removed."""
+    root = Path(tmp or tempfile.gettempdir())
+    removed = 0
+    now = time.time()
+    for path in root.glob(f"{CKPT_PREFIX}*"):
+        pid = path.name[len(CKPT_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or _running(int(pid)) or now - path.stat().st_mtime < STALE_CKPT_S:
+                continue
+        except OSError:  # swept by another worker meanwhile
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += not path.exists()
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _broken_before_training(study: StudyConfig, task: Task, run: TrialRun, base: dict[str, Any]) -> str:
