@@ -234,7 +234,19 @@ def warm_report() -> None:
 
             pyplot()
 
-    threading.Thread(target=run, name="autodistill-warm-report", daemon=True).start()
+    thread = threading.Thread(target=run, name="autodistill-warm-report", daemon=True)
+    thread.start()
+    _warming.append(thread)
+
+
+_warming: list[threading.Thread] = []
+
+
+def _report_warmed() -> None:
+    """Wait for :func:`warm_report`'s imports: a thread importing in this process takes the
+    interpreter from the latency runs that follow."""
+    while _warming:
+        _warming.pop().join()
 
 
 def param_importances(study, objectives: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -271,15 +283,19 @@ def _parquet_frame(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def remeasure_front(frame: pd.DataFrame, results_dir: Path, latency: LatencyConfig, task: Task, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """The latency metrics of each front member measured again, one at a time, with nothing
-    else running (``latency.final_repeats`` runs). The in-trial figure of each is kept as
-    ``<metric>_in_trial``, the spread as ``<metric>_p10`` / ``_p90``."""
+    """The latency metrics of each front member measured again, one network at a time, with
+    nothing else running (``latency.final_repeats`` runs). Members with the same network (the
+    same spec: family, shape, compression) share one measurement: their latency differs only
+    by noise, which would otherwise keep a less accurate copy on the front for a luckier draw.
+    The in-trial figure of each is kept as ``<metric>_in_trial``, the spread as
+    ``<metric>_p10`` / ``_p90``."""
     frame = frame.copy()
     for metric in task.latency_metrics:
         frame[f"{metric}_in_trial"] = frame[metric]
         for col in (f"{metric}_p10", f"{metric}_p90"):
             frame[col] = np.nan
     unreadable = []
+    by_network: dict[str, dict[str, float]] = {}
     for i, row in frame.iterrows():
         path = layout.trial_dir(results_dir, int(row["number"]))
         try:
@@ -288,18 +304,31 @@ def remeasure_front(frame: pd.DataFrame, results_dir: Path, latency: LatencyConf
             log(f"trial {int(row['number'])} left out of the front: {err}")
             unreadable.append(i)
             continue
-        measured = task.measure_latency(model, spec, latency, latency.final_repeats)
+        network = json.dumps(spec, sort_keys=True, default=str)
+        if network not in by_network:
+            by_network[network] = task.measure_latency(model, spec, latency, latency.final_repeats)
+        measured = by_network[network]
         frame.loc[i, list(measured)] = list(measured.values())
         for col, text in task.describe_student(spec).items():
             frame.loc[i, col] = text
         frame.loc[i, "checkpoint"] = str(path / layout.STUDENT)
     frame = frame.drop(index=unreadable)
-    log(f"re-measured the latency of {len(frame)} front member(s) alone ({latency.final_repeats} runs each)")
+    shared = f"; {len(by_network)} distinct networks, each measured once" if len(by_network) < len(frame) else ""
+    log(f"re-measured the latency of {len(frame)} front member(s) alone ({latency.final_repeats} runs each{shared})")
     return frame
 
 
-def finalize(config: StudyConfig, study, teacher: dict[str, Any], log: Callable[[str], None] = print, remeasure: bool = True) -> dict[str, Any]:
-    """Write trials.csv, pareto.csv, pareto.png, report.html and study.json; return the summary."""
+def finalize(
+    config: StudyConfig,
+    study,
+    teacher: dict[str, Any],
+    log: Callable[[str], None] = print,
+    remeasure: bool = True,
+    measured: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Write trials.csv, pareto.csv, pareto.png, report.html and study.json; return the summary.
+    ``measured`` is called once the front's latency is re-measured (or at once, when it is
+    not): the runner shuts Ray down then, not while the latency runs."""
     results_dir = config.results_dir
     task = get_task(config.task)
     objectives = config.objectives
@@ -311,12 +340,10 @@ def finalize(config: StudyConfig, study, teacher: dict[str, Any], log: Callable[
     complete = trials[(trials["state"] == "COMPLETE") & trials.get("feasible", True)].reset_index(drop=True)
     front = complete[front_mask(complete, objectives)] if len(complete) else complete
     if remeasure and len(front) and set(task.latency_metrics) <= set(front.columns):
-        measured = remeasure_front(front, results_dir, config.latency, task, log)
-        while len(measured) < len(front):  # unreadable checkpoints left out: who is on the front now?
-            complete = complete[~complete["number"].isin(set(front["number"]) - set(measured["number"]))]
-            front = complete[front_mask(complete, objectives)] if len(complete) else complete
-            measured = remeasure_front(front, results_dir, config.latency, task, log)
-        front = measured[front_mask(measured, objectives)] if len(measured) else measured
+        _report_warmed()
+        front = _remeasured_front(front, complete, results_dir, config, task, log)
+    if measured is not None:
+        measured()
     front = front.sort_values(list(objectives)[0], ascending=objectives[list(objectives)[0]] == "min")
     _io.write_text(results_dir / layout.PARETO_CSV, front.to_csv(index=False))
     hv = normalized_hypervolume(front, objectives, teacher["metrics"])
@@ -338,6 +365,27 @@ def finalize(config: StudyConfig, study, teacher: dict[str, Any], log: Callable[
     write_png(results_dir / layout.PARETO_PNG, complete, front, objectives, teacher)
     write_html(results_dir / layout.REPORT_HTML, config, trials, front, study, summary)
     return summary
+
+
+def _remeasured_front(
+    front: pd.DataFrame, complete: pd.DataFrame, results_dir: Path, config: StudyConfig, task: Task, log: Callable[[str], None]
+) -> pd.DataFrame:
+    """The front by the re-measured latency (:func:`remeasure_front`): members whose checkpoint
+    cannot be read are replaced by whoever is on the front without them; members that the
+    re-measured figures dominate leave it, and the log names them."""
+    objectives = config.objectives
+    measured = remeasure_front(front, results_dir, config.latency, task, log)
+    while len(measured) < len(front):  # unreadable checkpoints left out: who is on the front now?
+        complete = complete[~complete["number"].isin(set(front["number"]) - set(measured["number"]))]
+        front = complete[front_mask(complete, objectives)] if len(complete) else complete
+        measured = remeasure_front(front, results_dir, config.latency, task, log)
+    if not len(measured):
+        return measured
+    kept = front_mask(measured, objectives)
+    if not kept.all():
+        left = ", ".join(str(int(n)) for n in measured.loc[~kept, "number"])
+        log(f"left the front once re-measured (another member is as good or better on every objective): trial(s) {left}")
+    return measured[kept]
 
 
 def read_study_file(results_dir: str | Path, name: str) -> Path:

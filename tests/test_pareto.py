@@ -149,3 +149,69 @@ def test_export_pick_params_latency_and_a_number():
     assert int(pick_trial(complete, objectives, "1")["number"]) == 1
     with pytest.raises(AutodistillError, match="--pick: unknown rule 'fastest'"):
         pick_trial(complete, objectives, "fastest")
+
+
+def test_front_members_with_the_same_network_share_one_re_measurement(tmp_path):
+    """Two trials that trained the same network (different weights) differ in latency only by
+    noise: the final re-measurement times the network once and gives both the figure, so the
+    less accurate copy, on the front during the search for a luckier draw, leaves it (and the
+    log names it). A different network is timed on its own."""
+    import json
+
+    import pandas as pd
+    import torch
+
+    from autodistill import _io, layout
+    from autodistill.compress import build_network
+    from autodistill.config import LatencyConfig
+    from autodistill.results import _remeasured_front
+    from autodistill.tasks import get_task
+
+    def trial(number: int, width_mult: float, seed: int):
+        spec = {
+            "family": "cnn",
+            "dims": {"widths": [8, 16], "depths": [1, 1], "width_mult": width_mult, "dropout": 0.0},
+            "in_channels": 1,
+            "num_classes": 10,
+            "image_size": 8,
+        }
+        torch.manual_seed(seed)
+        folder = layout.trial_dir(tmp_path, number)
+        _io.torch_save(folder / layout.STUDENT, build_network(spec).state_dict())
+        _io.write_json(folder / layout.SPEC, {"spec": spec, "number": number, "params": {}})
+
+    trial(0, 1.0, seed=0)
+    trial(1, 1.0, seed=1)  # trial 0's network, other weights
+    trial(2, 0.5, seed=2)
+    front = pd.DataFrame(
+        {
+            "number": [0, 1, 2],
+            "accuracy": [0.95, 0.90, 0.85],
+            "params": [3000, 3000, 900],
+            "latency_ms": [0.30, 0.25, 0.20],  # in-trial: trial 1 looked faster than trial 0
+        }
+    )
+    task = get_task("image_classification")
+    timed = []
+    real = task.measure_latency
+
+    def counting(model, spec, latency, repeats):
+        timed.append(json.dumps(spec["dims"], sort_keys=True))
+        return real(model, spec, latency, repeats)
+
+    task.measure_latency = counting  # the real measurement, counted
+    try:
+        lines: list[str] = []
+        config = type(
+            "Config", (), {"objectives": {"accuracy": "max", "params": "min", "latency_ms": "min"}, "latency": LatencyConfig(warmup=2, final_repeats=20)}
+        )
+        kept = _remeasured_front(front, front, tmp_path, config, task, lines.append)
+    finally:
+        del task.measure_latency
+    assert len(timed) == 2 and len(set(timed)) == 2  # one per network
+    assert list(kept["number"]) == [0, 2]
+    assert any("2 distinct networks, each measured once" in line for line in lines)
+    assert any(line.startswith("left the front once re-measured") and line.endswith("trial(s) 1") for line in lines)
+    for column in ("latency_ms", "latency_ms_p10", "latency_ms_p90"):
+        assert column in kept.columns
+    assert float(kept.loc[kept["number"] == 0, "latency_ms_in_trial"].iloc[0]) == 0.30

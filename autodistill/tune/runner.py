@@ -244,8 +244,9 @@ def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume
     ``search.trials`` trials have an outcome. Raises :class:`StudyInterrupted` after Ctrl-C or
     SIGTERM, once the running trials are recorded as interrupted.
 
-    ``release_ray``: shut Ray down in the background as soon as the search ends, while the
-    results are written (the CLI, which ends the process then; :func:`wait_ray_released`).
+    ``release_ray``: shut Ray down in the background once the search has ended and the front's
+    latency is re-measured, while the report is written (the CLI, which ends the process then;
+    :func:`wait_ray_released`).
     """
     check_paths(config, "config")
     check_points(config, "config")
@@ -368,9 +369,9 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
         search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log, ray_start or _RayStart(config, task))
-        if release_ray:
-            _release_ray()
-    summary = finalize(config, study, teacher, log)
+    # Ray goes down in the background once the front's latency is re-measured, while the
+    # report is written: its shutdown takes this process's interpreter from the latency runs
+    summary = finalize(config, study, teacher, log, measured=_release_ray if release_ray and to_run else None)
     summary["wall_s"] = time.perf_counter() - started
     summary["search_s"] = search_s
     summary["epochs_spent"] = searcher.epochs_spent
