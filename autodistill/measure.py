@@ -66,8 +66,9 @@ class Latency:
 def measure_latency(model: nn.Module, input_shape: tuple[int, ...], cfg: LatencyConfig, repeats: int | None = None) -> Latency:
     """Median wall time of one forward pass of a batch of ``cfg.batch_size``, in eval mode,
     after ``cfg.warmup`` untimed runs, with ``cfg.threads`` intra-op threads, run by
-    ``cfg.backend`` (see :func:`latency_runner`). On CUDA the timing is taken with CUDA
-    events after synchronisation. int8 students run on the CPU only."""
+    ``cfg.backend`` (see :func:`latency_runner`), at the speed the CPU had when the clock's
+    reference was taken (:func:`time_runs`). On CUDA the timing is taken with CUDA events
+    after synchronisation. int8 students run on the CPU only."""
     repeats = repeats or cfg.repeats
     with threads(cfg.threads), latency_runner(model, input_shape, cfg) as run:
         times = time_runs(run, cfg.warmup, repeats, cuda=cfg.device == "cuda")
@@ -143,27 +144,136 @@ def _compiled(on: bool):
         yield
 
 
-def time_runs(run: Callable[[], object], warmup: int, repeats: int, cuda: bool = False) -> list[float]:
+def time_runs(run: Callable[..., object], warmup: int, repeats: int, cuda: bool = False, setup: Callable[[], object] | None = None) -> list[float]:
     """Milliseconds of each of ``repeats`` calls of ``run`` after ``warmup`` untimed ones
-    (CUDA: events around each call, after synchronisation)."""
-    for _ in range(warmup):
-        run()
-    times: list[float] = []
+    (``run(setup())`` where ``setup`` is given: its call is not timed).
+
+    CUDA: events around each call, after synchronisation. CPU: the calls are timed in blocks of
+    :data:`CLOCK_BLOCK`, each after an untimed call and followed by as many runs of a fixed
+    clock workload (after an untimed one); a call's time is scaled by the clock's median in
+    its block: ``run × reference / clock``, where the reference is the clock's time when this process
+    (or the study, :func:`set_clock_reference`) first took it. A shared machine's CPU runs
+    at different speeds from one second to the next, and a slower moment slows both alike:
+    the figures of networks timed at different moments stay comparable (measured on a 2-core
+    cloud VM, ``scripts/bench_latency.py``: 20 measurements of one network in one process
+    spread by 1.8-2.6× as plain medians, 1.1-1.5× scaled)."""
+    step = (lambda: run(setup())) if setup is not None else run
     if cuda:
+        for _ in range(warmup):
+            step()
         torch.cuda.synchronize()
+        times: list[float] = []
         for _ in range(repeats):
+            arg = setup() if setup is not None else None
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            run()
+            run(arg) if setup is not None else run()
             end.record()
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
         return times
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - t0) * 1e3)
+    clock, reference = _clock(), clock_reference_ms()
+    times = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            step()
+            clock()
+        for first in range(0, repeats, CLOCK_BLOCK):
+            block = []
+            step()  # untimed, as is the clock's first run below: each block starts warm
+            for _ in range(min(CLOCK_BLOCK, repeats - first)):
+                arg = setup() if setup is not None else None
+                t0 = time.perf_counter()
+                run(arg) if setup is not None else run()
+                block.append(time.perf_counter() - t0)
+            clock()
+            ticks = []
+            for _ in range(CLOCK_BLOCK):
+                t0 = time.perf_counter()
+                clock()
+                ticks.append(time.perf_counter() - t0)
+            scale = reference / statistics.median(ticks)
+            times.extend(t * scale for t in block)
     return times
+
+
+CLOCK_BLOCK = 5
+"""timed runs per block on the CPU: each block of the network's runs is followed by as many
+of the clock's, and scaled by their median"""
+
+
+_CLOCK: list[Callable[[], object]] = []
+_REFERENCE: dict[int, float] = {}
+
+
+def _clock() -> Callable[[], object]:
+    """The clock workload: a fixed small convolutional network (eager torch, eval mode, a
+    fixed input; about 0.1 ms on one thread of a 2-core cloud VM), built once per process
+    from its own generator: the global RNG does not move."""
+    if not _CLOCK:
+        generator = torch.Generator().manual_seed(0)
+        with torch.random.fork_rng(devices=[]):
+            net = nn.Sequential(
+                nn.Conv2d(8, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(16, 10),
+            ).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+        x = torch.randn(1, 8, 16, 16, generator=generator)
+        _CLOCK.append(lambda: net(x))
+    return _CLOCK[0]
+
+
+def clock_reference_ms(n_threads: int | None = None) -> float:
+    """The clock's reference time at ``n_threads`` intra-op threads (default: the current
+    setting): the one set for the study, else measured once in this process (:func:`measure_clock`)."""
+    n_threads = n_threads or torch.get_num_threads()
+    if n_threads not in _REFERENCE:
+        with threads(n_threads):
+            _REFERENCE[n_threads] = measure_clock()
+    return _REFERENCE[n_threads]
+
+
+def set_clock_reference(n_threads: int, ms: float) -> None:
+    """Time at the speed of a reference taken elsewhere (the study's, in its driver): the
+    trials' figures, the teacher's and the re-measured front's are then in one unit."""
+    _REFERENCE[n_threads] = ms
+
+
+def measure_clock(window_s: float | None = None, runs: int = 25, pause_s: float = 0.02) -> float:
+    """The clock's time, in ms: the fastest of the medians of batches of ``runs`` runs, one
+    batch every ``pause_s`` for ``window_s`` seconds (:data:`CLOCK_WINDOW_S`; about 0.1 s of
+    work in all). On a shared machine the CPU is slow for seconds at a time (measured on a
+    2-core cloud VM: 0.5-1.7 s long, 80% of the time when its neighbours were busy, at up
+    to 2× the time): a reference taken within 0.1 s was one of those half the time, and a
+    study started then would have timed everything at that speed; over 2 s the fastest batch
+    was within 15% of the fastest of 30 s."""
+    window_s = CLOCK_WINDOW_S if window_s is None else window_s
+    clock = _clock()
+    medians: list[float] = []
+    with torch.inference_mode():
+        for _ in range(runs):
+            clock()
+        started = time.perf_counter()
+        while len(medians) < 10 or time.perf_counter() - started < window_s:
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                clock()
+                times.append((time.perf_counter() - t0) * 1e3)
+            medians.append(statistics.median(times))
+            time.sleep(pause_s)
+    return min(medians)
+
+
+CLOCK_WINDOW_S = 2.0
+"""how long the clock's reference is sampled for (see :func:`measure_clock`)"""
 
 
 def static_costs(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:

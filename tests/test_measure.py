@@ -1,6 +1,8 @@
+import pytest
 import torch
 import torch.nn as nn
 
+from autodistill import measure
 from autodistill.config import LatencyConfig
 from autodistill.measure import count_macs, count_params, measure_latency, state_dict_mb, static_costs
 
@@ -28,7 +30,9 @@ def test_latency_is_positive_and_ordered():
     assert set(static_costs(model, (1, 8, 8))) == {"params", "macs", "size_mb"}
 
 
-def test_timing_leaves_the_global_rng_alone():
+def test_timing_leaves_the_global_rng_alone(monkeypatch):
+    monkeypatch.setattr(measure, "_CLOCK", [])  # the clock network is built here too
+    monkeypatch.setattr(measure, "_REFERENCE", {})  # and its reference taken
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten())
     torch.manual_seed(5)
     before = torch.get_rng_state()
@@ -51,3 +55,67 @@ def test_peak_memory_is_this_process_not_its_parent():
     )
     assert float(child.stdout) < parent - 300
     del ballast
+
+
+class _Machine:
+    """A fake ``time.perf_counter`` that work advances by its cost over the machine's speed."""
+
+    def __init__(self, monkeypatch):
+        self.now, self.speed = 0.0, 1.0
+        monkeypatch.setattr(measure.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(measure, "_REFERENCE", {})
+
+    def work(self, seconds):
+        def run():
+            self.now += seconds / self.speed
+
+        return run
+
+
+def test_cpu_times_are_scaled_by_the_clock_so_a_slower_moment_does_not_show(monkeypatch):
+    machine = _Machine(monkeypatch)
+    monkeypatch.setattr(measure, "_CLOCK", [machine.work(1e-4)])  # the clock: 0.1 ms at full speed
+    measure.set_clock_reference(torch.get_num_threads(), 0.1)
+    network, calls = machine.work(3e-4), [0]
+
+    def run():
+        calls[0] += 1
+        if calls[0] == 21:  # 2 warm-up calls, then blocks of an untimed call and 5 timed: the fourth block
+            machine.speed = 0.4  # runs at 0.4 of the speed, the clock's runs after it too
+        network()
+
+    times = measure.time_runs(run, warmup=2, repeats=30)
+    assert calls[0] == 2 + 6 * 6
+    assert times == pytest.approx([0.3] * 30)  # unscaled, the last 15 would read 0.75 ms
+
+
+def test_setup_is_not_timed(monkeypatch):
+    machine = _Machine(monkeypatch)
+    monkeypatch.setattr(measure, "_CLOCK", [machine.work(1e-4)])
+    measure.set_clock_reference(torch.get_num_threads(), 0.1)
+    prompt = machine.work(5e-3)
+
+    def setup():
+        prompt()  # e.g. the prompt that fills a language model's cache before decoding
+        return 2e-4
+
+    times = measure.time_runs(lambda seconds: machine.work(seconds)(), warmup=1, repeats=7, setup=setup)
+    assert times == pytest.approx([0.2] * 7)
+
+
+def test_the_clock_reference_is_its_fastest_batch_over_its_window(monkeypatch):
+    machine = _Machine(monkeypatch)
+    monkeypatch.setattr(measure.time, "sleep", lambda s: setattr(machine, "now", machine.now + s))
+    clock, batches = machine.work(1e-4), []
+
+    def slow_then_fast():
+        batches.append(machine.now)
+        machine.speed = 0.5 if machine.now < 1.5 else 1.0  # the first 1.5 s at half speed
+        clock()
+
+    monkeypatch.setattr(measure, "_CLOCK", [slow_then_fast])
+    assert measure.measure_clock(window_s=2.0, runs=25, pause_s=0.02) == pytest.approx(0.1)
+    assert 1.9 < machine.now < 2.1  # about the window, a batch every 20 ms: 25 runs of 0.1-0.2 ms apart
+    assert measure.measure_clock(window_s=1.0) == pytest.approx(0.1)  # a later window, all fast
+    machine.now = 0.0
+    assert measure.measure_clock(window_s=1.0) == pytest.approx(0.2)  # a window within the slow second: its speed

@@ -1,6 +1,7 @@
 """search.startup: spread / spread_students: the sampler's start-up trials cover the space's
 costs (cheapest, dearest, then between), chosen without training."""
 
+import json
 import math
 
 import numpy as np
@@ -146,8 +147,17 @@ def test_spread_start_up_trials_span_the_space_and_are_not_redrawn_on_resume(tmp
         assert all(t.params["distill.alpha"] == pytest.approx(0.6) and t.params["train.lr"] == pytest.approx(math.sqrt(3e-5)) for t in trials[:k])
         return  # resume takes the same path for both (the startup_design attribute): checked once, with spread
 
+    # the study's latency clock (measure.time_runs): taken by its first run, kept for its resume
+    clock = study.user_attrs["latency_clock_ms"]
+    assert 0.001 < clock < 10 and json.loads((results / "study.json").read_text())["latency_clock_ms"] == clock
+    study.set_user_attr("latency_clock_ms", clock * 50)  # as if the first run had taken it at 1/50 of the speed
+
     again = run_cli("resume", results, "--trials", "1")  # one more trial
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # the resumed driver hands the stored clock to its trial: its latency is in that unit
+    latency = pd.read_csv(results / "trials.csv").set_index("number")["latency_ms"]
+    assert latency.loc[5] > 10 * latency.loc[0:4].max()
+    assert json.loads((results / "study.json").read_text())["latency_clock_ms"] == clock * 50
     assert "start-up:" not in again.stdout
     assert "request: 5 + 1 = 6 trials" in again.stdout and "[6/6] trial" in again.stdout  # a finished study extended
     study = optuna.load_study(study_name="spread", storage=f"sqlite:///{results / 'study.db'}")

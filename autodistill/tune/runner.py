@@ -29,7 +29,7 @@ from .._lock import StudyLock
 from .._storage import end_write_ahead
 from ..config import StudyConfig
 from ..loading import check_paths, dump_config
-from ..measure import peak_rss_mb
+from ..measure import clock_reference_ms, peak_rss_mb, set_clock_reference
 from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame, warm_report
 from ..space import check_points, search_space
 from ..tasks import Task, get_task
@@ -285,16 +285,55 @@ def _after_space(config: StudyConfig, began: bool) -> str:
     return f"run: autodistill resume {config.results_dir}" if began else "run the same search again"
 
 
-def _existing_trials(config: StudyConfig) -> int:
+def _stored_study(config: StudyConfig):
+    """The study in the storage (read as it is), or None where there is none yet."""
     import optuna
 
     if not config.execution.storage and not layout.study_db(config.results_dir).exists():
-        return 0
+        return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return len(optuna.load_study(study_name=config.name, storage=rdb_storage(storage_url(config))).get_trials(deepcopy=False))
+        return optuna.load_study(study_name=config.name, storage=rdb_storage(storage_url(config)))
     except KeyError:
-        return 0
+        return None
+
+
+def _existing_trials(config: StudyConfig) -> int:
+    study = _stored_study(config)
+    return len(study.get_trials(deepcopy=False)) if study is not None else 0
+
+
+CLOCK_ATTR = "latency_clock_ms"
+"""the study's user attribute with the reference of its latency clock (:func:`autodistill.measure.time_runs`)"""
+
+
+def _study_clock(config: StudyConfig, resume: bool) -> float | None:
+    """The reference every CPU latency of the study is scaled to (the teacher's, the trials',
+    the re-measured front's): the one its first run took, else taken now, in this process,
+    at ``latency.threads``. None where latency is timed on CUDA."""
+    if config.latency.device != "cpu":
+        return None
+    ms = None
+    if resume:
+        with contextlib.suppress(Exception):  # a storage it cannot read yet: open_study retries it and says why
+            stored = _stored_study(config)
+            ms = stored.user_attrs.get(CLOCK_ATTR) if stored is not None else None
+    if ms is not None:
+        set_clock_reference(config.latency.threads, float(ms))
+        return float(ms)
+    return clock_reference_ms(config.latency.threads)
+
+
+def _keep_study_clock(config: StudyConfig, study, clock_ms: float | None) -> float | None:
+    """The study's clock reference from now on: the stored one where the study has one (a
+    resume that could not read it before the storage opened), else ``clock_ms``, stored."""
+    stored = study.user_attrs.get(CLOCK_ATTR)
+    if stored is not None and clock_ms is not None:
+        set_clock_reference(config.latency.threads, float(stored))
+        return float(stored)
+    if clock_ms is not None:
+        study.set_user_attr(CLOCK_ATTR, clock_ms)
+    return clock_ms
 
 
 def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], None], resume: bool, release_ray: bool) -> StudyResult:
@@ -330,6 +369,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
         raise AutodistillError(
             f"search.resources.gpu is {config.search.resources.gpu} but no CUDA GPU is visible here (torch.cuda.is_available() is False); set it to 0"
         )
+    clock_ms = _study_clock(config, resume)
     teachers = task.prepare_teachers(config, data, log)
     teacher = teachers.primary  # the reference the report compares students with
 
@@ -349,6 +389,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     # replay the first run's sequence.
     study.sampler = make_sampler(config, offset=len(study.get_trials(deepcopy=False)))
     study.set_user_attr("teacher", teacher)
+    clock_ms = _keep_study_clock(config, study, clock_ms)
     if len(teachers.records) > 1:
         study.set_user_attr("teachers", teachers.records)
     if not resume:
@@ -368,13 +409,14 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     if to_run:
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
-        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, log, ray_start or _RayStart(config, task))
+        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, clock_ms, log, ray_start or _RayStart(config, task))
     # Ray goes down in the background once the front's latency is re-measured, while the
     # report is written: its shutdown takes this process's interpreter from the latency runs
     summary = finalize(config, study, teacher, log, measured=_release_ray if release_ray and to_run else None)
     summary["wall_s"] = time.perf_counter() - started
     summary["search_s"] = search_s
     summary["epochs_spent"] = searcher.epochs_spent
+    summary["latency_clock_ms"] = clock_ms
     summary["driver_peak_rss_mb"] = peak_rss_mb()
     summary["data"] = data.summary()
     summary["platform"] = {"python": platform.python_version(), "machine": platform.machine(), "ray": ray.__version__}
@@ -400,7 +442,7 @@ def _first_trials(config, task, data, teachers, space, study, results_dir, to_ru
     return targets
 
 
-def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, log, ray_start: _RayStart) -> float:
+def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, clock_ms, log, ray_start: _RayStart) -> float:
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
@@ -411,7 +453,7 @@ def _search(config, task, results_dir, searcher, to_run, done_before, data, targ
     searcher.when_none_left = warm_report  # a slot is free from then on: the report's imports use it
     scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons, quality=task.quality)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, study=config, data=data, teacher=targets),
+        tune.with_parameters(run_trial, study=config, data=data, teacher=targets, clock_ms=clock_ms),
         {"cpu": config.search.resources.cpu, "gpu": config.search.resources.gpu},
     )
     tuner = tune.Tuner(

@@ -42,18 +42,21 @@ from ..checkpoints import load_train_state
 from ..config import StudyConfig
 from ..constraints import cost_bounds, violations
 from ..distill import EpochStats
-from ..measure import peak_rss_mb
+from ..measure import peak_rss_mb, set_clock_reference
 from ..space import resolve
 from ..tasks import Task, TrialResult, TrialRun, get_task
 
 
-def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher: Any) -> None:
+def run_trial(config: dict[str, Any], *, study: StudyConfig, data: Any, teacher: Any, clock_ms: float | None = None) -> None:
     """Ray Tune function trainable. ``config`` = {"number": optuna trial number, "params": {...}}
     (plus ``inflight``, ``resume_from``, ``continues``, ``seed_number`` from the searcher);
-    ``data`` and ``teacher`` are the task's data and cached teacher outputs."""
+    ``data`` and ``teacher`` are the task's data and cached teacher outputs; ``clock_ms`` the
+    study's latency clock reference (its latency figures are all in one unit)."""
     from ray import tune
 
     torch.set_num_threads(max(1, int(study.search.resources.cpu)))
+    if clock_ms is not None:
+        set_clock_reference(study.latency.threads, clock_ms)
     sweep_stale_checkpoints()
     number, params = config["number"], config["params"]
     started = time.perf_counter()

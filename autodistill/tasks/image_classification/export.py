@@ -234,6 +234,7 @@ def _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks
             "backend": config.latency.backend,
             "batch_size": config.latency.batch_size,
             "threads": config.latency.threads,
+            "clock_reference_ms": summary.get("latency_clock_ms"),  # the speed the CPU figures are scaled to (measure.time_runs)
         },
         "teacher": summary.get("teacher"),
         "data": {

@@ -194,6 +194,7 @@ def _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks
             "prompt_tokens": config.latency.prompt_tokens,
             "decode_tokens": config.latency.decode_tokens,
             "batch_size": config.latency.batch_size,
+            "clock_reference_ms": summary.get("latency_clock_ms"),  # the speed the CPU figures are scaled to (measure.time_runs)
         },
         "teacher": summary.get("teacher"),
         "data": {

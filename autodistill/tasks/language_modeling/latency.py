@@ -1,5 +1,6 @@
 """Latency of a causal language model, measured like the image latency (eval mode, warm-up
-runs, ``latency.threads`` intra-op threads, median of ``repeats`` timed runs, p10 / p90):
+runs, ``latency.threads`` intra-op threads, median of ``repeats`` timed runs, p10 / p90, the
+CPU's figures scaled by the study's clock: :func:`autodistill.measure.time_runs`):
 
 - ``prefill_ms``: one forward pass over a prompt of ``latency.prompt_tokens`` tokens, batch
   ``latency.batch_size``, no cache: the time to the first token;
@@ -10,25 +11,13 @@ runs, ``latency.threads`` intra-op threads, median of ``repeats`` timed runs, p1
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
 from ...config import LatencyConfig
-from ...measure import spread, threads
-
-
-def _timer(device: torch.device) -> Callable[[], float]:
-    if device.type == "cuda":
-
-        def now() -> float:
-            torch.cuda.synchronize()
-            return time.perf_counter()
-
-        return now
-    return time.perf_counter
+from ...measure import spread, threads, time_runs
 
 
 def decode_step(model: nn.Module) -> Callable:
@@ -53,28 +42,24 @@ def measure_lm_latency(model: nn.Module, cfg: LatencyConfig, repeats: int | None
     prompt = torch.randint(vocab, (cfg.batch_size, cfg.prompt_tokens), generator=torch.Generator().manual_seed(0)).to(device)
     was = model.training
     model.to(device).eval()
-    now = _timer(device)
-    prefill, decode = [], []
+    cuda = device.type == "cuda"
     try:
         with threads(cfg.threads), torch.inference_mode():
-            for i in range(cfg.warmup + repeats):
-                t0 = now()
-                model(input_ids=prompt, use_cache=False)
-                if i >= cfg.warmup:
-                    prefill.append((now() - t0) * 1e3)
+            prefill = time_runs(lambda: model(input_ids=prompt, use_cache=False), cfg.warmup, repeats, cuda=cuda)
             one = prompt[:1]
             step = decode_step(model)
-            for i in range(max(cfg.warmup // 4, 1) + repeats):
-                past, token = step(one, None)
-                t0 = now()
+
+            def decode(start) -> None:
+                past, token = start
                 for _ in range(cfg.decode_tokens):
                     past, token = step(token, past)
-                if i >= max(cfg.warmup // 4, 1):
-                    decode.append((now() - t0) * 1e3 / cfg.decode_tokens)
+
+            runs = time_runs(decode, max(cfg.warmup // 4, 1), repeats, cuda=cuda, setup=lambda: step(one, None))  # the prompt's step is not timed
+            decode_ms = [t / cfg.decode_tokens for t in runs]
     finally:
         model.to("cpu").train(was)
     out: dict[str, float] = {}
-    for name, times in (("prefill_ms", prefill), ("decode_ms_per_token", decode)):
+    for name, times in (("prefill_ms", prefill), ("decode_ms_per_token", decode_ms)):
         median, p10, p90 = spread(times)
         out.update({name: median, f"{name}_p10": p10, f"{name}_p90": p90})
     return out
