@@ -636,6 +636,40 @@ def within_quarter(fractions: list[float | None]) -> bool:
     return all(f is not None and f <= 0.25 for f in fractions)
 
 
+def _ranks(values: list[float]) -> list[int]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0] * len(values)
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks
+
+
+def in_trial_latency(runs: list[dict]) -> dict | None:
+    """How well the latency a trial measured beside the others (what its sampler and early
+    stopping saw) agrees with its student's latency re-measured alone: Spearman's rank
+    correlation per seed, the median of |log(in-trial / alone)| over all completed trials,
+    and the median max/min of the in-trial figures of one student trained more than once."""
+    pairs = [[(d["latency_ms_in_trial"], d["latency_ms"]) for d in r.get("done", []) if "latency_ms_in_trial" in d] for r in runs]
+    if not any(pairs):
+        return None
+    rhos = []
+    for seed in (p for p in pairs if len(p) > 2):
+        rx, ry = _ranks([a for a, _ in seed]), _ranks([b for _, b in seed])
+        rhos.append(statistics.correlation(rx, ry))
+    repeats = []
+    for r in runs:
+        by_student: dict[str, list[float]] = {}
+        for d in r.get("done", []):
+            if "latency_ms_in_trial" in d:
+                by_student.setdefault(student_key(d["point"]), []).append(d["latency_ms_in_trial"])
+        repeats += [max(v) / min(v) for v in by_student.values() if len(v) > 1]
+    return {
+        "spearman_per_seed": rhos,
+        "median_abs_log_ratio": statistics.median(abs(math.log(a / b)) for p in pairs for a, b in p),
+        "same_student_max_over_min": statistics.median(repeats) if repeats else None,
+    }
+
+
 def summarise(runs: list[dict], budget: int, arms: list[str]) -> dict:
     goal_runs = [r for r in runs if r["arm"] == BASELINE]
     goal = statistics.fmean(r["final_hypervolume"] for r in goal_runs) if goal_runs else None
@@ -654,6 +688,9 @@ def summarise(runs: list[dict], budget: int, arms: list[str]) -> dict:
             "trials": {k: statistics.fmean(r["trials"][k] for r in mine) for k in ("COMPLETE", "PRUNED", "FAIL")},
             "wall_s": statistics.fmean(r["wall_s"] for r in mine),
         }
+        fidelity = in_trial_latency(mine)
+        if fidelity:
+            out[arm]["in_trial_latency"] = fidelity
     targets = {}
     ours = [a for a in out if not out[a]["peer"] and a != BASELINE]
     if ours and goal is not None:
@@ -727,18 +764,24 @@ def plot(payload: dict, path: Path) -> None:
 
 
 def table(block: dict) -> str:
+    latency = any("in_trial_latency" in arm for arm in block["summary"]["arms"].values())
     rows = [
-        "| arm | final hypervolume | at 1/4 of the budget | share of the budget to reach random's final, per seed | trials complete / stopped |",
-        "|---|---|---|---|---|",
+        "| arm | final hypervolume | at 1/4 of the budget | share of the budget to reach random's final, per seed | trials complete / stopped |"
+        + (" in-trial latency vs alone: Spearman (min-max over seeds), median error |" if latency else ""),
+        "|---|---|---|---|---|" + ("---|" if latency else ""),
     ]
     for arm in block["summary"]["arms"].values():
         hv, quarter = arm["final_hypervolume"], arm["hypervolume_at_quarter"]
         fractions = ", ".join("never" if f is None else f"{f:.2f}" for f in arm["fraction_to_reach_random"])
         name = f"{arm['arm']} (peer)" if arm["peer"] else arm["arm"]
-        rows.append(
+        row = (
             f"| {name} | {hv['mean']:.4f} ± {hv['std']:.4f} | {quarter['mean']:.4f} ± {quarter['std']:.4f} | {fractions} | "
             f"{arm['trials']['COMPLETE']:.1f} / {arm['trials']['PRUNED']:.1f} |"
         )
+        if latency:
+            f = arm.get("in_trial_latency")
+            row += f" {min(f['spearman_per_seed']):.2f}-{max(f['spearman_per_seed']):.2f}, {math.exp(f['median_abs_log_ratio']) - 1:.0%} |" if f else " |"
+        rows.append(row)
     return "\n".join(rows)
 
 

@@ -2,6 +2,7 @@
 compute needed to reach a level), and the scripts' smoke runs (slow)."""
 
 import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -146,3 +147,21 @@ def test_search_keep_takes_earlier_studies_of_the_same_settings():
     assert b.earlier_run(args, "shapes", "random", 1, settings) is None  # another budget: run again
     assert b.earlier_run(args, "shapes", "gp", 0, settings) is None  # no searched values: nothing to re-measure
     assert b.earlier_run(args, "digits", "random", 0, settings) is None
+
+
+def test_in_trial_latency_agreement_by_hand():
+    b = _script("bench_search")
+
+    def done(student, in_trial, alone):
+        return {"point": {"student.width": student, "train.lr": in_trial}, "latency_ms_in_trial": in_trial, "latency_ms": alone}
+
+    seed0 = [done(1, 1.0, 1.0), done(2, 2.2, 2.0), done(3, 2.7, 3.0), done(1, 1.25, 1.0)]  # student 1 twice: 1.0 and 1.25
+    seed1 = [done(1, 3.0, 1.0), done(2, 2.0, 2.0), done(3, 1.0, 3.0)]  # ranked backwards
+    out = b.in_trial_latency([{"done": seed0}, {"done": seed1}])
+    assert out["spearman_per_seed"][0] == pytest.approx(1.0)  # ranks 0,2,3,1 both ways (the tie of 1.0 alone broken by order)
+    assert out["spearman_per_seed"][1] == pytest.approx(-1.0)
+    assert out["median_abs_log_ratio"] == pytest.approx(
+        sorted(abs(math.log(a / b)) for a, b in [(1, 1), (2.2, 2), (2.7, 3), (1.25, 1), (3, 1), (2, 2), (1, 3)])[3]
+    )
+    assert out["same_student_max_over_min"] == pytest.approx(1.25)
+    assert b.in_trial_latency([{"done": [{"point": {}, "params": 5}]}]) is None  # no latency objective
