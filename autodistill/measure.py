@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import platform
 import statistics
 import sys
 import tempfile
@@ -238,6 +239,17 @@ def clock_reference_ms(n_threads: int | None = None) -> float:
         with threads(n_threads):
             _REFERENCE[n_threads] = measure_clock()
     return _REFERENCE[n_threads]
+
+
+def clock_key(n_threads: int) -> str:
+    """What a clock reference holds for: the CPU model, the thread count and torch's version."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu} | {n_threads} thread(s) | torch {torch.__version__}"
 
 
 def set_clock_reference(n_threads: int, ms: float) -> None:

@@ -150,6 +150,7 @@ def test_spread_start_up_trials_span_the_space_and_are_not_redrawn_on_resume(tmp
     # the study's latency clock (measure.time_runs): taken by its first run, kept for its resume
     clock = study.user_attrs["latency_clock_ms"]
     assert 0.001 < clock < 10 and json.loads((results / "study.json").read_text())["latency_clock_ms"] == clock
+    assert clock in json.loads((results.parent / ".clock.json").read_text()).values()  # the results folder's fastest
     study.set_user_attr("latency_clock_ms", clock * 50)  # as if the first run had taken it at 1/50 of the speed
 
     again = run_cli("resume", results, "--trials", "1")  # one more trial

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from .._lock import StudyLock
 from .._storage import end_write_ahead
 from ..config import StudyConfig
 from ..loading import check_paths, dump_config
-from ..measure import clock_reference_ms, peak_rss_mb, set_clock_reference
+from ..measure import clock_key, clock_reference_ms, peak_rss_mb, set_clock_reference
 from ..results import finalize, load_front, open_study, rdb_storage, storage_url, trials_frame, warm_report
 from ..space import check_points, search_space
 from ..tasks import Task, get_task
@@ -318,10 +319,35 @@ def _study_clock(config: StudyConfig, resume: bool) -> float | None:
         with contextlib.suppress(Exception):  # a storage it cannot read yet: open_study retries it and says why
             stored = _stored_study(config)
             ms = stored.user_attrs.get(CLOCK_ATTR) if stored is not None else None
-    if ms is not None:
-        set_clock_reference(config.latency.threads, float(ms))
-        return float(ms)
-    return clock_reference_ms(config.latency.threads)
+    if ms is None:
+        ms = _fastest_clock(Path(config.execution.results) / CLOCK_FILE, config.latency.threads, clock_reference_ms(config.latency.threads))
+    set_clock_reference(config.latency.threads, float(ms))
+    return float(ms)
+
+
+CLOCK_FILE = ".clock.json"
+"""in the results folder: per CPU, thread count and torch version, the fastest clock reference
+its studies took"""
+
+
+def _fastest_clock(path: Path, n_threads: int, measured: float) -> float:
+    """The fastest of ``measured`` and the references the studies of this results folder took
+    on this CPU (its slow seconds last up to 2 s on a shared machine, and a study that began in
+    one would time everything at that speed); ``path`` keeps the fastest. A file that cannot be
+    read or written costs only that: the measured figure is used."""
+    key = clock_key(n_threads)
+    try:
+        known = json.loads(path.read_text())
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    best = known.get(key)
+    if isinstance(best, (int, float)) and 0 < best <= measured:
+        return float(best)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _io.write_json(path, {**known, key: measured}, durable=False)
+    return measured
 
 
 def _keep_study_clock(config: StudyConfig, study, clock_ms: float | None) -> float | None:
