@@ -184,10 +184,10 @@ class CpuMeter:
         return out
 
 
-def _timed(command: list[str], env: dict | None) -> tuple[subprocess.CompletedProcess, float, dict[str, float]]:
+def _timed(command: list[str], env: dict | None, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float, dict[str, float]]:
     """Run ``command`` in a session of its own: its result, its wall time, and its CPU time by group."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, start_new_session=True)
     meter = CpuMeter(proc)
     out, err = proc.communicate()
     wall = time.perf_counter() - started
@@ -204,7 +204,9 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
     # no empty entry: Python reads one as the working directory, whose package would then be next in line
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(code), os.environ.get("PYTHONPATH")) if p)} if code else None
     command_at = time.time()
-    proc, wall, cpu = _timed([sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name], env)
+    # run in the work folder: `python -m` puts the working directory first on sys.path, and from
+    # a checkout it would import that checkout's package ahead of ``code`` on PYTHONPATH
+    proc, wall, cpu = _timed([sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name], env, cwd=workdir)
     if proc.returncode != 0:
         raise SystemExit(f"autodistill search failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     results = workdir / name
@@ -317,7 +319,7 @@ def main() -> None:
     from autodistill.teacher import prepare_teacher
 
     cores = os.cpu_count() or 1
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-overhead-"))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-overhead-")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load(STUDY.read_text())
     if args.quick:
