@@ -320,34 +320,48 @@ def _study_clock(config: StudyConfig, resume: bool) -> float | None:
             stored = _stored_study(config)
             ms = stored.user_attrs.get(CLOCK_ATTR) if stored is not None else None
     if ms is None:
-        ms = _fastest_clock(Path(config.execution.results) / CLOCK_FILE, config.latency.threads, clock_reference_ms(config.latency.threads))
+        measured = clock_reference_ms(config.latency.threads)
+        kept = _folder_clock(_clock_file(config), config.latency.threads)
+        ms = min(measured, kept) if kept is not None else measured
     set_clock_reference(config.latency.threads, float(ms))
     return float(ms)
 
 
 CLOCK_FILE = ".clock.json"
 """in the results folder: per CPU, thread count and torch version, the fastest clock reference
-its studies took"""
+its studies took (their slow seconds last up to 2 s on a shared machine, and a study that began
+in one would time everything at that speed)"""
 
 
-def _fastest_clock(path: Path, n_threads: int, measured: float) -> float:
-    """The fastest of ``measured`` and the references the studies of this results folder took
-    on this CPU (its slow seconds last up to 2 s on a shared machine, and a study that began in
-    one would time everything at that speed); ``path`` keeps the fastest. A file that cannot be
-    read or written costs only that: the measured figure is used."""
-    key = clock_key(n_threads)
+def _clock_file(config: StudyConfig) -> Path:
+    return Path(config.execution.results) / CLOCK_FILE
+
+
+def _folder_clock(path: Path, n_threads: int) -> float | None:
+    """The fastest reference the results folder's studies took on this CPU, if any (a file
+    that cannot be read counts as none)."""
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ms = known.get(clock_key(n_threads)) if isinstance(known, dict) else None
+    return float(ms) if isinstance(ms, (int, float)) and ms > 0 else None
+
+
+def _remember_clock(path: Path, n_threads: int, ms: float) -> None:
+    """Keep ``ms`` as the folder's reference on this CPU if it is the fastest yet; a file that
+    cannot be written costs nothing but that."""
+    kept = _folder_clock(path, n_threads)
+    if kept is not None and kept <= ms:
+        return
     try:
         known = json.loads(path.read_text())
         known = known if isinstance(known, dict) else {}
     except (OSError, ValueError):
         known = {}
-    best = known.get(key)
-    if isinstance(best, (int, float)) and 0 < best <= measured:
-        return float(best)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        _io.write_json(path, {**known, key: measured}, durable=False)
-    return measured
+        _io.write_json(path, {**known, clock_key(n_threads): ms}, durable=False)
 
 
 def _keep_study_clock(config: StudyConfig, study, clock_ms: float | None) -> float | None:
@@ -357,8 +371,9 @@ def _keep_study_clock(config: StudyConfig, study, clock_ms: float | None) -> flo
     if stored is not None and clock_ms is not None:
         set_clock_reference(config.latency.threads, float(stored))
         return float(stored)
-    if clock_ms is not None:
+    if clock_ms is not None:  # a study that got this far (its input is good) leaves its reference to the folder
         study.set_user_attr(CLOCK_ATTR, clock_ms)
+        _remember_clock(_clock_file(config), config.latency.threads, clock_ms)
     return clock_ms
 
 
