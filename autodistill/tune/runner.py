@@ -359,7 +359,7 @@ def _remember_clock(path: Path, n_threads: int, ms: float) -> None:
         known = known if isinstance(known, dict) else {}
     except (OSError, ValueError):
         known = {}
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, DiskFull):  # a full disk stops the study where it writes what it needs
         path.parent.mkdir(parents=True, exist_ok=True)
         _io.write_json(path, {**known, clock_key(n_threads): ms}, durable=False)
 
