@@ -158,17 +158,20 @@ def time_runs(run: Callable[..., object], warmup: int, repeats: int, cuda: bool 
     the figures of networks timed at different moments stay comparable (measured on a 2-core
     cloud VM, ``scripts/bench_latency.py``: 20 measurements of one network in one process
     spread by 1.8-2.6× as plain medians, 1.1-1.5× scaled)."""
-    step = (lambda: run(setup())) if setup is not None else run
+    if setup is None:
+        setup, call = (lambda: None), (lambda _: run())
+    else:
+        call = run
     if cuda:
         for _ in range(warmup):
-            step()
+            call(setup())
         torch.cuda.synchronize()
         times: list[float] = []
         for _ in range(repeats):
-            arg = setup() if setup is not None else None
+            arg = setup()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            run(arg) if setup is not None else run()
+            call(arg)
             end.record()
             torch.cuda.synchronize()
             times.append(start.elapsed_time(end))
@@ -177,24 +180,29 @@ def time_runs(run: Callable[..., object], warmup: int, repeats: int, cuda: bool 
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
-            step()
+            call(setup())
             clock()
         for first in range(0, repeats, CLOCK_BLOCK):
             block = []
-            step()  # untimed, as is the clock's first run below: each block starts warm
+            call(setup())  # untimed, as is the clock's first run below: each block starts warm
             for _ in range(min(CLOCK_BLOCK, repeats - first)):
-                arg = setup() if setup is not None else None
+                arg = setup()
                 t0 = time.perf_counter()
-                run(arg) if setup is not None else run()
+                call(arg)
                 block.append(time.perf_counter() - t0)
             clock()
-            ticks = []
-            for _ in range(CLOCK_BLOCK):
-                t0 = time.perf_counter()
-                clock()
-                ticks.append(time.perf_counter() - t0)
-            scale = reference / statistics.median(ticks)
+            scale = reference / statistics.median(_seconds(clock, CLOCK_BLOCK))
             times.extend(t * scale for t in block)
+    return times
+
+
+def _seconds(run: Callable[[], object], n: int) -> list[float]:
+    """Seconds of each of ``n`` calls of ``run``."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
     return times
 
 
@@ -241,15 +249,18 @@ def clock_reference_ms(n_threads: int | None = None) -> float:
     return _REFERENCE[n_threads]
 
 
-def clock_key(n_threads: int) -> str:
-    """What a clock reference holds for: the CPU model, the thread count and torch's version."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model (Linux's /proc/cpuinfo), else what ``platform.processor()`` says."""
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), platform.processor())
     except OSError:
-        pass
-    return f"{cpu} | {n_threads} thread(s) | torch {torch.__version__}"
+        return platform.processor()
+
+
+def clock_key(n_threads: int) -> str:
+    """What a clock reference holds for: the CPU model, the thread count and torch's version."""
+    return f"{cpu_name() or platform.machine()} | {n_threads} thread(s) | torch {torch.__version__}"
 
 
 def set_clock_reference(n_threads: int, ms: float) -> None:
@@ -274,12 +285,7 @@ def measure_clock(window_s: float | None = None, runs: int = 25, pause_s: float 
             clock()
         started = time.perf_counter()
         while len(medians) < 10 or time.perf_counter() - started < window_s:
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                clock()
-                times.append((time.perf_counter() - t0) * 1e3)
-            medians.append(statistics.median(times))
+            medians.append(statistics.median(_seconds(clock, runs)) * 1e3)
             time.sleep(pause_s)
     return min(medians)
 

@@ -124,22 +124,22 @@ def test_the_clock_reference_is_its_fastest_batch_over_its_window(monkeypatch):
 
 
 def test_a_results_folder_keeps_the_fastest_clock_reference(tmp_path):
-    from autodistill.tune.runner import _folder_clock, _remember_clock
+    from autodistill.tune.runner import _clock_entries, _folder_clock, _remember_clock
 
     path = tmp_path / "results" / ".clock.json"
-    assert _folder_clock(path, 1) is None  # no file yet
+    assert _folder_clock(_clock_entries(path), 1) is None  # no file yet
     _remember_clock(path, 1, 0.10)
     _remember_clock(path, 1, 0.15)  # a study that began in a slow second: the kept one stays
-    assert _folder_clock(path, 1) == 0.10
+    assert _folder_clock(_clock_entries(path), 1) == 0.10
     _remember_clock(path, 1, 0.08)  # a faster one replaces it
     assert json.loads(path.read_text()) == {measure.clock_key(1): 0.08}
     _remember_clock(path, 2, 0.3)  # another thread count is another clock
-    assert _folder_clock(path, 2) == 0.3 and _folder_clock(path, 1) == 0.08
+    assert _folder_clock(_clock_entries(path), 2) == 0.3 and _folder_clock(_clock_entries(path), 1) == 0.08
     path.write_text("{not json")
-    assert _folder_clock(path, 1) is None  # unreadable: none
+    assert _folder_clock(_clock_entries(path), 1) is None  # unreadable: none
     _remember_clock(path, 1, 0.12)
     assert json.loads(path.read_text()) == {measure.clock_key(1): 0.12}
     blocked = tmp_path / "file"
     blocked.write_text("")
     _remember_clock(blocked / ".clock.json", 1, 0.2)  # cannot be written: no error
-    assert _folder_clock(blocked / ".clock.json", 1) is None
+    assert _folder_clock(_clock_entries(blocked / ".clock.json"), 1) is None

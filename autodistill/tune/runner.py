@@ -321,7 +321,7 @@ def _study_clock(config: StudyConfig, resume: bool) -> float | None:
             ms = stored.user_attrs.get(CLOCK_ATTR) if stored is not None else None
     if ms is None:
         measured = clock_reference_ms(config.latency.threads)
-        kept = _folder_clock(_clock_file(config), config.latency.threads)
+        kept = _folder_clock(_clock_entries(_clock_file(config)), config.latency.threads)
         ms = min(measured, kept) if kept is not None else measured
     set_clock_reference(config.latency.threads, float(ms))
     return float(ms)
@@ -337,28 +337,29 @@ def _clock_file(config: StudyConfig) -> Path:
     return Path(config.execution.results) / CLOCK_FILE
 
 
-def _folder_clock(path: Path, n_threads: int) -> float | None:
-    """The fastest reference the results folder's studies took on this CPU, if any (a file
-    that cannot be read counts as none)."""
+def _clock_entries(path: Path) -> dict:
+    """The results folder's clock file, {clock_key: ms} (one that cannot be read: empty)."""
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    ms = known.get(clock_key(n_threads)) if isinstance(known, dict) else None
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def _folder_clock(known: dict, n_threads: int) -> float | None:
+    """The fastest reference the results folder's studies took on this CPU (``known``: its
+    clock file's entries), if any."""
+    ms = known.get(clock_key(n_threads))
     return float(ms) if isinstance(ms, (int, float)) and ms > 0 else None
 
 
 def _remember_clock(path: Path, n_threads: int, ms: float) -> None:
     """Keep ``ms`` as the folder's reference on this CPU if it is the fastest yet; a file that
     cannot be written costs nothing but that."""
-    kept = _folder_clock(path, n_threads)
+    known = _clock_entries(path)
+    kept = _folder_clock(known, n_threads)
     if kept is not None and kept <= ms:
         return
-    try:
-        known = json.loads(path.read_text())
-        known = known if isinstance(known, dict) else {}
-    except (OSError, ValueError):
-        known = {}
     with contextlib.suppress(OSError, DiskFull):  # a full disk stops the study where it writes what it needs
         path.parent.mkdir(parents=True, exist_ok=True)
         _io.write_json(path, {**known, clock_key(n_threads): ms}, durable=False)
