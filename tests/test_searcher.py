@@ -387,3 +387,28 @@ def test_the_first_time_no_trial_is_left_it_says_so_once(searcher):
     s.on_trial_complete("t0", finished())
     assert s.suggest("t5") == s.FINISHED and s.suggest("t6") == s.FINISHED
     assert calls == [4]  # once, with the other four still running
+
+
+def test_an_interrupted_search_says_no_trial_is_left_when_asked_for_one(searcher):
+    s, _ = searcher
+    calls = []
+    s.when_none_left = lambda: calls.append(len(s._live))
+    s.suggest("t0")
+    s.interrupted = True
+    assert s.suggest("t1") == s.FINISHED and calls == [1]
+
+
+def test_a_trial_that_ends_after_the_last_was_handed_out_says_no_trial_is_left(searcher):
+    # Ray Tune asks for no trial beyond num_samples (the trials to run): the first trial to end
+    # after the last was handed out frees a slot that nothing will take
+    s, _ = searcher
+    calls = []
+    s.when_none_left = lambda: calls.append(sorted(s._live))
+    for i in range(4):
+        s.suggest(f"t{i}")
+    s.on_trial_complete("t0", finished())
+    assert calls == []  # a fifth trial is still to come
+    s.suggest("t4")
+    s.on_trial_complete("t2", finished())
+    s.on_trial_complete("t1", finished())
+    assert calls == [["t1", "t3", "t4"]]  # once, when t2 ended

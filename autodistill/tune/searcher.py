@@ -99,8 +99,9 @@ class OptunaSearcher(Searcher):
         self.before_tell: Callable[[str, Outcome], None] | None = None
         # Called with (trial_id, outcome) once Optuna has it: the study callback counts and prints it.
         self.after_tell: Callable[[str, Outcome], None] | None = None
-        # Called once, the first time no trial is left to hand out: a slot stands idle while
-        # the last trials run (the runner starts the report's imports there).
+        # Called once, the first time no trial is left to hand out and a slot stands idle while
+        # the last trials run (the runner starts the report's imports there): when a trial ends
+        # after the last was handed out, or when Ray Tune asks for one and none is left.
         self.when_none_left: Callable[[], None] | None = None
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
@@ -111,9 +112,7 @@ class OptunaSearcher(Searcher):
         # FINISHED, not None: with no trial running, Ray Tune asks again every second for up
         # to 600 s before it looks at the stopper (a test saw the driver hang 240 s).
         if self._started >= self._max_trials or self.budget_spent() or self.interrupted:
-            hook, self.when_none_left = self.when_none_left, None
-            if hook is not None:
-                hook()
+            self._none_left()
             return Searcher.FINISHED
         try:
             trial = self._study.ask()  # an enqueued retry of an interrupted trial comes first
@@ -195,6 +194,10 @@ class OptunaSearcher(Searcher):
             # stopped it at this epoch (then on_trial_result never saw it)
             self.on_trial_result(trial_id, result)
         trial = self._live.pop(trial_id)
+        if self._started >= self._max_trials:
+            # Ray Tune asks for no trial beyond num_samples: the last trial was handed out,
+            # and this one's slot now stands idle
+            self._none_left()
         curve = self._curves.pop(trial_id, [])
         self._last.pop(trial_id, None)
         self._counted.pop(trial_id, None)
@@ -206,6 +209,11 @@ class OptunaSearcher(Searcher):
             if self.after_tell is not None:
                 self.after_tell(trial_id, outcome)
             return outcome
+
+    def _none_left(self) -> None:
+        hook, self.when_none_left = self.when_none_left, None
+        if hook is not None:
+            hook()
 
     def storage_lost(self, err: StorageUnavailable) -> None:
         """The Optuna storage stayed unreachable: the study stops (its running trials are
