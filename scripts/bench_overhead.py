@@ -21,7 +21,10 @@ Each mode is a subprocess timed from its command to its exit; rounds interleave 
 a change is measured against the code before it under the same load.
 
 Reported per mode: wall time, time from the command to the first trial's first training step,
-and the share of slot time (run time x parallel slots) spent inside training steps; the CPU
+the CPU time spent before that step (by the same groups as below) and the least wall time the
+machine's cores need for it (CPU time / cores: a first step sooner than that needs less work
+before it, not less waiting), and the share of slot time (run time x parallel slots) spent
+inside training steps; the CPU
 time of the command and of every process it started (each command runs in a session of its
 own, read from /proc every 0.2 s), split into the driver, the trial workers (``ray::`` worker
 processes) and Ray's own processes (GCS, raylet, agents, monitors); for (a), each trial's
@@ -129,13 +132,16 @@ class CpuMeter:
     missed when it exits). Grouped as the driver (the command's own process), the trial
     workers (Ray's worker processes: ``default_worker.py``, which renames itself ``ray::IDLE``,
     ``ray::ImplicitFunc.train``) and Ray's own processes (all the others), by the process's
-    name (a process once named as a worker stays one)."""
+    name (a process once named as a worker stays one). :meth:`before` gives the totals as
+    they were at a moment of the run (the last sample before it)."""
 
     INTERVAL_S = 0.2
+    GROUPS = ("driver", "trial workers", "ray")
 
     def __init__(self, proc: subprocess.Popen):
         self.sid, self.tick = proc.pid, os.sysconf("SC_CLK_TCK")
         self.seen: dict[tuple[int, int], tuple[str, float]] = {}  # (pid, start time) -> (group, CPU s)
+        self.series: list[tuple[float, dict[str, float]]] = []  # (time.time(), CPU s by group) after each sample
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -171,27 +177,47 @@ class CpuMeter:
     def _run(self) -> None:
         while not self._done.wait(self.INTERVAL_S):
             self._sample()
+            self.series.append((time.time(), self._totals()))
+
+    def _totals(self) -> dict[str, float]:
+        out = dict.fromkeys(self.GROUPS, 0.0)
+        for group, cpu in self.seen.values():
+            out[group] += cpu
+        out["total"] = sum(out.values())
+        return out
+
+    def before(self, moment: float) -> dict[str, float]:
+        """CPU time by group at the last sample taken before ``moment`` (a ``time.time()``):
+        what the run had used by then, up to one interval short."""
+        taken = [totals for at, totals in self.series if at <= moment]
+        return taken[-1] if taken else {**dict.fromkeys(self.GROUPS, 0.0), "total": 0.0}
 
     def stop(self) -> dict[str, float]:
         self._done.set()
         self._thread.join()
-        out = {"driver": 0.0, "trial workers": 0.0, "ray": 0.0}
-        for group, cpu in self.seen.values():
-            out[group] += cpu
-        out["total"] = sum(out.values())
+        out = self._totals()
         # how many worker processes Ray started: 2 when Tune reuses its two trial actors throughout
         out["worker processes"] = float(sum(1 for group, _ in self.seen.values() if group == "trial workers"))
         return out
 
 
-def _timed(command: list[str], env: dict | None, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float, dict[str, float]]:
-    """Run ``command`` in a session of its own: its result, its wall time, and its CPU time by group."""
+def _timed(command: list[str], env: dict | None, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, float, dict[str, float], CpuMeter]:
+    """Run ``command`` in a session of its own: its result, its wall time, its CPU time by
+    group, and the meter (for the CPU time up to a moment of the run)."""
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, start_new_session=True)
     meter = CpuMeter(proc)
     out, err = proc.communicate()
     wall = time.perf_counter() - started
-    return subprocess.CompletedProcess(command, proc.returncode, out, err), wall, meter.stop()
+    return subprocess.CompletedProcess(command, proc.returncode, out, err), wall, meter.stop(), meter
+
+
+def _before_first_step(meter: CpuMeter, first_step_at: float) -> dict[str, float]:
+    """The CPU time the command and its processes used before the first training step, by
+    group, and the least wall time the machine's cores need for it (``floor_s``): a first
+    step sooner than that needs less work before it, not less waiting."""
+    cpu = meter.before(first_step_at)
+    return {**cpu, "floor_s": cpu["total"] / (os.cpu_count() or 1)}
 
 
 def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path | None = None) -> dict:
@@ -206,7 +232,9 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
     command_at = time.time()
     # run in the work folder: `python -m` puts the working directory first on sys.path, and from
     # a checkout it would import that checkout's package ahead of ``code`` on PYTHONPATH
-    proc, wall, cpu = _timed([sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name], env, cwd=workdir)
+    proc, wall, cpu, meter = _timed(
+        [sys.executable, "-m", "autodistill", "search", str(study_file), "--results", str(workdir), "--name", name], env, cwd=workdir
+    )
     if proc.returncode != 0:
         raise SystemExit(f"autodistill search failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     results = workdir / name
@@ -225,6 +253,7 @@ def run_ours(study_file: Path, workdir: Path, name: str, slots: int, code: Path 
         "cpu_s": cpu,
         "search_s": summary["search_s"],
         "first_step_s": first - command_at,
+        "before_first_step": _before_first_step(meter, first),
         "steps_s": steps,
         "step_share": steps / (summary["search_s"] * slots),
         "outside_trial_s": sum(outside) / len(outside) if outside else float("nan"),
@@ -256,11 +285,12 @@ def run_plain(study_file: Path, workdir: Path, jobs: int, threads: int) -> dict:
         "--out",
         str(out),
     ]
-    proc, wall, cpu = _timed(command, env)
+    proc, wall, cpu, meter = _timed(command, env)
     if proc.returncode != 0:
         raise SystemExit(f"the plain Optuna loop failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     result = json.loads(out.read_text())
     result["wall_s"], result["cpu_s"] = wall, cpu
+    result["before_first_step"] = _before_first_step(meter, float(env["BENCH_COMMAND_AT"]) + result["first_step_s"])
     result["step_share"] = result["steps_s"] / (result["search_s"] * jobs)
     return result
 
@@ -280,6 +310,15 @@ def table(payload: dict) -> str:
         rows.append(
             f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {_span(m['first_step_s'], '.1f')} | {m['step_share']['median']:.0%} | {cpu} | {m['cpu_busy']['median']:.0%} | {_span(m['worker_processes'], '.0f')} |"
         )
+    rows += [
+        "",
+        f"| mode | command → first step (s) | CPU time before it (s): driver / trial workers / Ray's own | the least wall time that CPU time takes on {payload['machine']['cores']} cores (s) |",
+        "|---|---|---|---|",
+    ]
+    for m in payload["modes"].values():
+        before = m["before_first_step"]
+        cpu = " / ".join(f"{before[g]['median']:.1f}" for g in CpuMeter.GROUPS)
+        rows.append(f"| {m['label']} | {_span(m['first_step_s'], '.1f')} | {cpu} | {_span(before['floor_s'], '.1f')} |")
     r = payload["ratios"]
     rows += ["", f"ours ÷ (b) = {_span(r['ours / optuna loop'], '.2f')}, ours ÷ (c) = {_span(r['ours / optuna n_jobs'], '.2f')}"]
     if "ours / before" in r:
@@ -358,6 +397,7 @@ def main() -> None:
                 "label": labels[m],
                 **{k: spread([run[k] for run in runs[m]]) for k in ("wall_s", "first_step_s", "step_share", "search_s")},
                 "cpu_s": {g: spread([run["cpu_s"][g] for run in runs[m]]) for g in ("driver", "trial workers", "ray", "total")},
+                "before_first_step": {g: spread([run["before_first_step"][g] for run in runs[m]]) for g in (*CpuMeter.GROUPS, "total", "floor_s")},
                 # the CPU time over what the machine's cores could give in the wall time: near 100%, the run is CPU-bound
                 "cpu_busy": spread([run["cpu_s"]["total"] / (run["wall_s"] * cores) for run in runs[m]]),
                 "worker_processes": spread([run["cpu_s"]["worker processes"] for run in runs[m]]),

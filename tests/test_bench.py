@@ -96,15 +96,20 @@ def test_overhead_cpu_meter_counts_the_command_and_what_it_started():
     counted, each in its group, the child's although it exited before the command."""
     b = _script("bench_overhead")
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < {}: pass\n"
-    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn.format(0.9)!r}], check=True)\n"
-    proc, wall, cpu = b._timed([sys.executable, "-c", child + burn.format(0.6)], None)
+    child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn.format(0.9) + 'print(time.time())'!r}], check=True)\n"
+    proc, wall, cpu, meter = b._timed([sys.executable, "-c", child + burn.format(0.6)], None)
     assert proc.returncode == 0, proc.stderr
     assert 0.6 - b.CpuMeter.INTERVAL_S <= cpu["driver"] < 0.6 + 0.5 and 0.9 - b.CpuMeter.INTERVAL_S <= cpu["ray"] < 0.9 + 0.5, cpu
     assert cpu["trial workers"] == 0 and cpu["total"] == pytest.approx(cpu["driver"] + cpu["ray"]) and wall >= 1.5
     assert cpu["worker processes"] == 0
+    # when the child ended, the command itself had only started it: the CPU up to then is the child's
+    child_ended = float(proc.stdout.strip().splitlines()[-1])
+    then = meter.before(child_ended)
+    assert 0.9 - 2 * b.CpuMeter.INTERVAL_S <= then["ray"] <= cpu["ray"] and then["driver"] < 0.3 and then["total"] < cpu["total"], then
+    assert meter.before(child_ended - 60)["total"] == 0
     # a Ray worker is started under python's name and renames itself: its CPU counts as a worker's
     renamed = "from ray._raylet import setproctitle\nsetproctitle('ray::ImplicitFunc.train')\n" + burn.format(0.9)
-    proc, _, cpu = b._timed([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {renamed!r}], check=True)"], None)
+    proc, _, cpu, _ = b._timed([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {renamed!r}], check=True)"], None)
     assert proc.returncode == 0, proc.stderr
     assert cpu["trial workers"] >= 0.9 - b.CpuMeter.INTERVAL_S and cpu["driver"] < 0.5, cpu
     assert cpu["worker processes"] == 1
