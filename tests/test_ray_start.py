@@ -102,6 +102,52 @@ def test_the_report_imports_start_once_a_slot_stands_idle(two_trials):
     assert two_trials["order"] == ["warm", "finalize"]
 
 
+KEPT_SCRIPT = """
+import glob, json, os, re, sys, time
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+import autodistill
+from autodistill.tasks import get_task
+from autodistill.tune.runner import _init_ray
+
+config = autodistill.load_config(sys.argv[1])
+_init_ray(config, type(get_task(config.task)).__module__)
+logs = os.path.join(ray._private.worker.global_worker.node.get_session_dir_path(), "logs")
+# as Ray Tune does: the trials' CPUs reserved first, their actors placed later (here 3 s later,
+# as on a busy machine; Ray's own limit for an idle worker is 1 s)
+groups = [placement_group([{"CPU": 1}]) for _ in range(2)]
+ray.get([g.ready() for g in groups])
+time.sleep(3)
+
+@ray.remote(num_cpus=1)
+class Trial:
+    def pid(self):
+        return os.getpid()
+
+trials = [Trial.options(scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=g)).remote() for g in groups]
+pids = ray.get([t.pid.remote() for t in trials])
+# a worker's log is named worker-<id>-<job>-<pid>.err; those Ray started for no job yet are
+# the ones started (and preloaded) with Ray itself
+started_with_ray = [int(m.group(1)) for f in glob.glob(os.path.join(logs, "worker-*-ffffffff-*.err")) if (m := re.search(r"-(\\d+)\\.err$", f))]
+print(json.dumps({"trial_pids": pids, "started_with_ray": started_with_ray, "workers": len(glob.glob(os.path.join(logs, "worker-*.err")))}))
+"""
+
+
+@pytest.mark.integration
+def test_the_workers_started_with_ray_wait_for_the_trials_reserved_cpus(tmp_path):
+    # Ray counts the workers it started (and preloaded) before the trials as idle ones beyond
+    # its limit once the trials' CPUs are reserved, and kills those idle for 1 s: trials placed
+    # later got new workers, which import torch again (in 5 of 13 default studies on a busy
+    # 2-core machine). Without the fix this script ends with 4 workers, the trials on the new two.
+    study = small_study(tmp_path, **{"search.trials": 2})
+    result = subprocess.run([sys.executable, "-c", KEPT_SCRIPT, str(study)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(seen["started_with_ray"]) == 2 and set(seen["trial_pids"]) == set(seen["started_with_ray"]), seen
+    assert seen["workers"] == 2, seen
+
+
 STEAL_SCRIPT = """
 import fcntl, json, os, sys, time
 import ray

@@ -88,7 +88,8 @@ def _init_ray(config: StudyConfig, task_module: str) -> None:
     """Start a local Ray (or connect to ``execution.address``), unless an earlier study of
     this process did. A local Ray gets as many CPUs as the trials can use at once, and its
     workers import torch and the trial code (:data:`PRELOAD` and ``task_module``) before they
-    take a trial (Ray's ``preload_python_modules``)."""
+    take a trial (Ray's ``preload_python_modules``) and are not killed as idle meanwhile
+    (:data:`IDLE_WORKER_KEPT_MS`)."""
     import ray
 
     # a failed trial is reported once, by the study's own line with its reason; Ray's
@@ -111,11 +112,20 @@ def _init_ray(config: StudyConfig, task_module: str) -> None:
             address="local",
             include_dashboard=False,
             num_cpus=local_cpus(search.max_concurrent, search.trials, search.resources.cpu),
-            _system_config={"preload_python_modules": [*PRELOAD, task_module]},
+            _system_config={"preload_python_modules": [*PRELOAD, task_module], "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEPT_MS},
             logging_level=logging.ERROR,
             log_to_driver=False,
         )
 
+
+IDLE_WORKER_KEPT_MS = 600_000
+"""how long a local Ray keeps an idle worker it could kill (Ray's default: 1 s). Once Ray Tune
+has reserved the trials' CPUs (their placement groups), Ray counts the workers it started and
+preloaded beforehand as idle ones beyond its limit, and kills those idle for a second: when the
+trials' actors come later than that (a busy 2-core machine: in a third to a half of default
+studies), they get new workers that import torch again (seconds, and the CPU of two more
+imports before the first step). Only those workers are idle in a study (trial actors keep
+theirs), so keeping them costs nothing."""
 
 PRELOAD = [
     "torch",
