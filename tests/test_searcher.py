@@ -389,6 +389,15 @@ def test_the_first_time_no_trial_is_left_it_says_so_once(searcher):
     assert calls == [4]  # once, with the other four still running
 
 
+def test_a_failing_no_trial_left_hook_costs_the_trial_nothing(searcher):
+    s, study = searcher
+    s.when_none_left = lambda: 1 / 0
+    for i in range(5):
+        s.suggest(f"t{i}")
+    s.on_trial_complete("t0", finished())
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
 def test_an_interrupted_search_says_no_trial_is_left_when_asked_for_one(searcher):
     s, _ = searcher
     calls = []

@@ -20,6 +20,7 @@ record (``optuna-dashboard`` shows it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -213,7 +214,8 @@ class OptunaSearcher(Searcher):
     def _none_left(self) -> None:
         hook, self.when_none_left = self.when_none_left, None
         if hook is not None:
-            hook()
+            with contextlib.suppress(Exception):  # a head start for the report: never worth a trial's record
+                hook()
 
     def storage_lost(self, err: StorageUnavailable) -> None:
         """The Optuna storage stayed unreachable: the study stops (its running trials are
