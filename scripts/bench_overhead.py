@@ -24,10 +24,10 @@ Reported per mode: wall time, time from the command to the first trial's first t
 the CPU time spent before that step (by the same groups as below) and the least wall time the
 machine's cores need for it (CPU time / cores: a first step sooner than that needs less work
 before it, not less waiting), and the share of slot time (run time x parallel slots) spent
-inside training steps; the CPU
-time of the command and of every process it started (each command runs in a session of its
-own, read from /proc every 0.2 s), split into the driver, the trial workers (``ray::`` worker
-processes) and Ray's own processes (GCS, raylet, agents, monitors); for (a), each trial's
+inside training steps; the CPU time of the command and of every process it started (each
+command runs in a session of its own, read from /proc every 0.2 s), split into the driver,
+the trial workers (``ray::`` worker processes) and Ray's own processes (GCS, raylet, agents,
+monitors); for (a), each trial's
 time from Optuna's ask to its tell outside the trial function (the driver's and Ray's share:
 sampling, hand-over, result, checkpoint copy, storage writes; the first trial of each slot,
 which also waits for its worker, left out); and the ratios ours / (b) and ours / (c), taken
@@ -190,7 +190,7 @@ class CpuMeter:
         """CPU time by group at the last sample taken before ``moment`` (a ``time.time()``):
         what the run had used by then, up to one interval short."""
         taken = [totals for at, totals in self.series if at <= moment]
-        return taken[-1] if taken else {**dict.fromkeys(self.GROUPS, 0.0), "total": 0.0}
+        return taken[-1] if taken else {**dict.fromkeys(self.GROUPS, 0.0), "total": 0.0}  # nothing sampled yet
 
     def stop(self) -> dict[str, float]:
         self._done.set()
@@ -306,7 +306,7 @@ def table(payload: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for m in payload["modes"].values():
-        cpu = " / ".join(f"{m['cpu_s'][g]['median']:.1f}" for g in ("driver", "trial workers", "ray"))
+        cpu = " / ".join(f"{m['cpu_s'][g]['median']:.1f}" for g in CpuMeter.GROUPS)
         rows.append(
             f"| {m['label']} | {_span(m['wall_s'], '.1f')} | {_span(m['first_step_s'], '.1f')} | {m['step_share']['median']:.0%} | {cpu} | {m['cpu_busy']['median']:.0%} | {_span(m['worker_processes'], '.0f')} |"
         )
@@ -396,7 +396,7 @@ def main() -> None:
             m: {
                 "label": labels[m],
                 **{k: spread([run[k] for run in runs[m]]) for k in ("wall_s", "first_step_s", "step_share", "search_s")},
-                "cpu_s": {g: spread([run["cpu_s"][g] for run in runs[m]]) for g in ("driver", "trial workers", "ray", "total")},
+                "cpu_s": {g: spread([run["cpu_s"][g] for run in runs[m]]) for g in (*CpuMeter.GROUPS, "total")},
                 "before_first_step": {g: spread([run["before_first_step"][g] for run in runs[m]]) for g in (*CpuMeter.GROUPS, "total", "floor_s")},
                 # the CPU time over what the machine's cores could give in the wall time: near 100%, the run is CPU-bound
                 "cpu_busy": spread([run["cpu_s"]["total"] / (run["wall_s"] * cores) for run in runs[m]]),
