@@ -147,6 +147,52 @@ def test_training_with_views_continues_exactly_after_a_checkpoint(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_cpu_training_runs_channels_last_and_hands_back_nchw(tmp_path, monkeypatch, channels_last):
+    """The student and the live teacher run in channels_last while training on the CPU (the
+    faster layout there) and are NCHW again afterwards, even when training raises; the
+    switch that the layout benchmark's baseline turns off leaves them NCHW."""
+    data = _images()
+    config = _study(tmp_path, crop_padding=2, flip=True, teacher="live")
+    teacher = _teacher(data)
+    targets = teacher_outputs(teacher, data, config, lambda m: None)
+    student = build_student(make_spec("cnn", {"widths": [4, 8], "depths": [1, 1]}, data), seed=0)
+    seen = set()
+    for name, net in (("student", student), ("teacher", teacher)):
+        conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        conv.register_forward_pre_hook(lambda mod, args, name=name: seen.add((name, mod.weight.is_contiguous(memory_format=torch.channels_last))))
+    monkeypatch.setattr(train_module, "CPU_CHANNELS_LAST", channels_last)
+    history = train(student, data, config.train, config.distill, targets, augment=config.augment, seed=3)
+    assert len(history) == 2 and history[-1].loss > 0
+    assert seen == {("student", channels_last), ("teacher", channels_last)}
+    for net in (student, teacher):
+        assert all(p.is_contiguous() for p in net.parameters())
+
+    def fail(stats):
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        train(student, data, config.train, config.distill, targets, augment=config.augment, seed=3, on_epoch=fail)
+    assert all(p.is_contiguous() for net in (student, teacher) for p in net.parameters())
+
+
+def test_channels_last_changes_the_training_by_rounding_only(tmp_path, monkeypatch):
+    data = _images()
+    config = _study(tmp_path)
+    targets = teacher_outputs(_teacher(data), data, config, lambda m: None)
+    spec = make_spec("resnet", {"widths": [4, 8], "depths": [1, 1]}, data)
+    runs = {}
+    for channels_last in (False, True):
+        monkeypatch.setattr(train_module, "CPU_CHANNELS_LAST", channels_last)
+        model = build_student(spec, seed=0)
+        history = train(model, data, config.train, config.distill, targets, seed=4)
+        runs[channels_last] = ([h.loss for h in history], model.state_dict())
+    (nchw_loss, nchw), (last_loss, last) = runs[False], runs[True]
+    assert nchw_loss == pytest.approx(last_loss, rel=1e-4)
+    for a, b in zip(nchw.values(), last.values()):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5)
+
+
 def test_views_without_kd_still_augment(tmp_path):
     data = _images()
     config = _study(tmp_path, crop_padding=2, flip=True)

@@ -127,7 +127,7 @@ def test_shapes_are_ten_distinct_classes():
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.parametrize("script", ["bench_search", "bench_trial", "bench_compress", "bench_kd_gain", "bench_text_kd", "bench_latency"])
+@pytest.mark.parametrize("script", ["bench_search", "bench_trial", "bench_compress", "bench_kd_gain", "bench_text_kd", "bench_latency", "bench_layout"])
 def test_benchmark_quick_runs(script):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / f"{script}.py"), "--quick"], capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
