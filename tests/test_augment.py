@@ -176,6 +176,18 @@ def test_cpu_training_runs_channels_last_and_hands_back_nchw(tmp_path, monkeypat
     assert all(p.is_contiguous() for net in (student, teacher) for p in net.parameters())
 
 
+def test_a_teacher_whose_outputs_are_all_cached_is_left_as_it_is(tmp_path):
+    data = _images()
+    config = parse_config({"distill": {"feature_weight": 1.0}, "execution": {"results": str(tmp_path)}, "train": {"epochs": 1, "batch_size": 32}})
+    teacher = _teacher(data)
+    targets = teacher_outputs(teacher, data, config, lambda m: None)
+    assert targets.live is teacher and targets.features is not None  # the stage outputs are cached: the teacher does not run
+    student = build_student(make_spec("cnn", {"widths": [4, 8], "depths": [1, 1]}, data), seed=0)
+    during = []
+    train(student, data, config.train, config.distill, targets, seed=3, on_epoch=lambda s: during.append([p.is_contiguous() for p in teacher.parameters()]))
+    assert during and all(all(c) for c in during)
+
+
 def test_channels_last_changes_the_training_by_rounding_only(tmp_path, monkeypatch):
     data = _images()
     config = _study(tmp_path)

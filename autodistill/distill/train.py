@@ -164,6 +164,10 @@ class TeacherSource:
             self.feats = [f.to(device) for f in targets.features]
             self.attns = [a.to(device) for a in targets.attentions] if matrices else None
 
+    def per_batch(self, features: bool) -> list[nn.Module]:
+        """The teachers that run on every batch (:meth:`outputs`)."""
+        return [*self.live, self.primary] if features and self.feats is None else list(self.live)
+
     def cached(self, idx_d: torch.Tensor) -> torch.Tensor | None:
         """The cached soft targets of the batch's rows (M, B, K), if any."""
         return self.soft[:, idx_d] if self.soft is not None else None
@@ -239,13 +243,8 @@ def train(
         model = compression.restore(resumed.compress if resumed else None)
     if device.type == "cuda" and compression is not None:
         raise ValueError("compressed students train on the CPU (pruning and int8 run there)")
-    # channels_last: on CUDA the student, for good; on the CPU the student and the live
-    # teachers, for the run only (CPU_CHANNELS_LAST)
-    student = [model] if compression is None else []
-    relaid = student if device.type == "cuda" else [*student, source.primary, *source.live] if CPU_CHANNELS_LAST else []
-    relaid = list({id(m): m for m in relaid if m is not None}.values())
-    for m in relaid:
-        m.to(device, memory_format=torch.channels_last)
+    layout = _ChannelsLast(device)
+    layout.add(model if compression is None else None)  # pruning and int8 keep NCHW
     try:
         x = data.x_train.to(device)
         example = to_device(data.normalize(x[:1]), device)
@@ -258,6 +257,7 @@ def train(
             if compression is not None:
                 raise ValueError("feature and attention losses cannot be combined with compression")
             source.use_cached_stage_outputs(targets, criterion.needs_attention_matrices, device)
+        layout.add_teachers(source.per_batch(criterion.needs_teacher_features))
         loop = _Loop(model, data, train_cfg, criterion, source, compression, aug, generator, device, x, data.y_train.to(device))
         history: list[EpochStats] = []
         if resumed is not None:
@@ -270,8 +270,7 @@ def train(
             if on_epoch is not None:
                 on_epoch(stats)
     finally:
-        for m in relaid if device.type == "cpu" else []:
-            m.to(memory_format=torch.contiguous_format)
+        layout.restore()
     return history
 
 
@@ -279,9 +278,32 @@ CPU_CHANNELS_LAST = True
 """Train on the CPU in channels_last: the student (unless compressed: pruning and int8 keep
 NCHW) and the teachers that run on every batch, put back in NCHW when training ends (the
 layout a student ships and is timed in; a teacher is shared with the caller). oneDNN's
-convolutions run a training step 1.1-1.7x faster in it at 8x8 and at 32x32 and a teacher's
-forward pass up to 1.3x (``scripts/bench_layout.py``, which sets this to False for its
+convolutions run a training step 1.05-1.7x faster in it at 8x8 and at 32x32, and an epoch
+with a live teacher 1.2x (``scripts/bench_layout.py``, which sets this to False for its
 NCHW baseline); the numbers differ from NCHW's by rounding only."""
+
+
+class _ChannelsLast:
+    """The modules a run put in channels_last: on CUDA the student, for good; on the CPU
+    (:data:`CPU_CHANNELS_LAST`) the student and the teachers run on every batch, until
+    :meth:`restore`."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.modules = device, []
+        self.active = device.type == "cuda" or CPU_CHANNELS_LAST
+
+    def add(self, module: nn.Module | None) -> None:
+        if self.active and module is not None and all(module is not m for m in self.modules):
+            module.to(self.device, memory_format=torch.channels_last)
+            self.modules.append(module)
+
+    def add_teachers(self, teachers: list[nn.Module]) -> None:
+        for teacher in teachers if self.device.type == "cpu" else []:
+            self.add(teacher)
+
+    def restore(self) -> None:
+        for module in self.modules if self.device.type == "cpu" else []:
+            module.to(memory_format=torch.contiguous_format)
 
 
 class _Loop:
