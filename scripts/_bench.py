@@ -42,6 +42,19 @@ def machine() -> dict:
     }
 
 
+def synthetic(n: int):
+    """``n`` random 32x32x3 uint8 images of 10 classes (the first 256 are also the validation
+    and test splits): a CIFAR-sized workload for timing, not for accuracy."""
+    import torch
+
+    from autodistill.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return Dataset("synthetic", x, y, x[:256], y[:256], x[:256], y[:256], classes=[str(i) for i in range(10)], scale=255.0)
+
+
 def spread(values: list[float]) -> dict:
     """Median, min, max and the number of repeats."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from _bench import OUT_DIR, machine, spread, write  # noqa: E402
+from _bench import OUT_DIR, machine, spread, synthetic, write  # noqa: E402
 
 from autodistill.config import parse_config  # noqa: E402
-from autodistill.data import Dataset, load_dataset  # noqa: E402
+from autodistill.data import load_dataset  # noqa: E402
 from autodistill.students import build_student, make_spec  # noqa: E402
 from autodistill.targets import TeacherTargets  # noqa: E402
 
@@ -53,12 +53,8 @@ STUDENTS = {
 
 LAYOUTS = {"NCHW": False, "channels_last": True}
 
-
-def synthetic(n: int) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return Dataset("synthetic", x, y, x[:256], y[:256], x[:256], y[:256], classes=[str(i) for i in range(10)], scale=255.0)
+CACHED = "kd, cached teacher logits"
+"""the recipe of the rows of every family: the default study's (rows of layout.json written before rows had a recipe are these)"""
 
 
 def epoch_s(data, spec, config, targets, channels_last: bool) -> tuple[float, float]:
@@ -85,7 +81,7 @@ def cases(workdir: str, epochs: int):
         g = torch.Generator().manual_seed(1)
         cached = TeacherTargets(logits=torch.randn(len(data.y_train), len(data.classes), generator=g))  # the values do not matter to the time
         for family, dims in STUDENTS.items():
-            yield name, family, "kd, cached teacher logits", data, make_spec(family, dims, data), config, cached
+            yield name, family, CACHED, data, make_spec(family, dims, data), config, cached
     # a teacher run on every (cropped and flipped) batch: its forward pass is most of the step
     data, batch = workloads["synthetic 32x32x3"]
     config = parse_config(
@@ -130,7 +126,7 @@ def measure(case, rounds: int) -> dict:
 
 
 def _key(row: dict) -> tuple[str, str, str]:
-    return row["workload"], row["family"], row.get("recipe", "kd, cached teacher logits")
+    return row["workload"], row["family"], row.get("recipe", CACHED)
 
 
 def main() -> None:
@@ -157,9 +153,10 @@ def main() -> None:
             row = measure(case, args.rounds)
             rows.append(row)
             print(f"  {' '.join(key)}: steps {row['ratio_steps']['median']:.2f}x, epoch {row['ratio_epoch']['median']:.2f}x", flush=True)
-    payload = {"machine": machine(), "settings": {"rounds": args.rounds, "epochs": args.epochs, "threads": 1, "quick": args.quick}, "rows": rows}
+    info = machine()
+    payload = {"machine": info, "settings": {"rounds": args.rounds, "epochs": args.epochs, "threads": 1, "quick": args.quick}, "rows": rows}
     path = write(name, payload)
-    print(f"\n{machine()['cpu']}, {machine()['cores']} cores; wrote {path}\n")
+    print(f"\n{info['cpu']}, {info['cores']} cores; wrote {path}\n")
     print("| workload | student | recipe | epoch steps, NCHW (s) | channels_last (s) | steps: channels_last ÷ NCHW | whole epoch: ÷ NCHW |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

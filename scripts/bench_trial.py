@@ -37,10 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from _bench import ROOT, machine, spread, write  # noqa: E402
+from _bench import ROOT, machine, spread, synthetic, write  # noqa: E402
 
 from autodistill.config import parse_config  # noqa: E402
-from autodistill.data import Dataset, load_dataset  # noqa: E402
+from autodistill.data import load_dataset  # noqa: E402
 from autodistill.distill import train  # noqa: E402
 from autodistill.layout import trial_dir  # noqa: E402
 from autodistill.loading import load_config  # noqa: E402
@@ -62,13 +62,6 @@ WORKLOADS = {
         "augment": {"crop_padding": 4, "flip": True, "views": 8},
     },
 }
-
-
-def synthetic(n: int) -> Dataset:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return Dataset("synthetic", x, y, x[:256], y[:256], x[:256], y[:256], classes=[str(i) for i in range(10)], scale=255.0)
 
 
 def epoch_step_s(data, spec, train_cfg, distill_cfg, targets, augment) -> float:
