@@ -188,6 +188,37 @@ def test_a_teacher_whose_outputs_are_all_cached_is_left_as_it_is(tmp_path):
     assert during and all(all(c) for c in during)
 
 
+def test_a_narrow_strided_1x1_convolution_trains_in_nchw_inside_a_channels_last_student(tmp_path):
+    """oneDNN's strided 1x1 backward-weights kernels write past their workspace for a
+    channels_last input with fewer than 16 input channels (a crash with one thread, wrong
+    gradients with two): the shortcuts of the narrow stages stay NCHW and see NCHW inputs,
+    the rest of the student runs in channels_last, and nothing is left hooked afterwards."""
+    data = _images()
+    config = _study(tmp_path)
+    targets = teacher_outputs(_teacher(data), data, config, lambda m: None)
+    student = build_student(make_spec("resnet", {"widths": [4, 16, 32], "depths": [1, 1, 1]}, data), seed=0)
+    shortcuts = {name: m for name, m in student.named_modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1)}
+    assert {m.in_channels for m in shortcuts.values()} == {4, 16} and all(m.stride == (2, 2) for m in shortcuts.values())
+    seen = {}
+
+    def nchw(t):  # by the strides themselves: a 1x1 kernel is "contiguous" in both layouts
+        return t.stride() == torch.empty(t.shape).stride()
+
+    def record(name, mod, args):
+        seen.setdefault(name, (nchw(args[0]), nchw(mod.weight)))
+
+    for name, conv in student.named_modules():
+        if isinstance(conv, torch.nn.Conv2d):
+            conv.register_forward_hook(lambda mod, args, out, name=name: record(name, mod, args))
+    hooks = {name: len(m._forward_pre_hooks) for name, m in student.named_modules()}
+    train(student, data, config.train, config.distill, targets, seed=4)
+    narrow = next(name for name, m in shortcuts.items() if m.in_channels == 4)
+    assert seen.pop(narrow) == (True, True)  # NCHW input, NCHW weight
+    assert len(seen) == 8 and not any(weight for _, weight in seen.values())  # the 16-channel shortcut and every 3x3 conv: channels_last
+    assert {name: len(m._forward_pre_hooks) for name, m in student.named_modules()} == hooks
+    assert all(p.is_contiguous() for p in student.parameters())
+
+
 def test_channels_last_changes_the_training_by_rounding_only(tmp_path, monkeypatch):
     data = _images()
     config = _study(tmp_path)

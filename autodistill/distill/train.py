@@ -286,24 +286,45 @@ NCHW baseline); the numbers differ from NCHW's by rounding only."""
 class _ChannelsLast:
     """The modules a run put in channels_last: on CUDA the student, for good; on the CPU
     (:data:`CPU_CHANNELS_LAST`) the student and the teachers run on every batch, until
-    :meth:`restore`."""
+    :meth:`restore`. On the CPU a convolution that oneDNN cannot train in channels_last
+    (:func:`_unsafe_in_channels_last`) stays NCHW and is handed its input in NCHW."""
 
     def __init__(self, device: torch.device):
-        self.device, self.modules = device, []
+        self.device, self.modules, self.hooks = device, [], []
         self.active = device.type == "cuda" or CPU_CHANNELS_LAST
 
     def add(self, module: nn.Module | None) -> None:
         if self.active and module is not None and all(module is not m for m in self.modules):
             module.to(self.device, memory_format=torch.channels_last)
             self.modules.append(module)
+            for conv in module.modules() if self.device.type == "cpu" else []:
+                if _unsafe_in_channels_last(conv):
+                    conv.to(memory_format=torch.contiguous_format)
+                    self.hooks.append(conv.register_forward_pre_hook(_nchw_input))
 
     def add_teachers(self, teachers: list[nn.Module]) -> None:
         for teacher in teachers if self.device.type == "cpu" else []:
             self.add(teacher)
 
     def restore(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
         for module in self.modules if self.device.type == "cpu" else []:
             module.to(memory_format=torch.contiguous_format)
+
+
+def _unsafe_in_channels_last(module: nn.Module) -> bool:
+    """A strided 1x1 convolution with fewer than 16 input channels per group. oneDNN's 1x1
+    backward-weights kernels (the AVX2 one below 8 channels, the AVX-512 one below 16) write
+    past their workspace for a channels_last input (oneDNN issue 6035, still in PyTorch
+    2.14): a crash ("double free or corruption") with one thread, a hang or wrong gradients
+    with two. ResNet shortcuts of a narrow stage are such convolutions; NCHW takes another
+    kernel, which is right."""
+    return isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1) and module.stride != (1, 1) and module.in_channels // module.groups < 16
+
+
+def _nchw_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].contiguous(), *args[1:])
 
 
 class _Loop:
