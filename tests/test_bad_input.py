@@ -65,6 +65,7 @@ OVERRIDES = [
     ({"compress.prune_stage_rates": [0.5]}, "compress.prune_stage_rates has 1 rates but student.cnn has 2 stages"),
     ({"compress.prune_backend": "nni", "compress.importance": "bn_scale"}, "importance 'bn_scale' is not available with prune_backend nni"),
     ({"compress.engine": "tensorrt"}, "compress.engine: unknown value 'tensorrt'"),
+    ({"compress.reduce_range": "maybe"}, "compress.reduce_range: expected auto, true or false, got 'maybe'"),
     ({"latency.backend": "tflite"}, "latency.backend"),
     ({"constraints": {"flops": {"max": 1}}}, "constraints: unknown metric 'flops'"),
     ({"constraints": {"params": {"min": 5, "max": 1}}}, "constraints.params: min (5) is greater than max (1)"),

@@ -89,7 +89,7 @@ class Compression:
             self.layers = layer_shapes(self.model, self.reference)
             changed = True
         if epoch == self.qat_epoch:
-            self.model = prepare_qat(self.model, self.example, self.cfg.engine)
+            self.model = prepare_qat(self.model, self.example, self.cfg.engine, self.cfg.reduce_range)
             self.qat = changed = True
         return changed
 
@@ -113,7 +113,7 @@ class Compression:
             self.layers = state.get("layers") or {}
             apply_shapes(self.model, self.layers, "epoch checkpoint")
             if state.get("qat"):
-                self.model = prepare_qat(self.model, self.example, self.cfg.engine)
+                self.model = prepare_qat(self.model, self.example, self.cfg.engine, self.cfg.reduce_range)
                 self.qat = True
         return self.model
 
@@ -122,7 +122,7 @@ class Compression:
         """The final network: int8 after PTQ calibration or QAT, else the (pruned) float one."""
         method = self.cfg.quantize
         if method == "ptq":
-            prepared = prepare_ptq(self.model, self.example, self.cfg.engine)
+            prepared = prepare_ptq(self.model, self.example, self.cfg.engine, self.cfg.reduce_range)
             x = self.data.x_train
             calibrate(
                 prepared,
@@ -150,6 +150,8 @@ class Compression:
             compress["layers"] = self.layers
         if quantized:
             compress["quantize"] = {"method": self.cfg.quantize, "engine": self.cfg.engine, "flow": QUANT_FLOW}
+            if self.cfg.reduce_range:  # 7-bit weights; absent in specs written before the option (8 bits)
+                compress["quantize"]["reduce_range"] = True
         return {**self.spec, "compress": compress} if compress else dict(self.spec)
 
 
@@ -178,7 +180,7 @@ def rebuild(model: nn.Module, spec: dict[str, Any]) -> nn.Module:
                 "(it quantizes with PT2E now); train it again, e.g. autodistill resume with more trials, or export it with an autodistill release before PT2E"
             )
         example = torch.zeros(2, spec["in_channels"], spec["image_size"], spec["image_size"])
-        model = quantized_skeleton(model, example, quant["method"], quant["engine"])
+        model = quantized_skeleton(model, example, quant["method"], quant["engine"], quant.get("reduce_range", False))
     return model
 
 

@@ -20,6 +20,9 @@ Engines (``compress.engine``), i.e. which quantizer annotates the graph:
 * ``xnnpack``: ExecuTorch's ``XNNPACKQuantizer``: symmetric int8, the patterns XNNPACK runs
   on ARM phones (and x86), through ExecuTorch.
 
+``compress.reduce_range`` (on for ``onnxruntime`` by default) keeps the weights in 7 bits
+(:data:`REDUCED_WEIGHTS`): ONNX Runtime's x86 kernels on CPUs without VNNI saturate 8-bit ones.
+
 A converted network keeps its activation scales and zero points as constants in the graph;
 :func:`convert` also stores them as buffers (``_qparam_<i>``), so the state dict holds
 everything, and loading it into a freshly built skeleton writes them back into the graph
@@ -65,7 +68,7 @@ def use_engine(engine: str) -> None:
         raise ConfigError(f"compress.engine: {engine} needs ExecuTorch's quantizer, which is not installed: pip install executorch")
 
 
-def _quantizer(engine: str, qat: bool):
+def _quantizer(engine: str, qat: bool, reduce_range: bool = False):
     use_engine(engine)
     if engine in ("xnnpack", "onnxruntime"):
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
@@ -74,10 +77,23 @@ def _quantizer(engine: str, qat: bool):
         if engine == "onnxruntime":  # uint8 activations: ONNX Runtime's fast U8S8 kernels on x86
             uint8 = dataclasses.replace(config.input_activation, dtype=torch.uint8, quant_min=0, quant_max=255)
             config = dataclasses.replace(config, input_activation=uint8, output_activation=uint8)
-        return XNNPACKQuantizer().set_global(config)
+        return XNNPACKQuantizer().set_global(_weights_in(config, reduce_range))
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer, get_default_x86_inductor_quantization_config
 
-    return X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=qat))
+    return X86InductorQuantizer().set_global(_weights_in(get_default_x86_inductor_quantization_config(is_qat=qat), reduce_range))
+
+
+REDUCED_WEIGHTS = (-63, 63)
+"""int8 weight values with ``compress.reduce_range``: 7 bits, symmetric. A u8 activation
+(255) times such a weight, two of them added, stays within int16 (2 x 255 x 63 = 32,130),
+which ONNX Runtime's x86 kernels without VNNI (VPMADDUBSW) otherwise saturate."""
+
+
+def _weights_in(config, reduce_range: bool):
+    if not reduce_range:
+        return config
+    low, high = REDUCED_WEIGHTS
+    return dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=low, quant_max=high))
 
 
 def capture(model: nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -148,21 +164,21 @@ def _switch_mode(self: torch.fx.GraphModule, mode: bool = True) -> torch.fx.Grap
     return self
 
 
-def prepare_ptq(model: nn.Module, example: torch.Tensor, engine: str) -> nn.Module:
+def prepare_ptq(model: nn.Module, example: torch.Tensor, engine: str, reduce_range: bool = False) -> nn.Module:
     """Observers inserted (eval mode); run calibration batches through the result."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
-    quantizer = _quantizer(engine, qat=False)
+    quantizer = _quantizer(engine, qat=False, reduce_range=reduce_range)
     model.eval()
     prepared = _trainable(prepare_pt2e(capture(model, example), quantizer))
     return prepared.eval()
 
 
-def prepare_qat(model: nn.Module, example: torch.Tensor, engine: str) -> nn.Module:
+def prepare_qat(model: nn.Module, example: torch.Tensor, engine: str, reduce_range: bool = False) -> nn.Module:
     """BatchNorm folded and fake quantization inserted (train mode)."""
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    quantizer = _quantizer(engine, qat=True)
+    quantizer = _quantizer(engine, qat=True, reduce_range=reduce_range)
     model.train()
     prepared = _trainable(prepare_qat_pt2e(capture(model, example), quantizer))
     return prepared.train()
@@ -267,11 +283,12 @@ def _qparams_into_graph(graph_module: torch.fx.GraphModule, incompatible_keys) -
     graph_module.recompile()
 
 
-def quantized_skeleton(float_model: nn.Module, example: torch.Tensor, method: str, engine: str) -> nn.Module:
+def quantized_skeleton(float_model: nn.Module, example: torch.Tensor, method: str, engine: str, reduce_range: bool = False) -> nn.Module:
     """An int8 network of the right structure for ``load_state_dict`` of a saved one. One
     pass over ``example`` gives every observer a shape (per-channel weight scales are as long
     as the channels); the values it observes are replaced by the state dict's."""
-    prepared = prepare_qat(float_model, example, engine) if method == "qat" else prepare_ptq(float_model, example, engine)
+    prepare = prepare_qat if method == "qat" else prepare_ptq
+    prepared = prepare(float_model, example, engine, reduce_range)
     calibrate(prepared, [example])
     return convert(prepared)
 

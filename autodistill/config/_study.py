@@ -80,9 +80,12 @@ class StudyConfig(StudyBase):
 
     def _settle(self) -> None:
         """The primary teacher is ``teachers[0]`` when ``teachers`` is given; ``compress.engine:
-        auto`` becomes the quantizer of the runtime that ``latency.backend`` times."""
+        auto`` becomes the quantizer of the runtime that ``latency.backend`` times, and
+        ``compress.reduce_range: auto`` is on for that of ONNX Runtime."""
         if self.compress.engine == "auto":
             self.compress = self.compress.model_copy(update={"engine": ENGINE_FOR_BACKEND.get(self.latency.backend, "x86")})
+        if self.compress.reduce_range == "auto":
+            self.compress = self.compress.model_copy(update={"reduce_range": self.compress.engine == "onnxruntime"})
         if self.teachers is not None:
             if not self.teachers:
                 raise ValueError("teachers: expected a non-empty list of teachers ({arch: ..., weight: ...})")

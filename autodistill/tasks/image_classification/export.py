@@ -26,7 +26,7 @@ import torch
 
 from ... import _executorch, _io, layout
 from ..._errors import AutodistillError, CheckpointError
-from ..._onnx import ort_session, save_onnx
+from ..._onnx import ort_session, saturating_int8_cpu, save_onnx
 from ...checkpoints import load_state_dict, load_trial_student, trial_params
 from ...compress import build_network
 from ...compress.quantize import output_step
@@ -147,12 +147,23 @@ def export_classifier(
             log(f"  {fmt:<11} {files[fmt].name}: {check['summary']}")
             failed = check.pop("failed")
             if failed:
-                raise VerificationError(f"{fmt}: {failed} on the validation split")
+                raise VerificationError(f"{fmt}: {failed} on the validation split{_saturation_hint(fmt, spec, int8_kernels)}")
 
         trial_cfg = resolve(config, trial_params(source))
         card = _model_card(summary, row, number, rule, spec, trial_cfg, data, files, checks, config)
         _io.write_json(staging / "model.json", card)
     return ExportResult(out, number, {fmt: out / p.name for fmt, p in files.items()}, checks, card)
+
+
+def _saturation_hint(fmt: str, spec: dict, int8_kernels: bool) -> str:
+    """Why ONNX Runtime may disagree with an int8 network of 8-bit weights on this CPU."""
+    quant = (spec.get("compress") or {}).get("quantize") or {}
+    if fmt != "onnx" or not int8_kernels or quant.get("reduce_range") or not saturating_int8_cpu():
+        return ""
+    return (
+        "; this x86 CPU has no VNNI, and ONNX Runtime's int8 kernels saturate there with 8-bit weights "
+        "(the file is right on CPUs with VNNI and on ARM): to deploy on such CPUs, search with compress.reduce_range: true (7-bit weights)"
+    )
 
 
 def _compare(
