@@ -29,10 +29,13 @@ def _versions(*packages: str) -> dict[str, str | None]:
 def machine() -> dict:
     import torch
 
+    from autodistill._onnx import saturating_int8_cpu
     from autodistill.measure import cpu_name
 
     return {
         "cpu": cpu_name(),
+        "isa": torch.backends.cpu.get_cpu_capability(),  # the vector unit torch's kernels use (AVX2, AVX512, ...)
+        "int8_vnni": not saturating_int8_cpu(),  # x86 without VNNI: ONNX Runtime's int8 kernels saturate 8-bit weights
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
