@@ -107,8 +107,11 @@ def torch_save(path: str | os.PathLike, obj: Any, *, durable: bool = True) -> Pa
 @contextlib.contextmanager
 def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     """A folder filled under a temporary name beside ``dest`` and moved into place only when
-    the block succeeds (replacing an older ``dest``); on error nothing is left behind."""
+    the block succeeds (replacing an older ``dest``); on error nothing is left behind, not
+    even the parent folders it made (e.g. a study's ``export/`` after a failed check)."""
     dest = Path(dest)
+    made = [d for d in (dest.parent, *dest.parent.parents) if not d.exists()]  # deepest first
+    done = False
     try:
         with disk_full_named(dest):
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +123,12 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
                 if dest.exists():
                     shutil.rmtree(dest)
                 staging.rename(dest)
+                done = True
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
+                for folder in made if not done else []:
+                    with contextlib.suppress(OSError):  # not empty: something else wrote there meanwhile
+                        folder.rmdir()
     except DiskFull:  # a file inside the staging folder: name the folder the user will look for
         raise DiskFull(f"no space left on device while writing {dest}") from None

@@ -48,6 +48,24 @@ def test_atomic_dir_replaces_only_on_success(tmp_path):
     assert sorted(p.name for p in dest.iterdir()) == ["b.txt"]
 
 
+def test_a_failed_atomic_dir_removes_the_parent_folders_it_made(tmp_path):
+    """A failed export leaves no empty ``export/`` in the study folder; folders that existed,
+    or that something else wrote into meanwhile, stay."""
+    study = tmp_path / "study"
+    study.mkdir()
+    with pytest.raises(RuntimeError), _io.atomic_dir(study / "export" / "trial_0002") as staging:
+        (staging / "student.onnx").write_text("x")
+        raise RuntimeError("onnx: mean |logit diff| is 1.35 quantization steps")
+    assert list(study.iterdir()) == []
+    with pytest.raises(RuntimeError), _io.atomic_dir(study / "export" / "trial_0002"):
+        (study / "export" / "notes.txt").write_text("mine")
+        raise RuntimeError("failed")
+    assert sorted(p.name for p in (study / "export").iterdir()) == ["notes.txt"]
+    with _io.atomic_dir(study / "a" / "b") as staging:
+        (staging / "ok").write_text("1")
+    assert (study / "a" / "b" / "ok").read_text() == "1"
+
+
 def _no_space(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -74,7 +92,7 @@ def test_a_full_disk_inside_an_atomic_folder_names_the_folder_and_leaves_nothing
     with pytest.raises(DiskFull, match=f"while writing {dest}$"), _io.atomic_dir(dest) as staging:
         (staging / "student.pt").write_bytes(b"x")
         _no_space()
-    assert list((tmp_path / "export").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # not even the export/ folder it made
 
 
 @pytest.mark.parametrize("pattern", ["0002.pt", "trial_*"])
