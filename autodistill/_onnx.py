@@ -9,7 +9,6 @@ kernels. The file has a dynamic batch dimension, input ``input`` and output ``lo
 from __future__ import annotations
 
 import importlib.util
-import platform
 from pathlib import Path
 
 import torch
@@ -52,20 +51,3 @@ def ort_session(path: Path, threads: int | None = None):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def saturating_int8_cpu(cpuinfo: str | None = None) -> bool:
-    """True on an x86 CPU without VNNI (no ``avx512_vnni``, no ``avx_vnni``): there ONNX
-    Runtime's U8S8 kernels add pairs of u8 x s8 products in 16 bits (VPMADDUBSW) and
-    saturate, so an int8 network with 8-bit weights runs a few quantization steps away from
-    its reference arithmetic (``compress.reduce_range`` avoids it). ``cpuinfo``: the text of
-    ``/proc/cpuinfo`` (read where it exists; elsewhere torch's AVX-512 VNNI check)."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return False
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return not torch.cpu._is_vnni_supported()
-    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.partition(":")[2].split()}
-    return not flags & {"avx512_vnni", "avx_vnni"}

@@ -249,13 +249,33 @@ def clock_reference_ms(n_threads: int | None = None) -> float:
     return _REFERENCE[n_threads]
 
 
+def _cpuinfo() -> str | None:
+    """Linux's /proc/cpuinfo, or None where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+
+
 def cpu_name() -> str:
     """The CPU model (Linux's /proc/cpuinfo), else what ``platform.processor()`` says."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            return next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), platform.processor())
-    except OSError:
-        return platform.processor()
+    lines = (_cpuinfo() or "").splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
+
+
+def saturating_int8_cpu(cpuinfo: str | None = None) -> bool:
+    """True on an x86 CPU without VNNI (no ``avx512_vnni``, no ``avx_vnni``): there ONNX
+    Runtime's U8S8 kernels add pairs of u8 x s8 products in 16 bits (VPMADDUBSW) and
+    saturate, so an int8 network with 8-bit weights runs a few quantization steps away from
+    its reference arithmetic (``compress.reduce_range`` avoids it). ``cpuinfo``: the text of
+    ``/proc/cpuinfo`` (read where it exists; elsewhere torch's AVX-512 VNNI check)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    if cpuinfo is None:
+        return not torch.cpu._is_vnni_supported()
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.partition(":")[2].split()}
+    return not flags & {"avx512_vnni", "avx_vnni"}
 
 
 def clock_key(n_threads: int) -> str:

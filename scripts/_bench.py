@@ -29,8 +29,7 @@ def _versions(*packages: str) -> dict[str, str | None]:
 def machine() -> dict:
     import torch
 
-    from autodistill._onnx import saturating_int8_cpu
-    from autodistill.measure import cpu_name
+    from autodistill.measure import cpu_name, saturating_int8_cpu
 
     return {
         "cpu": cpu_name(),

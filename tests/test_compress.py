@@ -265,8 +265,9 @@ def test_each_runtime_runs_the_int8_network_it_is_given(data, tmp_path):
         "x86",
     ]
     from autodistill._executorch import load_method, run_batched, save_pte
-    from autodistill._onnx import ort_session, saturating_int8_cpu, save_onnx
+    from autodistill._onnx import ort_session, save_onnx
     from autodistill.compress.quantize import REDUCED_WEIGHTS, output_step
+    from autodistill.measure import saturating_int8_cpu
 
     x = data.normalize(data.x_val)
     y = data.y_val.numpy()
@@ -298,7 +299,7 @@ def test_reduce_range_and_the_cpus_whose_int8_kernels_saturate(monkeypatch):
     """``reduce_range: auto`` gives ONNX Runtime's engine 7-bit weights and the others 8; the
     saturating CPUs are x86 ones without VNNI, and an ONNX check that fails on one for 8-bit
     weights says why and what to do."""
-    from autodistill._onnx import saturating_int8_cpu
+    from autodistill.measure import saturating_int8_cpu
     from autodistill.tasks.image_classification import export
 
     resolved = {

@@ -11,6 +11,12 @@ from ._base import Section, choices
 from ._options import NNI_IMPORTANCES, PRUNE_BACKENDS, PRUNE_IMPORTANCES, QUANT_ENGINES, QUANTIZE
 
 
+def _auto_or_bool(raw):
+    if raw != "auto" and not isinstance(raw, bool):
+        raise ValueError(f"expected auto, true or false, got {raw!r}")
+    return raw
+
+
 class CompressConfig(Section):
     """Structural pruning (channels really removed, with Torch-Pruning) and INT8 quantization
     of the student, inside the trial: its accuracy and costs are those of the compressed model."""
@@ -40,7 +46,7 @@ class CompressConfig(Section):
     engine: fixed_only("str", choices=QUANT_ENGINES) = "auto"
     """which PT2E quantizer annotates the network for the runtime that deploys it: x86 (torchao's X86InductorQuantizer, for torch.compile), onnxruntime (uint8 activations, every conv/matmul/add quantized: ONNX Runtime's fast kernels), xnnpack (ExecuTorch's XNNPACKQuantizer, for phones); auto follows latency.backend (onnxruntime -> onnxruntime, executorch -> xnnpack, else x86)"""
 
-    reduce_range: Annotated[bool | Literal["auto"], BeforeValidator(lambda raw: _auto_or_bool(raw))] = "auto"
+    reduce_range: Annotated[bool | Literal["auto"], BeforeValidator(_auto_or_bool)] = "auto"
     """int8 weights in 7 bits (-63..63) instead of 8: ONNX Runtime's int8 kernels on x86 CPUs without VNNI (AMD EPYC before Zen 4, Intel Xeon before Cascade Lake) add u8 x s8 products in pairs in 16 bits and saturate with 8-bit weights; auto (the default): on for engine onnxruntime, off for x86 and xnnpack"""
 
     @model_validator(mode="after")
@@ -63,12 +69,6 @@ class CompressConfig(Section):
     def active(self) -> bool:
         """True when this (resolved) config prunes or quantizes."""
         return self.prunes or self.quantize != "none"
-
-
-def _auto_or_bool(raw):
-    if raw != "auto" and not isinstance(raw, bool):
-        raise ValueError(f"expected auto, true or false, got {raw!r}")
-    return raw
 
 
 def compress_may_be_active(compress: CompressConfig) -> bool:

@@ -26,13 +26,14 @@ import torch
 
 from ... import _executorch, _io, layout
 from ..._errors import AutodistillError, CheckpointError
-from ..._onnx import ort_session, saturating_int8_cpu, save_onnx
+from ..._onnx import ort_session, save_onnx
 from ...checkpoints import load_state_dict, load_trial_student, trial_params
 from ...compress import build_network
 from ...compress.quantize import output_step
 from ...config import StudyConfig
 from ...data import load_dataset
 from ...distill.train import predict_logits
+from ...measure import saturating_int8_cpu
 from ...space import resolve
 from .._base import ExportResult, Log, VerificationError
 
