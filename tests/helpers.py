@@ -47,7 +47,8 @@ def small_study(tmp_path, name="tiny", cached_teacher=True, **overrides):
         },
         "distill": {"alpha": {"low": 0.3, "high": 0.9}, "temperature": {"schedule": {"choice": ["constant", "cosine"]}, "start": 4.0}},
         "train": {"epochs": 3, "lr": {"low": 3e-3, "high": 1e-2, "log": True}},
-        "search": {"trials": 4, "max_concurrent": 2, "seed": 0},
+        # a save after every epoch: the tests of resume and faults interrupt trials mid-way
+        "search": {"trials": 4, "max_concurrent": 2, "seed": 0, "checkpoint_interval_s": 0},
         "latency": {"warmup": 2, "repeats": 5, "final_repeats": 10},
         "execution": {"results": str(tmp_path / "results")},
     }

@@ -163,3 +163,26 @@ def test_final_checkpoint_folders_of_dead_workers_are_swept(tmp_path):
     os.utime(young, (old, old))
     assert sweep_stale_checkpoints(tmp_path) == 1 and not young.exists()
     assert sweep_stale_checkpoints(tmp_path / "missing") == 0
+
+
+def test_a_trial_saves_its_state_once_the_checkpoint_interval_has_passed(tmp_path, monkeypatch):
+    """search.checkpoint_interval_s: a trial of short epochs saves no state after every epoch
+    (each save costs a few percent of a 0.1-s epoch); it saves after the first epoch that ends
+    once the interval has passed since its start or its last save; 0 saves after every one."""
+    from autodistill.tune import trainable
+
+    now = [100.0]
+    monkeypatch.setattr(trainable.time, "perf_counter", lambda: now[0])
+    path = tmp_path / "0001.pt"
+    save = trainable._checkpointer(path, 10.0)
+    saved = []
+    for epoch, at in enumerate([103.0, 106.0, 109.9, 110.0, 115.0, 120.5], start=1):  # epochs ending at these times
+        now[0] = at
+        save({"epoch": epoch, "w": torch.full((2,), float(epoch))})
+        if path.exists():
+            saved.append(torch.load(path, weights_only=True)["epoch"])
+    assert sorted(set(saved)) == [4, 6]  # 10 s after the start, then 10.5 s after that save
+    every = trainable._checkpointer(tmp_path / "0002.pt", 0.0)
+    for epoch in (1, 2):
+        every({"epoch": epoch})
+        assert torch.load(tmp_path / "0002.pt", weights_only=True)["epoch"] == epoch

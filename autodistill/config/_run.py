@@ -59,8 +59,10 @@ class SearchConfig(Section):
     """rungs of pareto / asha and the settings of the Optuna pruners"""
     report_interval_s: float = Field(1.0, ge=0)
     """with pruner none and no epoch_budget (nothing decides on intermediate results), a trial reports to the driver at most this often, each report carrying every epoch since the last (the curves stay complete); 0 = every epoch (one TensorBoard point per epoch). Each report costs the trial a round trip through the driver (~25 ms)"""
+    checkpoint_interval_s: float = Field(10.0, ge=0)
+    """a running trial saves what resume needs to continue it (inflight/) after an epoch once this much time has passed since its last save (or its start): an interrupted trial continues from there, at most this much training behind; 0 = after every epoch. Each save costs a small student's trial ~5 ms, a few percent of a 0.1-s epoch"""
     max_failures: int = Field(1, ge=0)
-    """times Ray restarts a trial whose worker process died (killed, out of memory, node lost); the restart continues from its last epoch. A trial that raises or diverges is not retried"""
+    """times Ray restarts a trial whose worker process died (killed, out of memory, node lost); the restart continues from its last saved epoch (search.checkpoint_interval_s). A trial that raises or diverges is not retried"""
     resources: SearchResources = SearchResources()
     """per trial"""
     prescreen: PrescreenConfig | None = None

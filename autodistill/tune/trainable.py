@@ -7,10 +7,11 @@ training (params, MACs, size) are in every report, so a scheduler can rank by th
 first rung. A trial that raises or diverges reports ``failed`` with its reason and returns:
 the searcher records it as FAIL and the study goes on.
 
-After each epoch but the last, the trial writes everything needed to continue it to
-``config["inflight"]`` (atomically). A retry of an interrupted trial gets that file of the
-interrupted one as ``config["resume_from"]`` and continues with the next epoch; without the
-file (never written, or not on this node's filesystem) it restarts and says so. When Ray
+After an epoch but the last, once ``search.checkpoint_interval_s`` has passed since its last
+save, the trial writes everything needed to continue it to ``config["inflight"]``
+(atomically). A retry of an interrupted trial gets that file of the interrupted one as
+``config["resume_from"]`` and continues with the epoch after it; without the file (never
+written, or not on this node's filesystem) it restarts and says so. When Ray
 restarts a trial whose worker died (``search.max_failures``), the trial finds its own file and
 continues the same way.
 
@@ -31,6 +32,7 @@ import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +187,7 @@ def _train_and_measure(
             unreported.clear()
             last_report = time.perf_counter()
 
-    # survives the worker's death, the only thing it is for; after a power cut resume restarts the trial
-    on_checkpoint = (lambda state: _io.torch_save(inflight, state, durable=False)) if inflight is not None else None
+    on_checkpoint = _checkpointer(inflight, study.search.checkpoint_interval_s) if inflight is not None else None
     base["first_step_at"] = time.time()  # wall clock: how long after the command the training began
     history = run.train(report_epoch, on_checkpoint, resume_state)
     train_s = time.perf_counter() - started
@@ -209,6 +210,23 @@ def _train_and_measure(
     if not all(math.isfinite(final[k]) for k in checked):
         raise FloatingPointError("non-finite metrics: " + ", ".join(f"{k}={final[k]}" for k in checked))
     return final, result, history
+
+
+def _checkpointer(inflight: Path, interval_s: float) -> Callable[[dict], None]:
+    """What saves a trial's state after an epoch to ``inflight``: once ``interval_s`` has
+    passed since the last save (or since training began), so that a trial of short epochs
+    does not spend a few percent of its time on saves that only a crash would use. The file
+    survives the worker's death, the only thing it is for (no fsync: after a power cut
+    resume restarts the trial)."""
+    last = time.perf_counter()
+
+    def save(state: dict) -> None:
+        nonlocal last
+        if time.perf_counter() - last >= interval_s:
+            _io.torch_save(inflight, state, durable=False)
+            last = time.perf_counter()
+
+    return save
 
 
 def _resume_state(config: dict[str, Any]) -> dict | None:
