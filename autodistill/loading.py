@@ -11,7 +11,7 @@ import yaml
 
 from . import layout
 from ._errors import ConfigError
-from .config import StudyConfig, parse_config
+from .config import StudyConfig, parse_config, set_overrides
 from .space import check_points
 from .tasks import get_task
 
@@ -22,15 +22,6 @@ def check_paths(config: StudyConfig, source: str = "config") -> StudyConfig:
     ``compress.prune_backend`` may be nni). Raises :class:`ConfigError` in one line."""
     get_task(config.task).check_paths(config, source)
     return config
-
-
-def _set_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
-    for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -56,7 +47,7 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     e.g. ``{"search.trials": 8}`` (what the CLI flags do)."""
     raw = read_yaml(path)
     if overrides and isinstance(raw, dict):
-        _set_overrides(raw, overrides)
+        set_overrides(raw, overrides)
     config = check_paths(parse_config(raw, str(path)), str(path))
     check_points(config, str(path))
     return config

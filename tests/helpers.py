@@ -79,12 +79,9 @@ def shared_teachers() -> Path:
 
 def write_study(path, raw, overrides):
     """``raw`` with each dotted key of ``overrides`` set, written as YAML to ``path``."""
-    for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+    from autodistill.config import set_overrides
+
+    set_overrides(raw, overrides)
     path.write_text(yaml.safe_dump(raw))
     return path
 

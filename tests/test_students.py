@@ -32,6 +32,15 @@ def test_every_family_runs_forward_and_backward_at_every_size(family, image_size
     assert len(feats) == 2 and feats[-1].shape[1] == 8  # 16 * 0.5
 
 
+def test_the_registry_builds_the_families_the_config_knows():
+    # a study file is read without torch (autodistill.config._students): both lists must agree
+    from autodistill.config._students import FAMILY_DIMS, MOBILENET_ACTIVATIONS
+    from autodistill.students.mobilenet import _ACTIVATIONS
+
+    assert {name: get_family(name).dims for name in FAMILIES} == FAMILY_DIMS
+    assert sorted(_ACTIVATIONS) == MOBILENET_ACTIVATIONS
+
+
 @pytest.mark.parametrize("family", CONV)
 def test_dims_change_the_size(family):
     small = build_student(spec(family, 32, widths=[16, 32], depths=[1, 1], width_mult=0.5))

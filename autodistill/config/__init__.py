@@ -12,7 +12,7 @@ everywhere. ``yaml.safe_load`` only: a config never runs code.
 from ._base import Section, choices, has_distribution, may_be_on
 from ._compress import CompressConfig, compress_may_be_active
 from ._data import DataConfig
-from ._errors import STUDY_FILES, format_loc, parse_config
+from ._errors import STUDY_FILES, format_loc, parse_config, set_overrides
 from ._networks import StudentConfig, TeacherConfig, TeacherTrainConfig, TrainConfig
 from ._options import COST_METRICS, KD_LOSSES, LM_FAMILIES, LM_INITS, METRICS, TASK_METRICS, TASK_QUALITY, TASKS
 from ._recipe import AugmentConfig, DistillConfig, TemperatureConfig, parse_stages
@@ -63,4 +63,5 @@ __all__ = [
     "may_be_on",
     "parse_config",
     "parse_stages",
+    "set_overrides",
 ]

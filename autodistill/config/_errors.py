@@ -69,3 +69,14 @@ def parse_config(raw: Any, source: str = "config") -> StudyBase:
         return model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{source}: {_one_line(err, model)}") from None
+
+
+def set_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Set dotted keys of a study file's data before it is validated, e.g.
+    ``{"search.trials": 8}`` (what the CLI's flags do)."""
+    for key, value in overrides.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value

@@ -9,10 +9,9 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model, field_validator
 
 from .._tunable import fixed_only, tunable
-from ..students import get_family, list_families
-from ..students.torchvision_models import check_torchvision_name
 from ._base import Section, has_distribution
 from ._options import OPTIMIZERS
+from ._students import check_torchvision_name, family_dims, family_names
 
 Optimizer = tunable("str", choices=OPTIMIZERS)
 
@@ -71,10 +70,9 @@ class TeacherConfig(Section):
             check_torchvision_name(arch.split(":", 1)[1])
             return arch
         if "family" not in arch:
-            raise ValueError(f"needs a 'family' key (one of {', '.join(list_families())})")
+            raise ValueError(f"needs a 'family' key (one of {', '.join(family_names())})")
         dims = {k: v for k, v in arch.items() if k != "family"}
-        family = get_family(arch["family"])
-        validated = family.dims.model_validate(dims)
+        validated = family_dims(arch["family"]).model_validate(dims)
         if has_distribution(validated):
             raise ValueError("a teacher architecture is fixed: it cannot hold distributions")
         return {"family": arch["family"], **validated.model_dump(mode="json")}
@@ -90,10 +88,10 @@ class TeacherConfig(Section):
 def _student_section() -> type[BaseModel]:
     """``student:`` has ``family`` plus one block of dimensions per registered family."""
     fields: dict[str, Any] = {
-        "family": (tunable("str", choices=list_families), Field("cnn", description="student family: " + ", ".join(list_families()))),
+        "family": (tunable("str", choices=family_names), Field("cnn", description="student family: " + ", ".join(family_names()))),
     }
-    for name in list_families():
-        dims_model = get_family(name).dims
+    for name in family_names():
+        dims_model = family_dims(name)
         fields[name] = (dims_model, Field(default_factory=dims_model))
     return create_model("StudentConfig", __base__=Section, __module__=__name__, **fields)
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ..config._students import CNNDims
 from ._common import build_staged
-from ._dims import StageDims
 from ._registry import register_family
-
-
-class CNNDims(StageDims):
-    pass
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:

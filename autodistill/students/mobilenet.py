@@ -6,21 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .._tunable import tunable
+from ..config._students import MobileNetDims
 from ._common import build_staged, make_divisible
-from ._dims import StageDims
 from ._registry import register_family
 
 _ACTIVATIONS = {"relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish}
-
-
-class MobileNetDims(StageDims):
-    expand_ratio: tunable("int", ge=1, le=8) = 4
-    """hidden width of a block = expand_ratio x its input width"""
-    se: tunable("bool") = False
-    """squeeze-and-excitation in every block (MobileNetV3)"""
-    activation: tunable("str", choices=sorted(_ACTIVATIONS)) = "relu6"
-    """relu, relu6 (MobileNetV2) or hardswish (MobileNetV3)"""
 
 
 class SqueezeExcite(nn.Module):

@@ -5,13 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..config._students import ResNetDims
 from ._common import build_staged
-from ._dims import StageDims
 from ._registry import register_family
-
-
-class ResNetDims(StageDims):
-    pass
 
 
 class BasicBlock(nn.Module):

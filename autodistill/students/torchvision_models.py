@@ -9,16 +9,6 @@ from __future__ import annotations
 import torch.nn as nn
 
 
-def check_torchvision_name(name: str) -> None:
-    import torchvision
-
-    valid = torchvision.models.list_models(module=torchvision.models)
-    if name not in valid:
-        close = [v for v in valid if name.split("_")[0] in v][:8]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise ValueError(f"unknown torchvision classification model {name!r}{hint}")
-
-
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
     for parent in model.modules():
         for child_name, child in parent.named_children():

@@ -14,29 +14,9 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 
-from .._tunable import tunable
+from ..config._students import ViTDims
 from ._registry import register_family
-
-
-class ViTDims(BaseModel):
-    """Patch size, embedding width, depth, heads and MLP ratio (each may be searched)."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-    patch_size: tunable("int", ge=1, le=64) = 2
-    """side of the square patches; an image of S px gives (S // patch_size)^2 tokens"""
-    embed_dim: tunable("int", ge=8, le=2048) = 64
-    """token width (rounded up to a multiple of heads)"""
-    depth: tunable("int", ge=1, le=32) = 4
-    """encoder blocks"""
-    heads: tunable("int", ge=1, le=32) = 4
-    """attention heads per block"""
-    mlp_ratio: tunable("float", gt=0, le=8) = 2.0
-    """hidden width of a block's MLP = mlp_ratio x embed_dim"""
-    dropout: tunable("float", ge=0, le=0.9) = 0.0
-    """dropout before the classifier"""
 
 
 class Attention(nn.Module):
