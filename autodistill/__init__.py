@@ -9,29 +9,39 @@ get the Pareto front of accuracy vs parameters vs measured latency.
 >>> autodistill.load_front("results/digits")          # doctest: +SKIP
 >>> config = autodistill.load_study_config("results/digits")  # doctest: +SKIP
 
-The names below are the real functions (their signatures and docs are theirs). Those whose
-modules import Ray, ONNX or plotting libraries are imported on first use, so that
-``import autodistill`` stays light (Ray workers import it too).
+The names below are the real functions (their signatures and docs are theirs), imported on
+first use, as are the submodules (``autodistill.config``, ...): ``import autodistill`` imports
+neither torch nor Ray, so that the command can start Ray before torch loads
+(:mod:`autodistill._launch`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from ._errors import AutodistillError, CheckpointError, ConfigError, DataError
-from .config import StudyConfig, parse_config
-from .loading import dump_config, load_config, load_study_config
-from .tasks import Task, get_task, list_tasks
 
 if TYPE_CHECKING:
+    from .config import StudyConfig, parse_config
     from .export import export_student
+    from .loading import dump_config, load_config, load_study_config
     from .results import load_front, load_summary, load_trials
+    from .tasks import Task, get_task, list_tasks
     from .tune.runner import StudyResult, run_study
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "StudyConfig": "autodistill.config",
+    "parse_config": "autodistill.config",
+    "dump_config": "autodistill.loading",
+    "load_config": "autodistill.loading",
+    "load_study_config": "autodistill.loading",
+    "Task": "autodistill.tasks",
+    "get_task": "autodistill.tasks",
+    "list_tasks": "autodistill.tasks",
     "run_study": "autodistill.tune.runner",
     "StudyResult": "autodistill.tune.runner",
     "export_student": "autodistill.export",
@@ -44,7 +54,9 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'autodistill' has no attribute {name!r}")
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'autodistill' has no attribute {name!r}")
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule (and now an attribute)
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -39,6 +39,7 @@ from ._errors import (
     StorageUnavailable,
     StudyInterrupted,
 )
+from ._launch import SEARCH_FLAGS
 from .export import export_student
 from .loading import load_config, load_study_config
 from .report import front_table
@@ -114,15 +115,8 @@ def _write_error_log() -> Path:
 
 
 def _overrides(**flags: Any) -> dict[str, Any]:
-    keys = {
-        "trials": "search.trials",
-        "time_budget": "search.time_budget_s",
-        "epoch_budget": "search.epoch_budget",
-        "max_concurrent": "search.max_concurrent",
-        "results": "execution.results",
-        "name": "name",
-        "address": "execution.address",
-    }
+    """The study file's keys that ``search``'s flags set (:data:`autodistill._launch.SEARCH_FLAGS`)."""
+    keys = {flag[2:].replace("-", "_"): key for flag, key in SEARCH_FLAGS.items()}
     return {keys[k]: v for k, v in flags.items() if v is not None}
 
 

@@ -11,8 +11,9 @@ import sys
 import pytest
 from helpers import small_study
 
+from autodistill._launch import PRELOAD, local_cpus
 from autodistill.tasks import TASK_TYPES
-from autodistill.tune.runner import PRELOAD, _trials_on_started_workers, local_cpus
+from autodistill.tune.runner import _trials_on_started_workers
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -26,6 +25,7 @@ from ray.tune import Stopper
 
 from .. import _io, layout
 from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
+from .._launch import RayStart, init_local_ray, quiet_ray_settings, stop_early, study_ray_key, take_early
 from .._lock import StudyLock
 from .._storage import end_write_ahead
 from ..config import StudyConfig
@@ -87,65 +87,43 @@ def make_sampler(config: StudyConfig, offset: int = 0):
 def _init_ray(config: StudyConfig, task_module: str) -> None:
     """Start a local Ray (or connect to ``execution.address``), unless an earlier study of
     this process did. A local Ray gets as many CPUs as the trials can use at once, and its
-    workers import torch and the trial code (:data:`PRELOAD` and ``task_module``) before they
-    take a trial (Ray's ``preload_python_modules``) and are not killed as idle meanwhile
-    (:data:`IDLE_WORKER_KEPT_MS`)."""
+    workers import torch and the trial code before they take a trial
+    (:func:`autodistill._launch.init_local_ray`)."""
     import ray
 
+    if ray.is_initialized():
+        return
+    if config.execution.address:
+        quiet_ray_settings()
+        ray.init(address=config.execution.address, logging_level=logging.ERROR, log_to_driver=False)
+    else:  # "local": a new Ray of our own, even when `ray start` runs a cluster on this machine
+        init_local_ray(study_ray_key(config, task_module))
+
+
+def _ray_start(config: StudyConfig, task: Task) -> RayStart:
+    """Ray, being started: the one the command started before torch loaded
+    (:mod:`autodistill._launch`) when it is the one this study wants, else a new one."""
+    module = type(task).__module__
+    return take_early(study_ray_key(config, module)) or RayStart(lambda: _init_ray(config, module))
+
+
+def _tune_settings() -> None:
+    """Ray Tune's loggers and behaviour for a study (before its Tuner runs)."""
     # a failed trial is reported once, by the study's own line with its reason; Ray's
     # controller would also log the worker's traceback at ERROR
     # Ray's own experiment state (ray/) is not what resume reads (the Optuna storage and
     # inflight/ are): a failure to save it, e.g. on a full disk, is not the user's concern
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune", "ray.tune.execution.experiment_state"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    quiet_ray_settings()
     _trials_on_started_workers()
     _keep_starting_actors()
-    if ray.is_initialized():
-        return
-    if config.execution.address:
-        ray.init(address=config.execution.address, logging_level=logging.ERROR, log_to_driver=False)
-    else:  # "local": a new Ray of our own, even when `ray start` runs a cluster on this machine
-        search = config.search
-        ray.init(
-            address="local",
-            include_dashboard=False,
-            num_cpus=local_cpus(search.max_concurrent, search.trials, search.resources.cpu),
-            _system_config={"preload_python_modules": [*PRELOAD, task_module], "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEPT_MS},
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-        )
-
-
-IDLE_WORKER_KEPT_MS = 600_000
-"""how long a local Ray keeps an idle worker it could kill (Ray's default: 1 s). Once Ray Tune
-has reserved the trials' CPUs (their placement groups), Ray counts the workers it started and
-preloaded beforehand as idle ones beyond its limit, and kills those idle for a second: when the
-trials' actors come later than that (a busy 2-core machine: in a third to a half of default
-studies), they get new workers that import torch again (seconds, and the CPU of two more
-imports before the first step). Only those workers are idle in a study (trial actors keep
-theirs), so keeping them costs nothing."""
-
-PRELOAD = [
-    "torch",
-    "torch._dynamo",  # the first optimizer and the first MAC count import it: seconds, in the first trial
-    "ray.tune.trainable.function_trainable",  # Tune's trial actor
-    "autodistill.tune.trainable",
-]
-"""what a local Ray's workers import before they take a trial (with the study's task module)"""
-
-
-def local_cpus(max_concurrent: int, trials: int, cpu: float) -> int:
-    """CPUs of a local Ray: what the trials can use at once, at most the machine's. Ray
-    starts one worker per CPU up front; more would only import torch for nothing."""
-    return min(os.cpu_count() or 1, max(1, math.ceil(min(max_concurrent, trials) * cpu)))
 
 
 def _trials_on_started_workers() -> None:
     """Ray Tune creates its trial actors with a runtime_env of env_vars (``PL_DISABLE_FORK=1``,
     for PyTorch Lightning), and Ray starts a new worker for an actor whose runtime_env is not
-    the job's: the workers it started beforehand (and that imported :data:`PRELOAD`) would
+    the job's: the workers it started beforehand (and that imported :data:`autodistill._launch.PRELOAD`) would
     stand idle while new ones import torch. No Lightning runs in a trial: the variable goes.
     (Tune's private module; if it moves, trials merely start on new workers, as before.)"""
     with contextlib.suppress(Exception):
@@ -183,45 +161,6 @@ def _keep_starting_actors() -> None:
         TuneController._maybe_reuse_cached_actor = reuse_cached_actor
 
 
-class _RayStart:
-    """Ray started (:func:`_init_ray`) in a background thread while the driver loads the
-    data and the teacher; a local Ray's workers import torch, autodistill and the task
-    (:data:`PRELOAD`) meanwhile, before they are handed to the trials.
-    :meth:`wait` returns once Ray is up, or raises what starting it raised.
-
-    No Ray Tune searcher or scheduler may be made while it starts: their constructors record
-    a usage tag in a dict of Ray's that ``ray.init`` iterates without its lock (``RuntimeError:
-    dictionary changed size during iteration``, seen once in the test suite); the driver
-    waits for it first.
-
-    The thread stays parked until the process ends: Ray starts its processes (GCS, raylet)
-    with PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends."""
-
-    def __init__(self, config: StudyConfig, task: Task):
-        self._config, self._task = config, task
-        self._error: BaseException | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._run, name="autodistill-ray-start", daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            _init_ray(self._config, type(self._task).__module__)
-        except BaseException as err:  # raised in the driver's thread by wait()
-            self._error = err
-        finally:
-            self._ready.set()
-        threading.Event().wait()  # parked: Ray's processes live as long as this thread
-
-    def wait(self) -> None:
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-
-    def settle(self) -> None:
-        """Wait until Ray is up or has failed, raising nothing (on the way out of an error)."""
-        self._ready.wait()
-
-
 _releasing: list[threading.Thread] = []
 
 
@@ -242,6 +181,7 @@ def wait_ray_released() -> None:
     for thread in _releasing:
         thread.join()
     _releasing.clear()
+    stop_early()  # started before the study file was parsed, and taken by no study
     if ray.is_initialized():
         ray.shutdown()
 
@@ -401,7 +341,7 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     task = get_task(config.task)
     # a new study has trials to run: Ray starts (and its workers import what trials need)
     # while the data and the teacher are loaded
-    ray_start = _RayStart(config, task) if not resume and config.search.trials > 0 else None
+    ray_start = _ray_start(config, task) if not resume and config.search.trials > 0 else None
     try:
         return _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray)
     finally:
@@ -450,7 +390,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     to_run = max(config.search.trials - recovery.counted, 0)
     targets = _first_trials(config, task, data, teachers, space, study, results_dir, to_run, log)
     if ray_start is not None:
-        ray_start.settle()  # before any Ray Tune object is made: see _RayStart
+        ray_start.settle()  # before any Ray Tune object is made: see RayStart
     searcher = OptunaSearcher(
         study, space, config.objectives, to_run, task=task, inflight_dir=inflight_dir, epoch_budget=config.search.epoch_budget, constraints=config.constraints
     )
@@ -461,7 +401,7 @@ def _prepare_and_search(config, results_dir, log, resume, task, ray_start, start
     if to_run:
         budget = f", until {config.search.epoch_budget} student-epochs are spent" if config.search.epoch_budget else ""
         log(f"search: {len(space)} dimensions, {to_run} trials ({config.search.sampler}){budget}, at most {config.search.max_concurrent} at once")
-        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, clock_ms, log, ray_start or _RayStart(config, task))
+        search_s = _search(config, task, results_dir, searcher, to_run, recovery.counted, data, targets, clock_ms, log, ray_start or _ray_start(config, task))
     # Ray goes down in the background once the front's latency is re-measured, while the
     # report is written: its shutdown takes this process's interpreter from the latency runs
     summary = finalize(config, study, teacher, log, measured=_release_ray if release_ray and to_run else None)
@@ -494,13 +434,14 @@ def _first_trials(config, task, data, teachers, space, study, results_dir, to_ru
     return targets
 
 
-def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, clock_ms, log, ray_start: _RayStart) -> float:
+def _search(config, task, results_dir, searcher, to_run, done_before, data, targets, clock_ms, log, ray_start: RayStart) -> float:
     """The Ray Tune run. Ctrl-C or SIGTERM stops it the way Ray stops on SIGINT (trials are
     ended, the loop returns); the running trials are then recorded as interrupted."""
     from ray import tune
 
     started = time.perf_counter()
-    ray_start.wait()  # before the scheduler is made: see _RayStart
+    ray_start.wait()  # before the scheduler is made: see RayStart
+    _tune_settings()
     progress = StudyProgress(results_dir, searcher, config.objectives, to_run, quality=task.quality, done_before=done_before)
     searcher.when_none_left = warm_report  # a slot is free from then on: the report's imports use it
     scheduler = make_scheduler(config.search, config.objectives, max_epochs(config), searcher, searcher.stop_reasons, quality=task.quality)

@@ -1,0 +1,226 @@
+"""How a study's local Ray starts, and the start of that Ray before torch loads, for
+``autodistill search``.
+
+A study's first training step waits for Ray's trial workers, which import torch and the trial
+code before they take a trial (:data:`PRELOAD`), while the driver imports torch and loads the
+data and the teacher. Started after the driver's own imports, Ray left one core of a small
+machine idle for seconds. So for ``autodistill search FILE`` the command
+(:mod:`autodistill._command`) first reads and validates the study file (the config models
+import no torch) and starts the local Ray the study will want in a background thread
+(:class:`RayStart`), before torch loads. The study takes that Ray when it is the one it
+would have started (:func:`take_early`, by :func:`study_ray_key`); otherwise (a study that
+stops before its search, an error found later) it is shut down. A file with a mistake starts
+no Ray: the command reports the mistake as before.
+
+This module imports the standard library, PyYAML and the config models (and Ray, to start it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+
+import yaml
+
+from .config import StudyBase, parse_config, set_overrides
+
+PRELOAD = [
+    "torch",
+    "torch._dynamo",  # every optimizer step and the first MAC count import it: seconds, in the first trial
+    "ray.tune.trainable.function_trainable",  # Tune's trial actor
+    "autodistill.tune.trainable",
+]
+"""what a local Ray's workers import before they take a trial (with the study's task module)"""
+
+IDLE_WORKER_KEPT_MS = 600_000
+"""how long a local Ray keeps an idle worker it could kill (Ray's default: 1 s). Once Ray Tune
+has reserved the trials' CPUs (their placement groups), Ray counts the workers it started and
+preloaded beforehand as idle ones beyond its limit, and kills those idle for a second: when the
+trials' actors come later than that (a busy 2-core machine: in a third to a half of default
+studies), they get new workers that import torch again (seconds, and the CPU of two more
+imports before the first step). Only those workers are idle in a study (trial actors keep
+theirs), so keeping them costs nothing."""
+
+SEARCH_FLAGS = {
+    "--trials": "search.trials",
+    "--time-budget": "search.time_budget_s",
+    "--epoch-budget": "search.epoch_budget",
+    "--max-concurrent": "search.max_concurrent",
+    "--results": "execution.results",
+    "--name": "name",
+    "--address": "execution.address",
+}
+"""``autodistill search``'s flags and the study file's keys they set"""
+
+_GLOBAL_FLAGS = ("--debug",)
+
+
+def local_cpus(max_concurrent: int, trials: int, cpu: float) -> int:
+    """CPUs of a local Ray: what the trials can use at once, at most the machine's. Ray
+    starts one worker per CPU up front; more would only import torch for nothing."""
+    return min(os.cpu_count() or 1, max(1, math.ceil(min(max_concurrent, trials) * cpu)))
+
+
+def task_module(task: str) -> str:
+    """The module of the task called ``task`` (what its trial workers preload)."""
+    return f"autodistill.tasks.{task}"
+
+
+def local_ray_key(max_concurrent: int, trials: int, cpu: float, module: str) -> tuple:
+    """What tells two local Rays of a study apart: their CPUs and what their workers preload."""
+    return (local_cpus(max_concurrent, trials, cpu), (*PRELOAD, module))
+
+
+def study_ray_key(config: StudyBase, module: str) -> tuple | None:
+    """The :func:`local_ray_key` of the Ray a new study starts (``module``: its task's), or
+    ``None`` when it starts no local Ray of its own (a cluster's address, GPUs)."""
+    search = config.search
+    if config.execution.address or search.resources.gpu > 0:
+        return None
+    return local_ray_key(search.max_concurrent, search.trials, search.resources.cpu, module)
+
+
+def init_local_ray(key: tuple) -> None:
+    """Start a new local Ray of our own (even when ``ray start`` runs a cluster on this
+    machine) with ``key``'s CPUs, whose workers import ``key``'s modules before they take a
+    trial (Ray's ``preload_python_modules``) and are not killed as idle meanwhile
+    (:data:`IDLE_WORKER_KEPT_MS`)."""
+    import ray
+
+    quiet_ray_settings()
+    num_cpus, preload = key
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        num_cpus=num_cpus,
+        _system_config={"preload_python_modules": list(preload), "idle_worker_killing_time_threshold_ms": IDLE_WORKER_KEPT_MS},
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
+
+
+def quiet_ray_settings() -> None:
+    """Ray Tune's settings for a study, read from the environment: its older progress
+    output (the study prints its own) and no strict check of the metric names."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+
+
+class RayStart:
+    """Ray started by ``start`` in a background thread while the driver does other work (a
+    local Ray's workers import :data:`PRELOAD` meanwhile). :meth:`wait` returns once Ray is
+    up, or raises what starting it raised. ``key``: which local Ray it is (:func:`local_ray_key`;
+    None for a cluster's).
+
+    No Ray Tune searcher or scheduler may be made while it starts: their constructors record
+    a usage tag in a dict of Ray's that ``ray.init`` iterates without its lock (``RuntimeError:
+    dictionary changed size during iteration``, seen once in the test suite); the driver
+    waits for it first.
+
+    The thread stays parked until the process ends: Ray starts its processes (GCS, raylet)
+    with PR_SET_PDEATHSIG, which kills them when the *thread* that started them ends."""
+
+    def __init__(self, start: Callable[[], None], key: tuple | None = None):
+        self.key = key
+        self._start = start
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._run, name="autodistill-ray-start", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._start()
+        except BaseException as err:  # raised in the driver's thread by wait()
+            self._error = err
+        finally:
+            self._ready.set()
+        threading.Event().wait()  # parked: Ray's processes live as long as this thread
+
+    def wait(self) -> None:
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def settle(self) -> None:
+        """Wait until Ray is up or has failed, raising nothing (on the way out of an error)."""
+        self._ready.wait()
+
+
+_early: list[RayStart] = []
+
+
+def start_early(args: list[str]) -> None:
+    """For ``autodistill <args>``: when it is ``search`` of a study file that says clearly
+    which local Ray it wants (:func:`early_key`), start that Ray now; otherwise do nothing."""
+    key = None
+    with contextlib.suppress(Exception):  # anything unclear or wrong: the study starts its own Ray, as before
+        key = early_key(args)
+    if key is None:
+        return
+    import ray  # before torch: its import must not wait behind torch's in the other thread
+
+    if not ray.is_initialized() and not _early:
+        _early.append(RayStart(lambda: init_local_ray(key), key))
+
+
+def early_key(args: list[str]) -> tuple | None:
+    """The :func:`study_ray_key` of the study that ``autodistill <args>`` runs: for ``search``
+    of a study file that reads and validates (the flags applied); ``None`` for another
+    command, ``--help``, a flag this does not know, or a file with a mistake (the CLI says
+    which, without a Ray to stop first)."""
+    args = list(args)
+    while args and args[0] in _GLOBAL_FLAGS:
+        args.pop(0)
+    if not args or args[0] != "search":
+        return None
+    overrides: dict[str, str] = {}
+    positional: list[str] = []
+    it = iter(args[1:])
+    for arg in it:
+        name, eq, value = arg.partition("=")
+        if name in SEARCH_FLAGS:
+            overrides[SEARCH_FLAGS[name]] = value if eq else next(it)
+        elif arg.startswith("-"):
+            return None  # --help, or a flag this does not know: leave it to the CLI
+        else:
+            positional.append(arg)
+    if len(positional) != 1:
+        return None
+    with open(positional[0], encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh)
+    if not isinstance(raw, dict):
+        return None
+    set_overrides(raw, overrides)
+    config = parse_config(raw, positional[0])
+    return study_ray_key(config, task_module(config.task))
+
+
+def take_early(key: tuple | None) -> RayStart | None:
+    """The Ray started early, when it is the one a study wants (``key``; ``None``: a study
+    that wants no local Ray of its own); a different one is shut down first."""
+    if not _early:
+        return None
+    early = _early.pop()
+    if key is not None and early.key == key:
+        return early
+    _stop(early)
+    return None
+
+
+def stop_early() -> None:
+    """Shut down a Ray started early that no study took (the command ended before its
+    search, or with an error)."""
+    while _early:
+        _stop(_early.pop())
+
+
+def _stop(early: RayStart) -> None:
+    early.settle()
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
