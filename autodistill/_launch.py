@@ -27,6 +27,7 @@ from collections.abc import Callable
 import yaml
 
 from .config import StudyBase, parse_config, set_overrides
+from .layout import study_db
 
 PRELOAD = [
     "torch",
@@ -170,8 +171,9 @@ def start_early(args: list[str]) -> None:
 def early_key(args: list[str]) -> tuple | None:
     """The :func:`study_ray_key` of the study that ``autodistill <args>`` runs: for ``search``
     of a study file that reads and validates (the flags applied); ``None`` for another
-    command, ``--help``, a flag this does not know, or a file with a mistake (the CLI says
-    which, without a Ray to stop first)."""
+    command, ``--help``, a flag this does not know, a file with a mistake, or a results folder
+    that holds a study of that name already (the CLI says what is wrong without a Ray to stop
+    first; a study that does run there starts its own Ray, as before)."""
     args = list(args)
     while args and args[0] in _GLOBAL_FLAGS:
         args.pop(0)
@@ -196,6 +198,8 @@ def early_key(args: list[str]) -> tuple | None:
         return None
     set_overrides(raw, overrides)
     config = parse_config(raw, positional[0])
+    if study_db(config.results_dir).exists():
+        return None  # most likely the study exists and the command refuses it: no Ray to stop first
     return study_ray_key(config, task_module(config.task))
 
 

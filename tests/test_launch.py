@@ -86,6 +86,15 @@ def test_no_early_ray_for_gpus_or_a_file_with_a_mistake(tmp_path, monkeypatch):
     assert _launch._early == []
 
 
+def test_no_early_ray_where_the_results_folder_holds_the_study(study_file):
+    key = early_key(["search", str(study_file)])
+    config = load_config(study_file)
+    config.results_dir.mkdir(parents=True)
+    (config.results_dir / "study.db").write_bytes(b"")  # `search` refuses an existing study
+    assert key is not None and early_key(["search", str(study_file)]) is None
+    assert early_key(["search", str(study_file), "--name", "another"]) is not None
+
+
 def test_every_task_module_is_the_task_s():
     for name, cls in TASK_TYPES.items():
         assert task_module(name) == cls.__module__
