@@ -77,10 +77,10 @@ def local_ray_key(max_concurrent: int, trials: int, cpu: float, module: str) -> 
 
 
 def study_ray_key(config: StudyBase, module: str) -> tuple | None:
-    """The :func:`local_ray_key` of the Ray a new study starts (``module``: its task's), or
-    ``None`` when it starts no local Ray of its own (a cluster's address, GPUs)."""
+    """The :func:`local_ray_key` of the Ray a study starts (``module``: its task's), or
+    ``None`` when it starts none of its own (it joins a cluster: ``execution.address``)."""
     search = config.search
-    if config.execution.address or search.resources.gpu > 0:
+    if config.execution.address:
         return None
     return local_ray_key(search.max_concurrent, search.trials, search.resources.cpu, module)
 
@@ -171,9 +171,10 @@ def start_early(args: list[str]) -> None:
 def early_key(args: list[str]) -> tuple | None:
     """The :func:`study_ray_key` of the study that ``autodistill <args>`` runs: for ``search``
     of a study file that reads and validates (the flags applied); ``None`` for another
-    command, ``--help``, a flag this does not know, a file with a mistake, or a results folder
-    that holds a study of that name already (the CLI says what is wrong without a Ray to stop
-    first; a study that does run there starts its own Ray, as before)."""
+    command, ``--help``, a flag this does not know, a file with a mistake, a study that joins a
+    cluster or trains on GPUs, or a results folder that holds a study of that name already (the
+    CLI says what is wrong without a Ray to stop first; a study that does run then starts its
+    own Ray, as before)."""
     args = list(args)
     while args and args[0] in _GLOBAL_FLAGS:
         args.pop(0)
@@ -198,6 +199,8 @@ def early_key(args: list[str]) -> tuple | None:
         return None
     set_overrides(raw, overrides)
     config = parse_config(raw, positional[0])
+    if config.search.resources.gpu > 0:
+        return None  # left to start its own Ray, as before (it needs CUDA, which the study checks)
     if study_db(config.results_dir).exists():
         return None  # most likely the study exists and the command refuses it: no Ray to stop first
     return study_ray_key(config, task_module(config.task))

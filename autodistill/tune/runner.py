@@ -123,8 +123,9 @@ def _tune_settings() -> None:
 def _trials_on_started_workers() -> None:
     """Ray Tune creates its trial actors with a runtime_env of env_vars (``PL_DISABLE_FORK=1``,
     for PyTorch Lightning), and Ray starts a new worker for an actor whose runtime_env is not
-    the job's: the workers it started beforehand (and that imported :data:`autodistill._launch.PRELOAD`) would
-    stand idle while new ones import torch. No Lightning runs in a trial: the variable goes.
+    the job's: the workers it started beforehand (and that imported
+    :data:`autodistill._launch.PRELOAD`) would stand idle while new ones import torch. No
+    Lightning runs in a trial: the variable goes.
     (Tune's private module; if it moves, trials merely start on new workers, as before.)"""
     with contextlib.suppress(Exception):
         from ray.tune.execution import class_cache
