@@ -1,12 +1,13 @@
 """Registry of student families.
 
-Each family module registers a builder and a pydantic model of its dimensions::
+Each family module registers the builder of a family whose dimensions the config knows
+(:data:`autodistill.config._students.FAMILY_DIMS`, read without torch)::
 
-    @register_family("cnn", dims=CNNDims)
+    @register_family("cnn")
     def build_cnn(dims: CNNDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module: ...
 
-The registry feeds the config (one section per family), the CLI's error messages and the
-registry-driven smoke tests.
+The registry builds the students and teachers of specs, and feeds the registry-driven smoke
+tests.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel
 
+from ..config._students import family_dims
 from .torchvision_models import build_torchvision
 
 
@@ -32,11 +34,13 @@ class Family:
 _FAMILIES: dict[str, Family] = {}
 
 
-def register_family(name: str, *, dims: type[BaseModel]) -> Callable:
+def register_family(name: str) -> Callable:
+    """Register the builder of family ``name``; its dimensions are the config's."""
+
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _FAMILIES:
             raise ValueError(f"student family {name!r} is registered twice")
-        _FAMILIES[name] = Family(name, dims, fn)
+        _FAMILIES[name] = Family(name, family_dims(name), fn)
         return fn
 
     return decorator

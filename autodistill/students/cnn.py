@@ -17,7 +17,7 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
     )
 
 
-@register_family("cnn", dims=CNNDims)
+@register_family("cnn")
 def build_cnn(dims: CNNDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Plain CNN: per stage `depth` conv3x3-BN-ReLU layers, the first strided."""
     return build_staged(dims, in_channels, num_classes, image_size, _conv_bn_relu)

@@ -49,7 +49,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-@register_family("mobilenet", dims=MobileNetDims)
+@register_family("mobilenet")
 def build_mobilenet(dims: MobileNetDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """MobileNetV2/V3-style: per stage `depth` inverted residual blocks (expansion, SE)."""
     act = _ACTIVATIONS[dims.activation]

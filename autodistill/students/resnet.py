@@ -28,7 +28,7 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-@register_family("resnet", dims=ResNetDims)
+@register_family("resnet")
 def build_resnet(dims: ResNetDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """ResNet-style: per stage `depth` basic blocks, the first strided."""
     return build_staged(dims, in_channels, num_classes, image_size, BasicBlock)

@@ -97,7 +97,7 @@ class ViT(nn.Module):
         return self.head.weight
 
 
-@register_family("vit", dims=ViTDims)
+@register_family("vit")
 def build_vit(dims: ViTDims, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
     """Vision Transformer: patch embedding, `depth` pre-norm blocks of `heads` heads, mean-pooled head."""
     return ViT(dims, in_channels, num_classes, image_size)
