@@ -78,7 +78,7 @@ def test_no_early_ray_for_gpus_or_a_file_with_a_mistake(tmp_path, monkeypatch):
     gpu = small_study(tmp_path, name="gpu", cached_teacher=False, **{"search.resources.gpu": 1})
     assert early_key(["search", str(gpu)]) is None
     # the study starts its own local Ray then, with the CPUs and preloads of any local one
-    assert _late_key(gpu) == (1 if os.cpu_count() == 1 else 2, (*_launch.PRELOAD, "autodistill.tasks.image_classification"))
+    assert _late_key(gpu) == (min(2, os.cpu_count()), (*_launch.PRELOAD, "autodistill.tasks.image_classification"))
     bad = small_study(tmp_path, name="bad", cached_teacher=False, **{"search.bogus": 1})
     with pytest.raises(Exception, match="search.bogus: unknown key"):
         early_key(["search", str(bad)])
