@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -166,10 +167,29 @@ _releasing: list[threading.Thread] = []
 
 
 def _release_ray() -> None:
-    """Shut Ray down in a background thread (its processes take a second or two to stop)."""
+    """Shut Ray down in a background thread (its processes take a second or two to stop).
+
+    While it stops, this process must free no Ray object (an ``ObjectRef``, an actor handle):
+    freeing one calls into the driver's core worker, and once ``ray.shutdown`` has torn that
+    down but not yet detached it from Python, Ray ends the whole process with exit code 1 and
+    no Python error ("The core worker has already been shutdown"), the report half-written.
+    Ray objects in reference cycles (a trial's traceback holds Ray Tune's frames) are freed by
+    the garbage collector, at a moment nobody chooses: so every cycle is collected first, with
+    Ray still up, and the automatic collector stays off until Ray is down."""
     import ray
 
-    thread = threading.Thread(target=ray.shutdown, name="autodistill-ray-shutdown", daemon=True)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+
+    def shutdown() -> None:
+        try:
+            ray.shutdown()
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    thread = threading.Thread(target=shutdown, name="autodistill-ray-shutdown", daemon=True)
     thread.start()
     _releasing.append(thread)
 
