@@ -59,6 +59,7 @@ err_console = Console(stderr=True)
 
 
 _study_dir: list[Path] = []  # the results folder of the running command, once known (for error.log)
+_resumable: list[Path] = []  # the results folder of a running search or resume, once known
 
 
 @app.callback()
@@ -81,7 +82,10 @@ def _user_errors(fn: Callable) -> Callable:
             _fail(f"error: {err}", EXIT_STORAGE)
         except AutodistillError as err:
             _fail(f"error: {err}", EXIT_USER_ERROR)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt:  # outside the trials' run (typer would end it silently, 130)
+            study = next((d for d in _resumable if layout.config_file(d).is_file()), None)
+            _fail(f"interrupted; `autodistill resume {study}` continues the study" if study else "interrupted", EXIT_INTERRUPTED)
+        except (typer.Exit, typer.Abort):
             raise
         except Exception as err:
             if os.environ.get("AUTODISTILL_DEBUG"):
@@ -142,6 +146,7 @@ def search(
         ),
     )
     _study_dir.append(config.results_dir)
+    _resumable.append(config.results_dir)
     _print_result(config, run_study(config, log=_log, release_ray=True))
 
 
@@ -175,6 +180,7 @@ def resume(
     from .tune.runner import run_study  # imports Ray
 
     _study_dir.append(results_dir)
+    _resumable.append(results_dir)
     overrides = _overrides(time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent, address=address)
     config = load_study_config(results_dir, overrides)
     if trials is not None:
@@ -250,6 +256,10 @@ def main() -> None:
         # `kill -USR2 <pid>` prints every thread's stack to stderr and the command goes on:
         # where a study that seems stuck is waiting (Ray Tune takes SIGUSR1 for itself)
         faulthandler.register(signal.SIGUSR2, all_threads=True, chain=False)
+    # SIGTERM (`kill`, `timeout`, a container's stop) ends a command as Ctrl-C does, wherever
+    # it comes: while trials run, the study's own handler stops them (runner._interrupt_handler);
+    # before or after them (start-up, the report), it raises KeyboardInterrupt (_user_errors)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     code: int | str | None = 0
     try:
         app()
@@ -258,6 +268,7 @@ def main() -> None:
         code = 130
     except SystemExit as done:  # typer ends every command this way
         code = done.code
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the command is over: a SIGTERM now only ends the exit sooner
     if "ray" in sys.modules:
         _end_now(code)
     sys.exit(code)
