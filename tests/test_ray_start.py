@@ -91,6 +91,40 @@ def test_no_ray_object_is_freed_while_ray_shuts_down_in_the_background():
     assert done["gc_enabled"] and not done["ray_up"], done
 
 
+SHUTDOWN_SCRIPT = """
+import json
+import ray
+import ray._private.node as node_module
+from autodistill._launch import init_local_ray, shutdown_ray
+
+init_local_ray((2, ()))
+node = ray._private.worker._global_node
+processes = {kind: [info.process for info in infos] for kind, infos in node.all_processes.items()}
+alive_when_signalled = {}
+kill = node_module.Node._kill_process_impl
+
+def recorded(self, kind, **kwargs):
+    alive_when_signalled[kind] = any(info.process.poll() is None for info in self.all_processes[kind])
+    return kill(self, kind, **kwargs)
+
+node_module.Node._kill_process_impl = recorded
+shutdown_ray()
+print(json.dumps({"alive_when_signalled": alive_when_signalled, "still_running": [k for k, ps in processes.items() if any(p.poll() is None for p in ps)]}))
+"""
+
+
+@pytest.mark.integration
+def test_the_autoscaler_monitor_is_killed_before_ray_stops_the_rest():
+    # Ray's SIGTERM reaches the monitor after the GCS is gone; it then tried to report to
+    # the GCS and was killed after Ray's 1-s grace: a second of every study's exit
+    result = subprocess.run([sys.executable, "-c", SHUTDOWN_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    done = json.loads(result.stdout.strip().splitlines()[-1])
+    alive = done["alive_when_signalled"]
+    assert alive["monitor"] is False and alive["raylet"] and alive["gcs_server"], alive
+    assert done["still_running"] == [], done
+
+
 RACE_SCRIPT = """
 import json, sys, threading, time
 import ray._common.usage.usage_lib as usage_lib

@@ -26,7 +26,7 @@ from ray.tune import Stopper
 
 from .. import _io, layout
 from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
-from .._launch import RayStart, init_local_ray, quiet_ray_settings, stop_early, study_ray_key, take_early
+from .._launch import RayStart, init_local_ray, quiet_ray_settings, shutdown_ray, stop_early, study_ray_key, take_early
 from .._lock import StudyLock
 from .._storage import end_write_ahead
 from ..config import StudyConfig
@@ -167,7 +167,8 @@ _releasing: list[threading.Thread] = []
 
 
 def _release_ray() -> None:
-    """Shut Ray down in a background thread (its processes take a second or two to stop).
+    """Shut Ray down in a background thread (:func:`shutdown_ray`: its processes take a few
+    tenths of a second to stop).
 
     While it stops, this process must free no Ray object (an ``ObjectRef``, an actor handle):
     freeing one calls into the driver's core worker, and once ``ray.shutdown`` has torn that
@@ -176,15 +177,13 @@ def _release_ray() -> None:
     Ray objects in reference cycles (a trial's traceback holds Ray Tune's frames) are freed by
     the garbage collector, at a moment nobody chooses: so every cycle is collected first, with
     Ray still up, and the automatic collector stays off until Ray is down."""
-    import ray
-
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
 
     def shutdown() -> None:
         try:
-            ray.shutdown()
+            shutdown_ray()
         finally:
             if was_enabled:
                 gc.enable()
@@ -204,7 +203,7 @@ def wait_ray_released() -> None:
     _releasing.clear()
     stop_early()  # started before the study file was parsed, and taken by no study
     if ray.is_initialized():
-        ray.shutdown()
+        shutdown_ray()
 
 
 def run_study(config: StudyConfig, log: Callable[[str], None] = print, *, resume: bool = False, release_ray: bool = False) -> StudyResult:
@@ -282,7 +281,11 @@ CLOCK_ATTR = "latency_clock_ms"
 def _study_clock(config: StudyConfig, resume: bool) -> float | None:
     """The reference every CPU latency of the study is scaled to (the teacher's, the trials',
     the re-measured front's): the one its first run took, else taken now, in this process,
-    at ``latency.threads``. None where latency is timed on CUDA."""
+    at ``latency.threads``, or the results folder's where that is faster. Where the folder
+    holds one for this CPU, the look now is a short one (10 batches, ~0.2 s, not
+    :data:`~autodistill.measure.CLOCK_WINDOW_S`): it can only lower the folder's, and the
+    first trials wait for the driver's start-up, of which the full look was 2 s. None where
+    latency is timed on CUDA."""
     if config.latency.device != "cpu":
         return None
     ms = None
@@ -291,8 +294,8 @@ def _study_clock(config: StudyConfig, resume: bool) -> float | None:
             stored = _stored_study(config)
             ms = stored.user_attrs.get(CLOCK_ATTR) if stored is not None else None
     if ms is None:
-        measured = clock_reference_ms(config.latency.threads)
         kept = _folder_clock(_clock_entries(_clock_file(config)), config.latency.threads)
+        measured = clock_reference_ms(config.latency.threads, window_s=0.0 if kept is not None else None)
         ms = min(measured, kept) if kept is not None else measured
     set_clock_reference(config.latency.threads, float(ms))
     return float(ms)
