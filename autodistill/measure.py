@@ -239,13 +239,14 @@ def _clock() -> Callable[[], object]:
     return _CLOCK[0]
 
 
-def clock_reference_ms(n_threads: int | None = None) -> float:
+def clock_reference_ms(n_threads: int | None = None, window_s: float | None = None) -> float:
     """The clock's reference time at ``n_threads`` intra-op threads (default: the current
-    setting): the one set for the study, else measured once in this process (:func:`measure_clock`)."""
+    setting): the one set for the study, else measured once in this process
+    (:func:`measure_clock` over ``window_s``)."""
     n_threads = n_threads or torch.get_num_threads()
     if n_threads not in _REFERENCE:
         with threads(n_threads):
-            _REFERENCE[n_threads] = measure_clock()
+            _REFERENCE[n_threads] = measure_clock(window_s)
     return _REFERENCE[n_threads]
 
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,6 +122,34 @@ def test_the_clock_reference_is_its_fastest_batch_over_its_window(monkeypatch):
     assert measure.measure_clock(window_s=1.0) == pytest.approx(0.1)  # a later window, all fast
     machine.now = 0.0
     assert measure.measure_clock(window_s=1.0) == pytest.approx(0.2)  # a window within the slow second: its speed
+
+
+def test_a_study_looks_at_the_clock_briefly_where_its_results_folder_has_a_reference(tmp_path, monkeypatch):
+    # the first trials wait for the driver's start-up; the full 2-s look was 2 s of every study
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import small_study
+
+    from autodistill.loading import load_config
+    from autodistill.tune.runner import _clock_file, _remember_clock, _study_clock
+
+    config = load_config(small_study(tmp_path, cached_teacher=False))
+    windows = []
+    looks = iter([0.12, 0.11, 0.07])
+
+    def look(window_s=None):
+        windows.append(window_s)
+        return next(looks)
+
+    monkeypatch.setattr(measure, "measure_clock", look)
+    monkeypatch.setattr(measure, "_REFERENCE", {})
+    assert _study_clock(config, resume=False) == 0.12 and windows == [None]  # no reference yet: the full window
+    _remember_clock(_clock_file(config), config.latency.threads, 0.10)
+    for expected in (0.10, 0.07):  # a short look, which lowers the folder's only where it is faster
+        monkeypatch.setattr(measure, "_REFERENCE", {})
+        assert _study_clock(config, resume=False) == expected
+    assert windows == [None, 0.0, 0.0]
 
 
 def test_a_results_folder_keeps_the_fastest_clock_reference(tmp_path):
