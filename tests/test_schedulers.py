@@ -213,6 +213,11 @@ def test_time_budget_ends_the_study_and_prunes_the_running_trials(tmp_path):
     assert len(trials) < 40 and "RUNNING" not in states and "FAIL" not in states
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned and all(t.user_attrs["fail_reason"].startswith("stopped by the time budget") for t in pruned)
-    assert all(len(t.user_attrs["accuracy_curve"]) < 60 for t in pruned)
+    for t in pruned:  # stopped mid-way, or after its last epoch but before Ray had its checkpoint (a fast machine)
+        if len(t.user_attrs["accuracy_curve"]) == 60:
+            assert t.user_attrs["fail_reason"] == "stopped by the time budget after its last epoch (60), before its checkpoint was kept"
+            assert not (tmp_path / "results" / "budget" / "trials" / f"{t.number:04d}").exists()
+        else:
+            assert len(t.user_attrs["accuracy_curve"]) < 60
     summary = json.loads((tmp_path / "results" / "budget" / "study.json").read_text())
     assert summary["trials"].get("PRUNED") == len(pruned)

@@ -118,6 +118,17 @@ def test_trials_still_running_at_the_end_are_pruned_with_their_curve(searcher):
     (t,) = study.get_trials()
     assert t.state == optuna.trial.TrialState.PRUNED
     assert t.user_attrs["accuracy_curve"] == [0.3, 0.6]
+
+
+def test_a_trial_stopped_between_its_last_epoch_and_its_checkpoint_says_so(searcher):
+    # a fast machine: the time budget came after the final report, before Ray had the checkpoint
+    s, study = searcher
+    s.suggest("a")
+    s.on_trial_result("a", {"accuracy": 0.6, "params": 1000, "epoch": 3, "epochs": 3, "finished": True})
+    s.stop_reason = "stopped by the time budget"
+    (outcome,) = s.close_live()
+    assert outcome.state == "PRUNED"
+    assert outcome.reason == "stopped by the time budget after its last epoch (3), before its checkpoint was kept"
     assert s.close_live() == []
 
 

@@ -297,6 +297,8 @@ class OptunaSearcher(Searcher):
         if not result.get("finished"):
             epoch = result.get("epoch", 0)
             when = f"after epoch {epoch}" if epoch else "before its first epoch"
+            if epoch and epoch == result.get("epochs"):  # its final report was in, its checkpoint not yet
+                when = f"after its last epoch ({epoch}), before its checkpoint was kept"
             reason = self.stop_reasons.pop(trial_id, None) or f"{self.stop_reason} {when}"
             return Outcome(trial.number, "PRUNED", metrics, reason)
         bad = [m for m in self._objectives if not math.isfinite(float(metrics.get(m, math.nan)))]

@@ -19,7 +19,9 @@ Fault injection for tests: ``AUTODISTILL_INJECT_FAULTS="<number>:<kind>,..."`` m
 <number> fail after its epoch-2 checkpoint in one of the ways real trials fail: ``raise`` (an
 exception), ``nan`` (weights become NaN, so the next epoch's loss does), ``kill`` (the worker
 process is SIGKILLed once; a restart continues past it) or ``killall`` (SIGKILLed at every
-epoch from 2 on, so restarts run out).
+epoch from 2 on, so restarts run out). ``slow`` adds :data:`SLOW_EPOCH_S` to every epoch (a
+test that interrupts trials mid-way needs them to last on a fast machine too); ``*`` for
+<number> injects into every trial.
 """
 
 from __future__ import annotations
@@ -247,10 +249,16 @@ def _resume_state(config: dict[str, Any]) -> dict | None:
 def _injected_fault(number: int) -> str | None:
     spec = os.environ.get("AUTODISTILL_INJECT_FAULTS", "")
     faults = dict(item.split(":", 1) for item in spec.split(",") if ":" in item)
-    return faults.get(str(number))
+    return faults.get(str(number), faults.get("*"))
+
+
+SLOW_EPOCH_S = 0.1
+"""what the ``slow`` fault adds to each epoch"""
 
 
 def _inject(kind: str, epoch: int, model: torch.nn.Module) -> None:
+    if kind == "slow":
+        time.sleep(SLOW_EPOCH_S)
     if kind == "killall" and epoch >= 2 or kind == "kill" and epoch == 2:
         os.kill(os.getpid(), signal.SIGKILL)
     if epoch != 2:
