@@ -233,16 +233,47 @@ def _stop(early: RayStart) -> None:
         shutdown_ray()
 
 
+def _local_node():
+    """The Ray node this process started (``ray.init`` of a local Ray), else None (none
+    started, or this process joined a cluster)."""
+    from ray._private import worker
+
+    node = getattr(worker, "_global_node", None)
+    return node if node is not None and node.is_head() else None
+
+
+def local_ray_stopped() -> bool:
+    """Whether the local Ray this process started was signalled from outside: a SIGTERM to the
+    whole process group (``timeout``, ``systemctl stop``, a container's stop). Its dashboard
+    and log monitor exit at once then; its GCS and raylet take ~10 s, and Ray Tune's run
+    waits for them meanwhile. Any of the four gone means it."""
+    from ray._private import ray_constants as rc
+
+    node = _local_node()
+    if node is None:
+        return False
+    kinds = (rc.PROCESS_TYPE_GCS_SERVER, rc.PROCESS_TYPE_RAYLET, rc.PROCESS_TYPE_DASHBOARD, rc.PROCESS_TYPE_LOG_MONITOR)
+    return any(info.process.poll() is not None for kind in kinds for info in node.all_processes.get(kind, []))
+
+
 def shutdown_ray() -> None:
     """``ray.shutdown()``, with a local Ray's autoscaler monitor killed first. That monitor
     (it scales nothing on one machine) answers SIGTERM by reporting to the GCS, which
     ``ray.shutdown`` has stopped just before: it then waits out Ray's 1-s grace for each
-    process before Ray kills it, a second of every study's exit."""
-    import ray
-    from ray._private import ray_constants, worker
+    process before Ray kills it, a second of every study's exit.
 
-    node = getattr(worker, "_global_node", None)  # None where this process joined a cluster
-    if node is not None and node.is_head():
+    Where the local Ray was signalled from outside (:func:`local_ray_stopped`), ``ray.shutdown``
+    would wait 3 s for its GCS and then abort this process (SIGABRT, after the study's own
+    last line): what is left of that Ray is killed instead, and the core worker left as it is
+    (the command is ending)."""
+    import ray
+    from ray._private import ray_constants
+
+    node = _local_node()
+    if node is not None and local_ray_stopped():
+        node.kill_all_processes(check_alive=False, allow_graceful=False)
+        return
+    if node is not None:
         for info in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []):
             with contextlib.suppress(OSError):
                 info.process.kill()

@@ -283,7 +283,7 @@ def _end_now(code: int | str | None) -> None:
     from .tune.runner import wait_ray_released
 
     try:
-        wait_ray_released()
+        wait_ray_released(interrupted=code == EXIT_INTERRUPTED)
     except Exception:  # stopping Ray's processes failed: let the interpreter's own exit try again
         sys.exit(code)
     logging.shutdown()

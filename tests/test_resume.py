@@ -248,3 +248,27 @@ def test_a_sigterm_outside_the_trials_ends_like_ctrl_c_and_resume_writes_the_rep
     summary = json.loads((results / "study.json").read_text())
     assert summary["trials"]["COMPLETE"] == 2 and (results / "report.html").is_file()
     assert len(optuna.load_study(study_name="late", storage=f"sqlite:///{results / 'study.db'}").trials) == 2  # nothing ran again
+
+
+@pytest.mark.integration
+def test_a_sigterm_to_the_whole_process_group_ends_at_once_and_resume_finishes(tmp_path):
+    # `timeout`, `systemctl stop` and a container's stop signal Ray's processes too: its GCS
+    # and raylet then take ~10 s to go, and the run waited for them (15 s in all) before it
+    # gave up; now the study sees Ray's dashboard and log monitor gone and exits at once
+    cfg = small_study(tmp_path, "group", **{"search.trials": 3, "train.epochs": 30})
+    results = tmp_path / "results" / "group"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AUTODISTILL_INJECT_FAULTS": "*:slow"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "autodistill", "search", str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    _wait(results / "study.db", "group", lambda ts: any(t.state.name == "RUNNING" and len(t.user_attrs.get("accuracy_curve", [])) >= 1 for t in ts), driver)
+    os.killpg(driver.pid, signal.SIGTERM)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, out[-3000:]
+    assert out.strip().splitlines()[-1] == (
+        f"Ray's own processes got the signal too and have stopped: exiting now; `autodistill resume {results}` retries the running trials"
+    ), out[-3000:]
+    final = run_cli("resume", results)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    own = [t for t in optuna.load_study(study_name="group", storage=f"sqlite:///{results / 'study.db'}").trials if not t.user_attrs.get("interrupted")]
+    assert len(own) == 3 and all(t.state.name == "COMPLETE" for t in own)

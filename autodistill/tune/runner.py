@@ -26,7 +26,7 @@ from ray.tune import Stopper
 
 from .. import _io, layout
 from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
-from .._launch import RayStart, init_local_ray, quiet_ray_settings, shutdown_ray, stop_early, study_ray_key, take_early
+from .._launch import RayStart, init_local_ray, local_ray_stopped, quiet_ray_settings, shutdown_ray, stop_early, study_ray_key, take_early
 from .._lock import StudyLock
 from .._storage import end_write_ahead
 from ..config import StudyConfig
@@ -193,11 +193,17 @@ def _release_ray() -> None:
     _releasing.append(thread)
 
 
-def wait_ray_released() -> None:
+def wait_ray_released(interrupted: bool = False) -> None:
     """Wait for :func:`run_study` (``release_ray``) to have shut Ray down; shut it down if it
-    is still up (the study ended early)."""
+    is still up (the study ended early). ``interrupted``: the command ends on a signal, which
+    may have gone to the whole process group; Ray's processes get up to a second to show
+    whether it stopped them too (:func:`~autodistill._launch.shutdown_ray` then kills what is
+    left rather than ask them to stop)."""
     import ray
 
+    deadline = time.monotonic() + (1.0 if interrupted else 0.0)
+    while time.monotonic() < deadline and not local_ray_stopped():
+        time.sleep(0.05)
     for thread in _releasing:
         thread.join()
     _releasing.clear()
@@ -553,9 +559,9 @@ def _interrupt_handler(searcher, log: Callable[[str], None], results: Path):
     Ray's own processes ignore SIGINT, so Ctrl-C in a terminal stops gracefully; a SIGTERM to
     the whole process group (``timeout``, ``systemctl stop``, a container stop) kills the
     raylet too, and Ray's cleanup then blocks in native code where no Python exception can
-    reach it. If the run has not ended :data:`INTERRUPT_GRACE_S` seconds after the signal, the
-    process exits with 130; the trials still RUNNING in the storage are recovered by resume
-    like after a SIGKILL."""
+    reach it. Once the local Ray shows the signal (:func:`local_ray_stopped`), or if the run has not
+    ended :data:`INTERRUPT_GRACE_S` seconds after the signal, the process exits with 130; the
+    trials still RUNNING in the storage are recovered by resume like after a SIGKILL."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -568,16 +574,21 @@ def _interrupt_handler(searcher, log: Callable[[str], None], results: Path):
         log(f"{signal.Signals(signum).name}: stopping the running trials (again to stop at once); `autodistill resume {results}` continues")
         watchdog.start()
 
-    def give_up() -> None:
-        log(
-            f"Ray did not stop within {INTERRUPT_GRACE_S:.0f} s (its processes were probably signalled too): exiting now; "
-            f"`autodistill resume {results}` retries the running trials"
-        )
+    def give_up(why: str) -> None:
+        log(f"{why}: exiting now; `autodistill resume {results}` retries the running trials")
         sys.stdout.flush()
         os._exit(130)
 
-    watchdog = threading.Timer(INTERRUPT_GRACE_S, give_up)
-    watchdog.daemon = True
+    def watch() -> None:
+        deadline = time.monotonic() + INTERRUPT_GRACE_S
+        while not ended.wait(0.2):
+            if local_ray_stopped():  # nothing will end the run now: no need to wait
+                give_up("Ray's own processes got the signal too and have stopped")
+            if time.monotonic() > deadline:
+                give_up(f"Ray did not stop within {INTERRUPT_GRACE_S:.0f} s (its processes were probably signalled too)")
+
+    ended = threading.Event()
+    watchdog = threading.Thread(target=watch, name="autodistill-interrupt-watchdog", daemon=True)
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     for sig in previous:
@@ -585,6 +596,6 @@ def _interrupt_handler(searcher, log: Callable[[str], None], results: Path):
     try:
         yield
     finally:
-        watchdog.cancel()
+        ended.set()
         for sig, old in previous.items():
             signal.signal(sig, old)
