@@ -3,13 +3,22 @@ loads (:func:`autodistill._launch.start_early`), then the CLI (:mod:`autodistill
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 from ._launch import start_early
 
 
 def main() -> None:
-    start_early(sys.argv[1:])
-    from .cli import main as cli_main  # imports torch
+    # SIGTERM ends the command as Ctrl-C does from its first line (the CLI says what to do next
+    # once it runs); during these imports that is one word and 130, not a traceback
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        start_early(sys.argv[1:])
+        from .cli import main as cli_main  # imports torch
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        os._exit(130)  # a Ray started early ends with this process (PR_SET_PDEATHSIG)
 
     cli_main()

@@ -146,9 +146,10 @@ class RayStart:
         if self._error is not None:
             raise self._error
 
-    def settle(self) -> None:
-        """Wait until Ray is up or has failed, raising nothing (on the way out of an error)."""
-        self._ready.wait()
+    def settle(self, timeout_s: float | None = None) -> bool:
+        """Wait until Ray is up or has failed, raising nothing (on the way out of an error);
+        with ``timeout_s``, at most that long. Whether it is settled."""
+        return self._ready.wait(timeout_s)
 
 
 _early: list[RayStart] = []
@@ -218,15 +219,17 @@ def take_early(key: tuple | None) -> RayStart | None:
     return None
 
 
-def stop_early() -> None:
+def stop_early(settle_s: float | None = None) -> None:
     """Shut down a Ray started early that no study took (the command ended before its
-    search, or with an error)."""
+    search, or with an error); one still starting after ``settle_s`` is left to end with the
+    process (its GCS and raylet die with the thread that started them)."""
     while _early:
-        _stop(_early.pop())
+        _stop(_early.pop(), settle_s)
 
 
-def _stop(early: RayStart) -> None:
-    early.settle()
+def _stop(early: RayStart, settle_s: float | None = None) -> None:
+    if not early.settle(settle_s):
+        return
     import ray
 
     if ray.is_initialized():

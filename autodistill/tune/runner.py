@@ -201,13 +201,13 @@ def wait_ray_released(interrupted: bool = False) -> None:
     left rather than ask them to stop)."""
     import ray
 
-    deadline = time.monotonic() + (1.0 if interrupted else 0.0)
+    deadline = time.monotonic() + (1.0 if interrupted and ray.is_initialized() else 0.0)
     while time.monotonic() < deadline and not local_ray_stopped():
         time.sleep(0.05)
     for thread in _releasing:
         thread.join()
     _releasing.clear()
-    stop_early()  # started before the study file was parsed, and taken by no study
+    stop_early(INTERRUPTED_SETTLE_S if interrupted else None)  # started before the study file was parsed, and taken by no study
     if ray.is_initialized():
         shutdown_ray()
 
@@ -372,13 +372,17 @@ def _run_locked(config: StudyConfig, results_dir: Path, log: Callable[[str], Non
     # a new study has trials to run: Ray starts (and its workers import what trials need)
     # while the data and the teacher are loaded
     ray_start = _ray_start(config, task) if not resume and config.search.trials > 0 else None
+    settle_s = None
     try:
         return _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray)
+    except KeyboardInterrupt:
+        settle_s = INTERRUPTED_SETTLE_S  # the command is ending: a Ray still starting is left to end with it
+        raise
     finally:
         end_write_ahead()  # study.db one file again, whatever ended the study
         sweep_stale_checkpoints()  # of this machine's workers killed mid-report
         if ray_start is not None:
-            ray_start.settle()  # never leave Ray half-started behind an error
+            ray_start.settle(settle_s)  # never leave Ray half-started behind an error
 
 
 def _prepare_and_search(config, results_dir, log, resume, task, ray_start, started, release_ray) -> StudyResult:
@@ -528,6 +532,13 @@ def max_epochs(config: StudyConfig) -> int:
 
 
 INTERRUPT_GRACE_S = 15.0
+
+INTERRUPTED_SETTLE_S = 0.0
+"""how long an interrupted command waits for a Ray that is still starting: not at all. A
+signal to the whole process group stops its processes mid-start, and its start then either
+waits ~30 s for a raylet that will not come or aborts the process (SIGABRT) within ~3 s;
+left alone, it ends with the process (its GCS and raylet die with the thread that started
+them)."""
 
 
 class _StudyStopper(Stopper):
