@@ -11,8 +11,10 @@ from ._launch import start_early
 
 
 def main() -> None:
-    # SIGTERM ends the command as Ctrl-C does from its first line (the CLI says what to do next
-    # once it runs); during these imports that is one word and 130, not a traceback
+    # SIGTERM (`kill`, `timeout`, a container's stop) ends the command as Ctrl-C does, from its
+    # first line: during these imports one word and 130, not a traceback; while trials run,
+    # the study's own handler stops them (runner._interrupt_handler); before or after them
+    # (start-up, the report), the CLI says how to continue (cli._user_errors)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         start_early(sys.argv[1:])

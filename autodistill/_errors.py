@@ -43,3 +43,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: `autodistill resume` continues
 
 class StudyInterrupted(AutodistillError):
     """The driver was stopped by a signal (Ctrl-C, SIGTERM); ``autodistill resume`` continues."""
+
+
+def interrupted_line(results_dir) -> str:
+    """What a study stopped by a signal says, wherever the signal came (its one line)."""
+    return f"interrupted; `autodistill resume {results_dir}` continues the study"

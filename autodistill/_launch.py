@@ -250,11 +250,13 @@ def local_ray_stopped() -> bool:
     whole process group (``timeout``, ``systemctl stop``, a container's stop). Its dashboard
     and log monitor exit at once then; its GCS and raylet take ~10 s, and Ray Tune's run
     waits for them meanwhile. Any of the four gone means it."""
+    node = _local_node()
+    return node is not None and _signalled(node)
+
+
+def _signalled(node) -> bool:
     from ray._private import ray_constants as rc
 
-    node = _local_node()
-    if node is None:
-        return False
     kinds = (rc.PROCESS_TYPE_GCS_SERVER, rc.PROCESS_TYPE_RAYLET, rc.PROCESS_TYPE_DASHBOARD, rc.PROCESS_TYPE_LOG_MONITOR)
     return any(info.process.poll() is not None for kind in kinds for info in node.all_processes.get(kind, []))
 
@@ -273,7 +275,7 @@ def shutdown_ray() -> None:
     from ray._private import ray_constants
 
     node = _local_node()
-    if node is not None and local_ray_stopped():
+    if node is not None and _signalled(node):
         node.kill_all_processes(check_alive=False, allow_graceful=False)
         return
     if node is not None:

@@ -38,6 +38,7 @@ from ._errors import (
     DiskFull,
     StorageUnavailable,
     StudyInterrupted,
+    interrupted_line,
 )
 from ._launch import SEARCH_FLAGS
 from .export import export_student
@@ -84,7 +85,7 @@ def _user_errors(fn: Callable) -> Callable:
             _fail(f"error: {err}", EXIT_USER_ERROR)
         except KeyboardInterrupt:  # outside the trials' run (typer would end it silently, 130)
             study = next((d for d in _resumable if layout.config_file(d).is_file()), None)
-            _fail(f"interrupted; `autodistill resume {study}` continues the study" if study else "interrupted", EXIT_INTERRUPTED)
+            _fail(interrupted_line(study) if study else "interrupted", EXIT_INTERRUPTED)
         except (typer.Exit, typer.Abort):
             raise
         except Exception as err:
@@ -256,10 +257,6 @@ def main() -> None:
         # `kill -USR2 <pid>` prints every thread's stack to stderr and the command goes on:
         # where a study that seems stuck is waiting (Ray Tune takes SIGUSR1 for itself)
         faulthandler.register(signal.SIGUSR2, all_threads=True, chain=False)
-    # SIGTERM (`kill`, `timeout`, a container's stop) ends a command as Ctrl-C does, wherever
-    # it comes: while trials run, the study's own handler stops them (runner._interrupt_handler);
-    # before or after them (start-up, the report), it raises KeyboardInterrupt (_user_errors)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     code: int | str | None = 0
     try:
         app()
@@ -268,7 +265,8 @@ def main() -> None:
         code = 130
     except SystemExit as done:  # typer ends every command this way
         code = done.code
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the command is over: a SIGTERM now only ends the exit sooner
+    # the command is over: a SIGTERM (an interrupt since autodistill._command's first line) now only ends the exit sooner
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if "ray" in sys.modules:
         _end_now(code)
     sys.exit(code)

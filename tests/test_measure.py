@@ -1,9 +1,9 @@
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from helpers import small_study
 
 from autodistill import measure
 from autodistill.config import LatencyConfig
@@ -126,11 +126,6 @@ def test_the_clock_reference_is_its_fastest_batch_over_its_window(monkeypatch):
 
 def test_a_study_looks_at_the_clock_briefly_where_its_results_folder_has_a_reference(tmp_path, monkeypatch):
     # the first trials wait for the driver's start-up; the full 2-s look was 2 s of every study
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from helpers import small_study
-
     from autodistill.loading import load_config
     from autodistill.tune.runner import _clock_file, _remember_clock, _study_clock
 

@@ -25,7 +25,7 @@ import torch
 from ray.tune import Stopper
 
 from .. import _io, layout
-from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted
+from .._errors import AutodistillError, DiskFull, StorageUnavailable, StudyInterrupted, interrupted_line
 from .._launch import RayStart, init_local_ray, local_ray_stopped, quiet_ray_settings, shutdown_ray, stop_early, study_ray_key, take_early
 from .._lock import StudyLock
 from .._storage import end_write_ahead
@@ -519,7 +519,7 @@ def _search(config, task, results_dir, searcher, to_run, done_before, data, targ
     if searcher.fault is not None:
         raise searcher.fault
     if searcher.interrupted:
-        raise StudyInterrupted(f"interrupted; `autodistill resume {config.results_dir}` continues the study")
+        raise StudyInterrupted(interrupted_line(config.results_dir))
     return time.perf_counter() - started
 
 
