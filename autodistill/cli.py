@@ -60,7 +60,7 @@ err_console = Console(stderr=True)
 
 
 _study_dir: list[Path] = []  # the results folder of the running command, once known (for error.log)
-_resumable: list[Path] = []  # the results folder of a running search or resume, once known
+_RESUMABLE = ("search", "resume")  # the commands whose study `autodistill resume` continues
 
 
 @app.callback()
@@ -84,7 +84,7 @@ def _user_errors(fn: Callable) -> Callable:
         except AutodistillError as err:
             _fail(f"error: {err}", EXIT_USER_ERROR)
         except KeyboardInterrupt:  # outside the trials' run (typer would end it silently, 130)
-            study = next((d for d in _resumable if layout.config_file(d).is_file()), None)
+            study = next((d for d in _study_dir if layout.config_file(d).is_file()), None) if fn.__name__ in _RESUMABLE else None
             _fail(interrupted_line(study) if study else "interrupted", EXIT_INTERRUPTED)
         except (typer.Exit, typer.Abort):
             raise
@@ -147,7 +147,6 @@ def search(
         ),
     )
     _study_dir.append(config.results_dir)
-    _resumable.append(config.results_dir)
     _print_result(config, run_study(config, log=_log, release_ray=True))
 
 
@@ -181,7 +180,6 @@ def resume(
     from .tune.runner import run_study  # imports Ray
 
     _study_dir.append(results_dir)
-    _resumable.append(results_dir)
     overrides = _overrides(time_budget=time_budget, epoch_budget=epoch_budget, max_concurrent=max_concurrent, address=address)
     config = load_study_config(results_dir, overrides)
     if trials is not None:

@@ -118,6 +118,7 @@ def test_trials_still_running_at_the_end_are_pruned_with_their_curve(searcher):
     (t,) = study.get_trials()
     assert t.state == optuna.trial.TrialState.PRUNED
     assert t.user_attrs["accuracy_curve"] == [0.3, 0.6]
+    assert s.close_live() == []
 
 
 def test_a_trial_stopped_between_its_last_epoch_and_its_checkpoint_says_so(searcher):
